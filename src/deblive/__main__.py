@@ -1,0 +1,7 @@
+"""python -m deblive"""
+
+import sys
+
+from deblive.cli import main
+
+sys.exit(main())

@@ -1,0 +1,221 @@
+"""The build pipeline: stages in the seed's order, each undone in reverse on failure.
+
+Temporary changes to the tree (chroot mounts, the package cache mount, the
+service block, the host's resolv.conf, the build mirror's sources) are entered
+into one ExitStack, so whatever fails, they are undone deepest first before
+the error is reported. Results are written into the work tree's output/ and
+moved into the output directory only when the whole build has succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from deblive import chroot, preflight, report, sandbox
+from deblive.config import ImageConfig
+from deblive.context import BuildContext, WorkTree
+from deblive.log import BuildLog, format_seconds
+from deblive.runner import DebliveError, Runner
+from deblive.stages import bootstrap, clean, hook, packages, sources, squash, users
+
+DEFAULT_CACHE = Path(os.environ.get("DEBLIVE_CACHE", "/var/cache/deblive"))
+DEFAULT_WORK_BASE = Path(os.environ.get("DEBLIVE_WORKDIR", "/var/tmp/deblive"))
+RESULT_MARKER = "report.json"
+
+
+class OutputExistsError(DebliveError):
+    exit_code = 2
+
+
+class BusyError(DebliveError):
+    exit_code = 2
+
+
+@dataclass
+class BuildOptions:
+    outdir: Path
+    workdir: Path
+    cache: Path = DEFAULT_CACHE
+    keep_workdir: bool = False
+    make_iso: bool = True
+    force: bool = False
+    verbose: bool = False
+    check_network: bool = True
+
+
+@dataclass
+class BuildResult:
+    outdir: Path
+    outputs: list[Path]
+    report: dict[str, object]
+
+
+def default_outdir(config: ImageConfig) -> Path:
+    return Path("out") / config.name
+
+
+def default_workdir(config: ImageConfig) -> Path:
+    return DEFAULT_WORK_BASE / f"{config.name}-{config.codename}-{config.architecture}"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """One build per work directory: a second one is refused, naming the holder."""
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = workdir.parent / f".{workdir.name}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise BusyError(
+                f"work directory {workdir} is in use by another deblive build (PID {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_outdir(outdir: Path, force: bool) -> None:
+    if (outdir / RESULT_MARKER).exists() and not force:
+        raise OutputExistsError(
+            f"output directory {outdir} already holds a build (report.json); "
+            "use --force to replace it, or -o for another directory"
+        )
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputExistsError(f"output directory {outdir}: {exc.strerror}") from None
+    if not os.access(outdir, os.W_OK):
+        raise OutputExistsError(f"output directory {outdir} is not writable")
+
+
+def publish(files: list[Path], outdir: Path) -> list[Path]:
+    """Move finished files into outdir, each appearing under its name only when complete."""
+    published = []
+    for src in files:
+        dest = outdir / src.name
+        tmp = outdir / f".{src.name}.partial"
+        try:
+            os.replace(src, dest)
+        except OSError:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+            src.unlink()
+        published.append(dest)
+    return published
+
+
+def _chroot_session(ctx: BuildContext, stack: contextlib.ExitStack) -> None:
+    """Mounts, cache, service block and resolv.conf: everything undone by the stack."""
+    rootfs = ctx.rootfs
+    stack.enter_context(sandbox.chroot_mounts(rootfs))
+    stack.enter_context(
+        sandbox.bind_mount(ctx.cache / "archives", rootfs / "var/cache/apt/archives")
+    )
+    stack.enter_context(chroot.service_block(rootfs, ctx.runner))
+    stack.enter_context(chroot.host_resolv_conf(rootfs))
+    sources.use_build_mirror(ctx)
+
+
+def run_stages(ctx: BuildContext, make_iso: bool) -> list[Path]:
+    """All stages in order; returns the files to publish."""
+    log = ctx.log
+    before = packages.archive_snapshot(ctx.cache)
+    with log.stage("bootstrap"):
+        bootstrap.run(ctx)
+    with contextlib.ExitStack() as stack:
+        with log.stage("chroot-setup"):
+            _chroot_session(ctx, stack)
+        with log.stage("packages"):
+            packages.run(ctx)
+        with log.stage("users"):
+            users.run(ctx)
+        with log.stage("hook"):
+            hook.run(ctx)
+        with log.stage("sources"):
+            sources.use_image_sources(ctx)
+        with log.stage("chroot-teardown"):
+            stack.close()
+    after = packages.archive_snapshot(ctx.cache)
+    ctx.facts["downloaded_bytes"] = sum(
+        size for name, size in after.items() if before.get(name) != size
+    )
+    with log.stage("clean"):
+        clean.run(ctx)
+    with log.stage("squash"):
+        squashfs = squash.run(ctx)
+    outputs = [squashfs, ctx.work.output / "filesystem.packages"]
+    if make_iso:
+        from deblive.stages import iso
+
+        outputs.append(iso.run(ctx, squashfs))
+    return outputs
+
+
+def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = None) -> BuildResult:
+    """Build an image; raises DebliveError (with exit_code) on failure."""
+    log = log or BuildLog(verbose=options.verbose)
+    preflight.check(config, with_iso=options.make_iso, network=options.check_network)
+    check_outdir(options.outdir, options.force)
+    sandbox.enter_private_mount_namespace()
+    work = WorkTree(options.workdir)
+    with workdir_lock(work.root):
+        if work.root.exists():
+            log.info(f"removing the previous work tree {work.root}")
+            sandbox.safe_rmtree(work.root)
+        work.root.mkdir(parents=True)
+        log.open(work.log)
+        runner = Runner(log)
+        ctx = BuildContext(
+            config=config, log=log, runner=runner, work=work, outdir=options.outdir,
+            cache=options.cache,
+        )
+        if "SOURCE_DATE_EPOCH" in os.environ:
+            ctx.source_date_epoch = int(os.environ["SOURCE_DATE_EPOCH"])
+        started = dt.datetime.now(dt.UTC)
+        log.info(
+            f"building {config.name}: {config.codename} ({config.suite}) {config.architecture}, "
+            f"work tree {work.root}"
+        )
+        try:
+            files = run_stages(ctx, options.make_iso)
+        except BaseException as exc:
+            runner.terminate_children()
+            stage = log.current_stage if log.current_stage != "main" else "setup"
+            failed = report.build_report(ctx, started, [], "failed", error=str(exc))
+            report.write_report(failed, work.root / "report.json")
+            log.error(f"build failed in stage {stage}; the work tree is kept at {work.root}")
+            log.close()
+            raise
+        build_report = report.build_report(ctx, started, files, "success")
+        report.write_report(build_report, work.output / "report.json")
+        if options.make_iso:
+            isos = [f for f in files if f.suffix == ".iso"]
+            report.sha256sums(isos, work.output / "SHA256SUMS")
+            files.append(work.output / "SHA256SUMS")
+        logs_dir = work.output / "logs"
+        log.info(f"build finished in {format_seconds(build_report['duration_seconds'])}")
+        log.close()
+        shutil.copyfile(work.log, work.output / "build.log")
+        published = publish([*files, work.output / "build.log"], options.outdir)
+        if logs_dir.is_dir():
+            dest = options.outdir / "logs"
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.move(logs_dir, dest)
+        # report.json last: its presence marks a complete result.
+        published += publish([work.output / "report.json"], options.outdir)
+        if not options.keep_workdir:
+            sandbox.safe_rmtree(work.root)
+        return BuildResult(options.outdir, published, build_report)

@@ -1,0 +1,165 @@
+"""The command line: build, validate, schema, test.
+
+Exit status: 0 success, 1 a failed build or test, 2 bad input (config,
+arguments, missing files), 130/143 interrupted by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from deblive import __version__
+from deblive import config as config_mod
+from deblive.log import BuildLog
+from deblive.runner import DebliveError
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: ends the build through its teardown, like KeyboardInterrupt."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "suite": getattr(args, "suite", None),
+        "architecture": getattr(args, "arch", None),
+        "mirror": getattr(args, "mirror", None),
+        "apt_mirror": getattr(args, "apt_mirror", None),
+        "hook": getattr(args, "hook", None),
+    }
+
+
+def load_config(args: argparse.Namespace) -> config_mod.ImageConfig:
+    overrides = _overrides(args)
+    if overrides.get("hook") is not None:
+        # A hook given on the command line is relative to the current directory.
+        overrides["hook"] = str(Path(overrides["hook"]).resolve())
+    if args.config is None:
+        return config_mod.load_default(overrides)
+    return config_mod.load(Path(args.config), overrides)
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="image config (YAML); default: the embedded default")
+    p.add_argument("--suite", help="override the config's suite")
+    p.add_argument("--arch", help="override the config's architecture")
+    p.add_argument("--mirror", help="override the build mirror")
+    p.add_argument("--apt-mirror", help="override the mirror written into the image")
+    p.add_argument("--hook", help="override the customisation hook")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from deblive import build
+
+    cfg = load_config(args)
+    options = build.BuildOptions(
+        outdir=Path(args.output) if args.output else build.default_outdir(cfg),
+        workdir=Path(args.workdir) if args.workdir else build.default_workdir(cfg),
+        cache=Path(args.cache_dir) if args.cache_dir else build.DEFAULT_CACHE,
+        keep_workdir=args.keep_workdir,
+        make_iso=not args.no_iso,
+        force=args.force,
+        verbose=args.verbose,
+    )
+    log = BuildLog(verbose=args.verbose)
+    result = build.build(cfg, options, log)
+    for path in result.outputs:
+        log.info(f"wrote {path}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    if args.network:
+        from deblive import preflight
+
+        preflight.check_mirror(cfg)
+    from deblive.stages.hook import check_hook
+
+    check_hook(cfg)
+    print(f"{cfg.source or 'default config'}: valid ({cfg.name}: {cfg.codename} "
+          f"{cfg.architecture})")
+    if args.show:
+        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    print(json.dumps(config_mod.json_schema(), indent=2))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deblive",
+        description="Build bootable Debian live images and prove that they boot.",
+    )
+    parser.add_argument("--version", action="version", version=f"deblive {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("build", help="build an image from a config",
+                       description="Build a live image: squashfs, package list, ISO, report.")
+    _add_config_options(p)
+    p.add_argument("-o", "--output", help="output directory (default: out/<name>)")
+    p.add_argument("--workdir", help="work directory (default: /var/tmp/deblive/<image>)")
+    p.add_argument("--cache-dir", help="package cache shared between builds "
+                   "(default: /var/cache/deblive)")
+    p.add_argument("--keep-workdir", action="store_true",
+                   help="keep the work tree after a successful build")
+    p.add_argument("--no-iso", action="store_true", help="stop after the verified squashfs")
+    p.add_argument("--force", action="store_true", help="replace a previous build in the output")
+    p.add_argument("-v", "--verbose", action="store_true", help="show every command's output")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("validate", help="check a config without touching the system",
+                       description="Validate a config file (and its hook) and exit.")
+    _add_config_options(p)
+    p.add_argument("--network", action="store_true",
+                   help="also check that the mirror carries the suite and architecture")
+    p.add_argument("--show", action="store_true", help="print the config with defaults filled")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the config's JSON schema",
+                       description="Print the JSON schema of image config files.")
+    p.set_defaults(func=cmd_schema)
+
+    try:
+        from deblive import boottest
+    except ImportError:  # pragma: no cover - boottest ships with deblive
+        pass
+    else:
+        boottest.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        code: int = args.func(args)
+        return code
+    except Interrupted as exc:
+        print(f"deblive: interrupted by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
+    except DebliveError as exc:
+        print(f"deblive: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

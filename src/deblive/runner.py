@@ -1,0 +1,210 @@
+"""The one place that runs external programs.
+
+Each command line is logged, its output (stdout and stderr merged) is streamed
+line by line into the build log, and a failure raises CommandError carrying
+the command, its exit status or signal, the last lines of its output and the
+path of the full log: vmdebootstrap captured everything and printed it at the
+end, which hid 30-minute apt runs and lost the output on a crash.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shlex
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from deblive.log import BuildLog
+
+TAIL_LINES = 25
+
+
+class DebliveError(Exception):
+    """An error with a message fit for the user; exit_code says how the CLI ends."""
+
+    exit_code = 1
+
+
+class CommandError(DebliveError):
+    """An external command failed."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int,
+        tail: Sequence[str],
+        log_path: Path | None,
+        what: str | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.tail = list(tail)
+        self.log_path = log_path
+        self.what = what
+        super().__init__(self.describe())
+
+    @property
+    def status_text(self) -> str:
+        if self.returncode < 0:
+            try:
+                name = signal.Signals(-self.returncode).name
+            except ValueError:
+                name = str(-self.returncode)
+            return f"killed by signal {name}"
+        if self.returncode == 127:
+            return "exit status 127 (command not found)"
+        return f"exit status {self.returncode}"
+
+    def describe(self) -> str:
+        head = f"{self.what}: " if self.what else ""
+        lines = [f"{head}command failed with {self.status_text}: {shlex.join(self.argv)}"]
+        if self.tail:
+            lines.append(f"last {len(self.tail)} lines of its output:")
+            lines.extend(f"  {line}" for line in self.tail)
+        if self.log_path is not None:
+            lines.append(f"full log: {self.log_path}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    returncode: int
+    output: str
+
+
+class Runner:
+    """Runs commands, logs them, and remembers live children so a signal can end them."""
+
+    def __init__(self, log: BuildLog) -> None:
+        self.log = log
+        self._children: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        check: bool = True,
+        capture: bool = False,
+        input_text: str | None = None,
+        what: str | None = None,
+        quiet: bool = False,
+        inherit_env: bool = True,
+    ) -> Result:
+        """Run argv, streaming its output into the log.
+
+        env is added to the current environment, or with inherit_env=False is the
+        whole environment (chroot commands must not see the host's locale or paths).
+        capture keeps the output in the Result (it is still logged unless quiet).
+        """
+        args = [os.fspath(a) for a in argv]
+        self.log.debug(f"$ {shlex.join(args)}")
+        full_env = dict(os.environ) if inherit_env else {}
+        if env:
+            full_env.update(env)
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        captured: list[str] = []
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=cwd,
+            )
+        except FileNotFoundError:
+            raise CommandError(
+                args, 127, [f"{args[0]}: command not found"], self.log.path, what
+            ) from None
+        with self._lock:
+            self._children.add(proc)
+        try:
+            if input_text is not None:
+                assert proc.stdin is not None
+                feeder = threading.Thread(
+                    target=_feed, args=(proc.stdin, input_text.encode()), daemon=True
+                )
+                feeder.start()
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                # apt and friends redraw lines with \r; keep the last state only.
+                line = line.rsplit("\r", 1)[-1]
+                tail.append(line)
+                if capture:
+                    captured.append(line)
+                if not quiet:
+                    self.log.output(line)
+            returncode = proc.wait()
+        finally:
+            with self._lock:
+                self._children.discard(proc)
+        self.log.debug(f"exit status {returncode}: {args[0]}")
+        if check and returncode != 0:
+            raise CommandError(args, returncode, list(tail), self.log.path, what)
+        return Result(args, returncode, "\n".join(captured) + ("\n" if captured else ""))
+
+    def output(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> str:
+        """Run argv and return its output (logged quietly)."""
+        result = self.run(argv, capture=True, quiet=True, **kwargs)  # type: ignore[arg-type]
+        return result.output
+
+    def terminate_children(self, grace: float = 5.0) -> None:
+        """End every running child: SIGTERM, then SIGKILL after grace seconds."""
+        with self._lock:
+            children = list(self._children)
+        for proc in children:
+            _signal_tree(proc.pid, signal.SIGTERM)
+        for proc in children:
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_tree(proc.pid, signal.SIGKILL)
+
+
+def _feed(stream: object, data: bytes) -> None:
+    try:
+        stream.write(data)  # type: ignore[attr-defined]
+        stream.close()  # type: ignore[attr-defined]
+    except BrokenPipeError:
+        pass
+
+
+def _descendants(pid: int) -> list[int]:
+    """All descendants of pid, from /proc (children files need CONFIG_PROC_CHILDREN)."""
+    parents: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents[ppid].append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        for child in parents.get(current, []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _signal_tree(pid: int, sig: signal.Signals) -> None:
+    for target in [*_descendants(pid), pid]:
+        try:
+            os.kill(target, sig)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,114 @@
+"""Steps 4 and 5: the live system, tasks and extras, installed with apt in the chroot.
+
+debootstrap's and mmdebstrap's own include lists skip Recommends; a live image
+is expected to carry them (seed point 14), so everything is installed by
+apt-get inside the chroot with Recommends on, non-interactively (point 15),
+with proc mounted (point 16) and without progress bars (point 17).
+Debconf questions that are known to hang (keyboard, tzdata, locales) are
+answered from the config before any package is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from deblive import bootfiles
+from deblive.chroot import Chroot
+from deblive.config import ImageConfig
+from deblive.context import BuildContext
+
+BOOTDEBS_IN_CHROOT = "var/tmp/deblive-bootdebs"
+
+
+def wants_locales(config: ImageConfig) -> bool:
+    return not config.locale.startswith("C")
+
+
+def live_packages(config: ImageConfig) -> list[str]:
+    """What makes the tree a live system, before tasks and extras."""
+    packages = [config.kernel_package, "live-boot", "systemd-sysv", "sudo"]
+    if wants_locales(config):
+        packages.append("locales")
+    return packages
+
+
+def install_list(config: ImageConfig) -> list[str]:
+    """Everything apt installs, in order, without duplicates."""
+    seen: dict[str, None] = {}
+    for name in [*live_packages(config), *config.tasks, *config.packages]:
+        seen.setdefault(name, None)
+    return list(seen)
+
+
+def debconf_selections(config: ImageConfig) -> list[str]:
+    """Answers for the classic hangs, then the config's own lines (which win)."""
+    layout = config.keyboard.split("(")[0]
+    area, _, zone = config.timezone.partition("/")
+    if not zone:
+        area, zone = "Etc", config.timezone
+    charset = config.locale.split(".", 1)[1] if "." in config.locale else "UTF-8"
+    lines = [
+        f"keyboard-configuration keyboard-configuration/xkb-keymap select {layout}",
+        f"keyboard-configuration keyboard-configuration/layoutcode string {layout}",
+        f"tzdata tzdata/Areas select {area}",
+        f"tzdata tzdata/Zones/{area} select {zone}",
+    ]
+    if wants_locales(config):
+        lines += [
+            f"locales locales/locales_to_be_generated multiselect {config.locale} {charset}",
+            f"locales locales/default_environment_locale select {config.locale}",
+        ]
+    return [*lines, *config.debconf]
+
+
+def run(ctx: BuildContext) -> None:
+    config = ctx.config
+    chroot = Chroot(ctx.rootfs, ctx.runner)
+    chroot.run(
+        ["debconf-set-selections"],
+        input_text="\n".join(debconf_selections(config)) + "\n",
+        what="preseeding debconf",
+    )
+    chroot.apt_get("update", what="apt-get update from the build mirror")
+    packages = install_list(config)
+    ctx.log.info(f"installing {len(packages)} packages with Recommends: {' '.join(packages)}")
+    chroot.apt_get("install", *packages, what="installing the live system, tasks and extras")
+    download_boot_packages(ctx)
+
+
+def download_boot_packages(ctx: BuildContext) -> None:
+    """Boot loaders of the target release, fetched (not installed) while apt knows the suite.
+
+    They are unpacked on the host for the medium, so ISOLINUX, its modules and
+    isohdpfx.bin all come from one syslinux version, and shim and grub are the
+    release's signed binaries.
+    """
+    names = bootfiles.boot_packages(ctx.config.architecture)
+    if not names:
+        return
+    inside = ctx.rootfs / BOOTDEBS_IN_CHROOT
+    inside.mkdir(parents=True, exist_ok=True)
+    os.chmod(inside, 0o777)  # apt downloads as the _apt user
+    chroot = Chroot(ctx.rootfs, ctx.runner)
+    chroot.run(
+        ["sh", "-c", f'cd /{BOOTDEBS_IN_CHROOT} && exec apt-get -q download "$@"', "sh", *names],
+        what="downloading the boot loader packages",
+    )
+    target = ctx.work.bootdebs
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for deb in inside.glob("*.deb"):
+        shutil.move(deb, target / deb.name)
+    shutil.rmtree(inside)
+    ctx.facts["bootdebs"] = sorted(p.name for p in target.glob("*.deb"))
+
+
+def archive_snapshot(cache: Path) -> dict[str, int]:
+    """Name and size of every cached package: the difference is what a build downloaded."""
+    archives = cache / "archives"
+    if not archives.is_dir():
+        return {}
+    return {p.name: p.stat().st_size for p in archives.glob("*.deb")}
