@@ -247,7 +247,7 @@ def _media_args(spec: VMSpec) -> list[str]:
             "-drive",
             f"if=none,id=media,media=cdrom,readonly=on,format=raw,file={iso}",
             "-device",
-            "ide-cd,drive=media,bootindex=0",
+            "ide-cd,drive=media,bootindex=1",
         ]
     return [
         "-device",
@@ -255,7 +255,7 @@ def _media_args(spec: VMSpec) -> list[str]:
         "-drive",
         f"if=none,id=media,format=raw,snapshot=on,file={iso}",
         "-device",
-        "usb-storage,bus=xhci.0,drive=media,removable=on,bootindex=0",
+        "usb-storage,bus=xhci.0,drive=media,removable=on,bootindex=1",
     ]
 
 

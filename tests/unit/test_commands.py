@@ -1,0 +1,160 @@
+"""The exact command lines and files each stage produces, without running them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from debian import deb822
+
+from deblive import chroot, config
+from deblive.stages import bootstrap, packages, sources, squash, users
+
+from .conftest import FAKE_MIRROR
+
+
+def cfg(**data: object) -> config.ImageConfig:
+    return config.parse({"name": "demo", **data}, Path("/cfg/demo.yaml"))
+
+
+def test_mmdebstrap_argv() -> None:
+    argv = bootstrap.mmdebstrap_argv(cfg(components=["main", "contrib"]), Path("/w/rootfs"),
+                                     Path("/c/archives"))
+    assert argv[0] == "mmdebstrap"
+    assert "--mode=root" in argv
+    assert "--variant=minbase" in argv
+    assert "--architectures=amd64" in argv
+    assert "--components=main,contrib" in argv
+    assert "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg" in argv
+    assert "--skip=download/empty" in argv
+    assert any(a.startswith("--setup-hook=") and "mount --bind /c/archives" in a for a in argv)
+    assert any(a.startswith("--customize-hook=umount") for a in argv)
+    assert argv[-3:] == ["bookworm", "/w/rootfs", FAKE_MIRROR]
+    # never with signature checks off
+    assert not any("trusted=yes" in a or "check-gpg" in a or "AllowInsecure" in a for a in argv)
+
+
+def test_https_mirror_brings_ca_certificates() -> None:
+    argv = bootstrap.mmdebstrap_argv(cfg(mirror="https://m.invalid/debian"), Path("/r"),
+                                     Path("/c"))
+    assert "--include=ca-certificates" in argv
+
+
+def test_debootstrap_argv() -> None:
+    c = cfg(bootstrap={"backend": "debootstrap", "variant": "minbase"}, architecture="arm64")
+    argv = bootstrap.debootstrap_argv(c, Path("/r"), Path("/c"))
+    assert argv[:2] == ["debootstrap", "--arch=arm64"]
+    assert "--variant=minbase" in argv and "--cache-dir=/c" in argv
+    argv = bootstrap.debootstrap_argv(cfg(bootstrap={"backend": "debootstrap",
+                                                     "variant": "important"}), Path("/r"),
+                                      Path("/c"))
+    assert not any(a.startswith("--variant") for a in argv)
+
+
+def test_apt_argv_has_no_progress_and_recommends() -> None:
+    argv = chroot.apt_get_argv(Path("/r"), ["install", "task-english"])
+    assert argv[:3] == ["chroot", "/r", "apt-get"]
+    text = " ".join(argv)
+    assert "Dpkg::Use-Pty=0" in text and "APT::Color=0" in text
+    assert "APT::Install-Recommends=true" in text
+    assert "--no-install-recommends" not in text
+    assert argv[-2:] == ["install", "task-english"]
+
+
+def test_chroot_env_is_clean_and_noninteractive() -> None:
+    env = chroot.chroot_env()
+    assert env["DEBIAN_FRONTEND"] == "noninteractive"
+    assert env["DEBCONF_NONINTERACTIVE_SEEN"] == "true"
+    assert env["LC_ALL"] == "C.UTF-8"
+    assert set(env) >= {"PATH", "HOME"}
+
+
+def test_install_list_order_and_dedup() -> None:
+    c = cfg(tasks=["task-ssh-server"], packages=["sudo", "wpasupplicant"])
+    assert packages.install_list(c) == [
+        "linux-image-amd64", "live-boot", "systemd-sysv", "sudo", "locales",
+        "task-ssh-server", "wpasupplicant",
+    ]
+    assert "locales" not in packages.install_list(cfg(locale="C.UTF-8"))
+
+
+def test_debconf_selections() -> None:
+    lines = packages.debconf_selections(
+        cfg(keyboard="de", timezone="Europe/Berlin", locale="de_DE.UTF-8",
+            debconf=["foo foo/bar string baz"])
+    )
+    assert "keyboard-configuration keyboard-configuration/xkb-keymap select de" in lines
+    assert "tzdata tzdata/Zones/Europe select Berlin" in lines
+    assert "locales locales/default_environment_locale select de_DE.UTF-8" in lines
+    assert lines[-1] == "foo foo/bar string baz"
+    utc = packages.debconf_selections(cfg())
+    assert "tzdata tzdata/Zones/Etc select UTC" in utc
+
+
+def test_sources_for_the_apt_mirror() -> None:
+    c = cfg(apt_mirror="http://apt.invalid/debian", components=["main", "non-free-firmware"])
+    text = sources.render_sources(c, "http://apt.invalid/debian", "http://apt.invalid/sec")
+    paras = list(deb822.Deb822.iter_paragraphs(text.splitlines()))
+    assert paras[0]["URIs"] == "http://apt.invalid/debian"
+    assert paras[0]["Suites"] == "bookworm bookworm-updates"
+    assert paras[0]["Components"] == "main non-free-firmware"
+    assert paras[1]["Suites"] == "bookworm-security"
+    assert paras[1]["URIs"] == "http://apt.invalid/sec"
+    assert all(p["Signed-By"].endswith("debian-archive-keyring.gpg") for p in paras)
+
+
+def test_sources_without_security_and_updates_and_for_sid() -> None:
+    text = sources.render_sources(cfg(security=False, updates=False), "http://a/debian", "x")
+    paras = list(deb822.Deb822.iter_paragraphs(text.splitlines()))
+    assert len(paras) == 1 and paras[0]["Suites"] == "bookworm"
+    text = sources.render_sources(cfg(suite="sid"), "http://a/debian", "x")
+    paras = list(deb822.Deb822.iter_paragraphs(text.splitlines()))
+    assert len(paras) == 1 and paras[0]["Suites"] == "sid"
+
+
+def test_build_security_mirror_follows_host_only_for_host_mirror() -> None:
+    assert sources.build_security_mirror(cfg(), "http://hostsec.invalid/ds") == (
+        "http://hostsec.invalid/ds"
+    )
+    other = cfg(mirror="http://other.invalid/debian")
+    assert sources.build_security_mirror(other, "http://hostsec.invalid/ds") == (
+        "http://other.invalid/debian-security"
+    )
+
+
+def test_useradd_and_files() -> None:
+    c = cfg(user={"name": "alice", "groups": ["sudo", "audio"]}, hostname="box")
+    assert users.useradd_argv(c) == [
+        "useradd", "--create-home", "--shell", "/bin/bash", "--comment", "Debian Live user",
+        "--groups", "sudo,audio", "alice",
+    ]
+    assert "127.0.1.1\tbox\n" in users.hosts_file("box")
+    assert 'XKBLAYOUT="de"' in users.keyboard_file("de")
+    assert 'XKBVARIANT="nodeadkeys"' in users.keyboard_file("de(nodeadkeys)")
+    conf = users.live_config_conf(c)
+    assert 'LIVE_USERNAME="alice"' in conf and 'LIVE_HOSTNAME="box"' in conf
+
+
+def test_mksquashfs_argv() -> None:
+    argv = squash.mksquashfs_argv(cfg(squashfs={"compression": "zstd", "level": 15}),
+                                  Path("/r"), Path("/o.sqfs"))
+    assert argv[:3] == ["mksquashfs", "/r", "/o.sqfs"]
+    assert argv[argv.index("-comp") + 1] == "zstd"
+    assert argv[argv.index("-Xcompression-level") + 1] == "15"
+    assert "-noappend" in argv and "-b" in argv
+    xz = squash.mksquashfs_argv(cfg(), Path("/r"), Path("/o"))
+    assert xz[xz.index("-comp") + 1] == "xz" and "-Xcompression-level" not in xz
+
+
+def test_inode_parser() -> None:
+    text = "Found a valid SQUASHFS 4:0 superblock\nNumber of inodes 16757\nNumber of ids 3\n"
+    assert squash.parse_inode_count(text) == 16757
+
+
+def test_tree_stats_count_hard_links_once(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a").write_bytes(b"x" * 100)
+    (tmp_path / "d" / "b").hardlink_to(tmp_path / "d" / "a")
+    (tmp_path / "l").symlink_to("d/a")
+    stats = squash.tree_stats(tmp_path)
+    assert stats.inodes == 4  # root, d, a(=b), l
+    assert stats.bytes >= 100

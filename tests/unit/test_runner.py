@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deblive.log import BuildLog, format_seconds
+from deblive.runner import CommandError, Runner
+
+
+def make(tmp_path: Path) -> tuple[Runner, BuildLog]:
+    log = BuildLog()
+    log.open(tmp_path / "build.log")
+    return Runner(log), log
+
+
+def test_output_goes_to_the_log(tmp_path: Path) -> None:
+    runner, log = make(tmp_path)
+    with log.stage("demo"):
+        result = runner.run(["sh", "-c", "echo one; echo two >&2"], capture=True)
+    log.close()
+    assert result.returncode == 0
+    assert result.output == "one\ntwo\n"
+    text = (tmp_path / "build.log").read_text()
+    assert "[demo] $ sh -c" in text
+    assert "[demo] | one" in text and "[demo] | two" in text
+    assert "stage demo: done" in text
+    assert log.timings[0].name == "demo" and log.timings[0].ok
+
+
+def test_failure_reports_command_status_tail_and_log(tmp_path: Path) -> None:
+    runner, _ = make(tmp_path)
+    with pytest.raises(CommandError) as info:
+        runner.run(["sh", "-c", "for i in $(seq 1 40); do echo line$i; done; exit 3"],
+                   what="counting")
+    err = info.value
+    assert err.returncode == 3
+    message = str(err)
+    assert message.startswith("counting: command failed with exit status 3: sh -c")
+    assert "line40" in message and "line10" not in message  # only the tail
+    assert f"full log: {tmp_path / 'build.log'}" in message
+
+
+def test_missing_command_is_127(tmp_path: Path) -> None:
+    runner, _ = make(tmp_path)
+    with pytest.raises(CommandError) as info:
+        runner.run(["deblive-no-such-command"])
+    assert info.value.returncode == 127
+    assert "command not found" in str(info.value)
+
+
+def test_signal_is_named(tmp_path: Path) -> None:
+    runner, _ = make(tmp_path)
+    with pytest.raises(CommandError, match="killed by signal SIGKILL"):
+        runner.run(["sh", "-c", "kill -9 $$"])
+
+
+def test_clean_environment_and_input(tmp_path: Path) -> None:
+    runner, _ = make(tmp_path)
+    out = runner.output(["/usr/bin/env"], env={"ONLY": "1"}, inherit_env=False)
+    assert out.strip() == "ONLY=1"
+    assert runner.output(["cat"], input_text="fed\n") == "fed\n"
+
+
+def test_failed_stage_is_recorded(tmp_path: Path) -> None:
+    _, log = make(tmp_path)
+    with pytest.raises(RuntimeError), log.stage("broken"):
+        raise RuntimeError("x")
+    assert log.timings[-1].name == "broken" and not log.timings[-1].ok
+
+
+def test_format_seconds() -> None:
+    assert format_seconds(3.21) == "3.2 s"
+    assert format_seconds(125) == "2 min 05 s"
