@@ -65,7 +65,7 @@ AFTER_PASSWORD = re.compile(r"(?P<bad>Login incorrect)|(?P<prompt>[$#] *$)", re.
 # The boot loaders' menus on serial (grub; ISOLINUX with SERIAL), or the
 # kernel already starting (then the menu was missed).
 MENU_OR_KERNEL = re.compile(
-    r"(?P<menu>GNU GRUB|automatically in|Automatic boot in|Press \[Tab\]|ISOLINUX \d)"
+    r"(?P<menu>GNU GRUB|automatically in|Automatic boot in|Press \[Tab\])"
     r"|(?P<kernel>Linux version \d|Run /init|Loading, please wait)"
 )
 
@@ -294,21 +294,33 @@ def check_secure_boot(shell: SerialShell, mode: Mode) -> Check:
     )
 
 
+UNIT_NAME = re.compile(
+    r"^[\s*\u25cf]*(?P<unit>[\w@:.\\-]+\."
+    r"(?:service|socket|mount|automount|swap|target|timer|path|device|scope|slice))\s",
+    re.MULTILINE,
+)
+
+
+def failed_units(listing: str) -> list[str]:
+    """Unit names from `systemctl --failed --plain --no-legend` (noise lines skipped)."""
+    return [m.group("unit") for m in UNIT_NAME.finditer(listing)]
+
+
 def check_system_running(shell: SerialShell, timeout: float) -> Check:
     res = shell.run(
-        f"timeout {int(timeout)} systemctl is-system-running --wait", timeout=timeout + 60
+        f"sudo -n timeout {int(timeout)} systemctl is-system-running --wait", timeout=timeout + 60
     )
     lines = res.output.strip().splitlines()
     state = lines[-1].strip() if lines else "(no answer: still starting?)"
     if state == "running":
         return Check("system-running", True, "running")
-    failed = shell.run("systemctl --failed --no-legend --plain --no-pager")
-    units = [line.split()[0] for line in failed.output.splitlines() if line.strip()]
+    failed = shell.run("sudo -n systemctl --failed --no-legend --plain --no-pager 2>&1")
+    units = failed_units(failed.output)
     detail = f"system is {state}"
     if units:
         detail += f"; failed units: {', '.join(units)}"
     if res.rc == 124:
-        jobs = shell.run("systemctl list-jobs --no-legend --no-pager | head -n 10")
+        jobs = shell.run("sudo -n systemctl list-jobs --no-legend --no-pager | head -n 10")
         detail += f"; timed out after {int(timeout)} s; jobs: {jobs.output.strip() or 'none'}"
     return Check("system-running", False, detail)
 
@@ -504,8 +516,16 @@ def _run_all(
 
     if jobs == 1:
         return [one(m) for m in chosen]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+    try:
         return list(pool.map(one, chosen))
+    except BaseException:
+        # Ctrl-C: the workers would wait for their boots; end the VMs instead.
+        pool.shutdown(wait=False, cancel_futures=True)
+        qemu.kill_all_vms()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def write_results(

@@ -71,9 +71,10 @@ def apt_get_argv(root: Path, args: Sequence[str]) -> list[str]:
 class Chroot:
     """Runs commands in the image root with the chroot environment."""
 
-    def __init__(self, root: Path, runner: Runner) -> None:
+    def __init__(self, root: Path, runner: Runner, apt_log: Path | None = None) -> None:
         self.root = root
         self.runner = runner
+        self.apt_log = apt_log
 
     def run(
         self, argv: Sequence[str], *, what: str | None = None, input_text: str | None = None,
@@ -87,7 +88,7 @@ class Chroot:
     def apt_get(self, *args: str, what: str | None = None) -> Result:
         return self.runner.run(
             apt_get_argv(self.root, args), env=chroot_env(), inherit_env=False,
-            what=what or f"apt-get {args[0] if args else ''}".strip(),
+            what=what or f"apt-get {args[0] if args else ''}".strip(), tee=self.apt_log,
         )
 
 

@@ -626,6 +626,21 @@ def qmp_execute(
 # --------------------------------------------------------------------------
 # The VM
 
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_all_vms() -> None:
+    """Kill every qemu this process started and that still runs.
+
+    qemu runs in its own session (a terminal's Ctrl-C does not reach it), so an
+    interrupted test run must end its VMs itself, also those of worker threads.
+    """
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        _kill(proc, grace=1.0)
+
 
 @dataclass
 class VM:
@@ -666,6 +681,8 @@ class VM:
             )
         except OSError as exc:
             raise QemuError(f"cannot start {self.binary}: {exc}") from exc
+        with _LIVE_LOCK:
+            _LIVE.add(self.proc)
         self._serial = _StreamBuffer(self.proc.stdout, self._log_file)
         self._stderr = _StreamBuffer(self.proc.stderr)
 
@@ -680,6 +697,8 @@ class VM:
         """Kill qemu if it still runs and close the log; safe to call twice."""
         if self.proc is not None:
             _kill(self.proc)
+            with _LIVE_LOCK:
+                _LIVE.discard(self.proc)
         for buf in (self._serial, self._stderr):
             if buf is not None:
                 buf.join()

@@ -98,12 +98,14 @@ class Runner:
         what: str | None = None,
         quiet: bool = False,
         inherit_env: bool = True,
+        tee: Path | None = None,
     ) -> Result:
         """Run argv, streaming its output into the log.
 
         env is added to the current environment, or with inherit_env=False is the
         whole environment (chroot commands must not see the host's locale or paths).
         capture keeps the output in the Result (it is still logged unless quiet).
+        tee appends the output to a second file too (apt's own log of the build).
         """
         args = [os.fspath(a) for a in argv]
         self.log.debug(f"$ {shlex.join(args)}")
@@ -127,6 +129,7 @@ class Runner:
             ) from None
         with self._lock:
             self._children.add(proc)
+        tee_file = tee.open("a", encoding="utf-8") if tee is not None else None
         try:
             if input_text is not None:
                 assert proc.stdin is not None
@@ -144,8 +147,12 @@ class Runner:
                     captured.append(line)
                 if not quiet:
                     self.log.output(line)
+                if tee_file is not None:
+                    tee_file.write(line + "\n")
             returncode = proc.wait()
         finally:
+            if tee_file is not None:
+                tee_file.close()
             with self._lock:
                 self._children.discard(proc)
         self.log.debug(f"exit status {returncode}: {args[0]}")

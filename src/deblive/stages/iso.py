@@ -73,8 +73,9 @@ def xorriso_command(
         "-volid", volume_id,
         "-joliet", "on",
         "-rockridge", "on",
-        # /live/vmlinuz is a hard link of /live/vmlinuz-<kver>: store the data once.
-        "-hardlinks", "on",
+        # No "-hardlinks on": it records disk device/inode numbers (AAIP "isofs.di"),
+        # which differ per build; libisofs stores the data of hard-linked
+        # /live/vmlinuz and vmlinuz-<kver> once anyway.
         # Level 3 lets a squashfs exceed 4 GiB; Joliet long names for Windows readers.
         "-compliance", "iso_9660_level=3:joliet_long_names",
         "-map", str(medium_dir), "/",
@@ -194,3 +195,21 @@ def make_iso(ctx: BuildContext, output: Path) -> None:
     size = output.stat().st_size
     ctx.facts["iso_bytes"] = size
     ctx.log.info(f"ISO written: {output} ({size / 2**20:.0f} MiB)")
+
+
+def run(ctx: BuildContext, squashfs: Path) -> Path:
+    """Medium tree, boot loaders and ISO, each its own logged stage; returns the ISO.
+
+    The ISO goes to WorkTree.output/<image_basename>.iso beside the squashfs and
+    filesystem.packages (written by the packages stage), from where the build
+    moves its results to the output directory.
+    """
+    packages_list = ctx.work.output / "filesystem.packages"
+    output = ctx.work.output / f"{ctx.image_basename}.iso"
+    with ctx.log.stage("medium"):
+        medium.lay_out_medium(ctx, squashfs, packages_list)
+    with ctx.log.stage("bootloaders"):
+        bootloaders.install_bootloaders(ctx)
+    with ctx.log.stage("iso"):
+        make_iso(ctx, output)
+    return output

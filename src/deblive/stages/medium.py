@@ -14,6 +14,7 @@ still add files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -87,10 +88,8 @@ def release_text(ctx: BuildContext) -> str:
     """'12.15 "Bookworm"' from the image's /etc/debian_version, else the release table."""
     codename = ctx.config.codename
     version = ""
-    try:
+    with contextlib.suppress(OSError):
         version = (ctx.rootfs / "etc/debian_version").read_text(encoding="utf-8").strip()
-    except OSError:
-        pass
     if not re.match(r"^\d+(\.\d+)*$", version):
         known = {r.codename: r.version for r in suites.load_releases()}
         version = known.get(codename, "") or codename

@@ -65,7 +65,9 @@ def debconf_selections(config: ImageConfig) -> list[str]:
 
 def run(ctx: BuildContext) -> None:
     config = ctx.config
-    chroot = Chroot(ctx.rootfs, ctx.runner)
+    apt_log = ctx.work.output / "logs" / "apt.log"
+    apt_log.parent.mkdir(parents=True, exist_ok=True)
+    chroot = Chroot(ctx.rootfs, ctx.runner, apt_log=apt_log)
     chroot.run(
         ["debconf-set-selections"],
         input_text="\n".join(debconf_selections(config)) + "\n",

@@ -1,0 +1,34 @@
+# deblive: the commands the README gives. All targets set up first (idempotent).
+ISO = out/deblive/deblive-$(shell . /etc/os-release && echo $$VERSION_CODENAME)-$(shell dpkg --print-architecture).iso
+PYTEST = .venv/bin/pytest
+
+.PHONY: setup image test test-fast test-ci test-extended lint bench
+
+setup:
+	./scripts/setup.sh
+
+# Build the default image and prove it boots in every firmware mode.
+image: setup
+	.venv/bin/deblive build --force
+	.venv/bin/deblive test $(ISO)
+
+# The whole test suite as CI runs it: unit tests, then real builds and boots.
+test: test-ci
+
+test-ci: setup lint
+	$(PYTEST) tests/unit tests/integration
+
+# Unit tests only: no root, no network, seconds.
+test-fast: setup
+	$(PYTEST) tests/unit
+
+# Full boot matrices, fault injection, flavours: long.
+test-extended: setup
+	$(PYTEST) tests/extended
+
+lint: setup
+	.venv/bin/ruff check src tests bench
+	.venv/bin/mypy
+
+bench: setup
+	.venv/bin/python bench/build_vs_live_build.py

@@ -1,0 +1,146 @@
+"""CI tier: real builds from the host's mirror, shared per session, as root.
+
+Each kind of image is built once per session (session-scoped fixtures) with
+the real CLI in a subprocess, exactly as a user runs it; tests then inspect
+the outputs. The package cache is shared with normal builds, so a warm
+machine downloads nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEBLIVE = [sys.executable, "-m", "deblive"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the CI tier builds images and must run as root (make test does)")
+
+
+@dataclass
+class Build:
+    """One finished (or failed) run of `deblive build`."""
+
+    config: Path
+    outdir: Path
+    workdir: Path
+    returncode: int
+    output: str
+
+    def path(self, name: str) -> Path:
+        return self.outdir / name
+
+
+def run_deblive(*args: str | Path, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DEBLIVE, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+        cwd=REPO, stdin=subprocess.DEVNULL,
+    )
+
+
+def build(config: Path, base: Path, *extra: str) -> Build:
+    outdir, workdir = base / "out", base / "work"
+    proc = run_deblive("build", config, "-o", outdir, "--workdir", workdir, *extra)
+    (base / "deblive-output.txt").write_text(proc.stdout + proc.stderr)
+    return Build(config, outdir, workdir, proc.returncode, proc.stdout + proc.stderr)
+
+
+def unsquash(squashfs: Path, dest: Path, *paths: str) -> Path:
+    """Extract some paths of a squashfs (the whole tree if none) for inspection."""
+    subprocess.run(
+        ["unsquashfs", "-q", "-n", "-f", "-d", str(dest), str(squashfs), *paths],
+        check=True, capture_output=True,
+    )
+    return dest
+
+
+@pytest.fixture(scope="session")
+def default_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """The embedded default image, ISO included: built once per session."""
+    base = tmp_path_factory.mktemp("default")
+    config = base / "default.yaml"
+    # The embedded default, written out so the test runs the same code path.
+    from deblive.config import default_config_text
+
+    config.write_text(default_config_text())
+    result = build(config, base)
+    assert result.returncode == 0, result.output[-4000:]
+    return result
+
+
+HOOK = """\
+#!/bin/sh
+set -eu
+. "$DEBLIVE_LIB"
+test "$1" = "$DEBLIVE_ROOT"
+test -d "$1/proc/self"            # proc is mounted while the hook runs
+test -x "$1/usr/sbin/policy-rc.d" # services are blocked
+dl_write /etc/deblive-marker 0600 <<MARKER
+root=$1
+name=$DEBLIVE_NAME
+suite=$DEBLIVE_SUITE
+requested=$DEBLIVE_SUITE_REQUESTED
+arch=$DEBLIVE_ARCH
+apt_mirror=$DEBLIVE_APT_MIRROR
+user=$DEBLIVE_USER
+build_id=$DEBLIVE_BUILD_ID
+MARKER
+# apt works from the hook, against the build mirror
+dl_install hello
+echo "hook finished"
+"""
+
+APT_MIRROR = "http://apt.example.org/debian"
+
+
+@pytest.fixture(scope="session")
+def custom_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """A task-based image with its own apt mirror, user and hook (no ISO)."""
+    base = tmp_path_factory.mktemp("custom")
+    hook = base / "hooks" / "hook.sh"
+    hook.parent.mkdir()
+    hook.write_text(HOOK)
+    hook.chmod(0o755)
+    config = base / "custom.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        name: itest
+        suite: stable
+        tasks: [task-ssh-server, task-english]
+        packages: [wpasupplicant]
+        apt_mirror: {APT_MIRROR}
+        user: {{name: alice, password: secret, groups: [sudo, audio]}}
+        hostname: itest-host
+        timezone: Europe/Berlin
+        hook: hooks/hook.sh
+        squashfs: {{compression: lz4}}
+        """))
+    result = build(config, base, "--no-iso")
+    assert result.returncode == 0, result.output[-4000:]
+    return result
+
+
+@pytest.fixture(scope="session")
+def custom_tree(custom_build: Build, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return unsquash(custom_build.path("filesystem.squashfs"), tmp_path_factory.mktemp("ct") / "t")
+
+
+@pytest.fixture(scope="session")
+def failing_hook_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
+    base = tmp_path_factory.mktemp("failhook")
+    hook = base / "fail.sh"
+    hook.write_text("#!/bin/sh\necho 'about to fail on purpose'\nexit 7\n")
+    hook.chmod(0o755)
+    config = base / "fail.yaml"
+    config.write_text("name: failhook\nhook: fail.sh\nsquashfs: {compression: lz4}\n")
+    yield build(config, base, "--no-iso")

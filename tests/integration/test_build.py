@@ -1,0 +1,178 @@
+"""The root filesystem as the seed describes it, checked inside the squashfs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from debian import deb822
+
+from .conftest import APT_MIRROR, Build, run_deblive, unsquash
+
+
+def shadow_field(tree: Path, user: str) -> str:
+    for line in (tree / "etc/shadow").read_text().splitlines():
+        if line.startswith(user + ":"):
+            return line.split(":")[1]
+    raise AssertionError(f"{user} not in /etc/shadow")
+
+
+def test_outputs_and_report(default_build: Build) -> None:
+    out = default_build.outdir
+    for name in ("filesystem.squashfs", "filesystem.packages", "build.log", "report.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob(".*partial")) and not list(out.glob("*.broken"))
+    report = json.loads((out / "report.json").read_text())
+    assert report["result"] == "success"
+    assert len(report["config_digest"]) == 64
+    stages = [s["name"] for s in report["stages"]]
+    for stage in ("bootstrap", "packages", "users", "hook", "sources", "clean", "squash"):
+        assert stage in stages
+    assert all(s["ok"] and s["seconds"] >= 0 for s in report["stages"])
+    assert report["packages"]["count"] > 100
+    assert isinstance(report["downloaded_bytes"], int)
+    sq = {o["name"]: o for o in report["outputs"]}["filesystem.squashfs"]
+    assert sq["bytes"] == (out / "filesystem.squashfs").stat().st_size
+    assert len(sq["sha256"]) == 64
+    log = (out / "build.log").read_text()
+    assert "stage squash: done" in log and "$ mmdebstrap" in log
+
+
+def test_default_image_has_live_user_and_locked_root(
+    default_build: Build, tmp_path: Path
+) -> None:
+    tree = unsquash(default_build.path("filesystem.squashfs"), tmp_path / "t",
+                    "etc/shadow", "etc/group", "etc/passwd", "boot", "usr/sbin")
+    assert shadow_field(tree, "root").startswith(("!", "*"))
+    assert shadow_field(tree, "user").startswith("$")
+    sudo = [line for line in (tree / "etc/group").read_text().splitlines()
+            if line.startswith("sudo:")]
+    assert sudo and "user" in sudo[0].split(":")[3].split(",")
+    assert list((tree / "boot").glob("vmlinuz-*")) and list((tree / "boot").glob("initrd.img-*"))
+    assert (tree / "usr/sbin/useradd").exists()  # the extraction worked
+    assert not (tree / "usr/sbin/policy-rc.d").exists()
+
+
+def test_recommends_of_tasks_are_installed(custom_build: Build) -> None:
+    names = {line.split("\t")[0] for line in
+             custom_build.path("filesystem.packages").read_text().splitlines()}
+    # task-english Recommends these; task-ssh-server Depends on openssh-server
+    assert {"task-english", "task-ssh-server", "openssh-server", "wpasupplicant"} <= names
+    assert {"iamerican", "ibritish", "util-linux-locales"} <= names, "Recommends missing"
+    assert "hello" in names  # installed by the hook
+
+
+def test_packages_list_matches_dpkg_status(custom_build: Build, custom_tree: Path) -> None:
+    listed = dict(line.split("\t") for line in
+                  custom_build.path("filesystem.packages").read_text().splitlines())
+    status = {}
+    with (custom_tree / "var/lib/dpkg/status").open() as f:
+        for para in deb822.Packages.iter_paragraphs(f, use_apt_pkg=False):
+            if para["Status"].endswith(" installed"):
+                status[para["Package"]] = para["Version"]
+    assert listed == status
+
+
+def test_user_groups_and_root(custom_tree: Path) -> None:
+    assert shadow_field(custom_tree, "root").startswith(("!", "*"))
+    groups = {line.split(":")[0]: line.split(":")[3].split(",")
+              for line in (custom_tree / "etc/group").read_text().splitlines()}
+    assert "alice" in groups["sudo"] and "alice" in groups["audio"]
+    assert (custom_tree / "home/alice").is_dir()
+    assert (custom_tree / "etc/hostname").read_text() == "itest-host\n"
+    assert Path((custom_tree / "etc/localtime").readlink()).name == "Berlin"
+
+
+def test_apt_sources_name_the_apt_mirror_and_no_build_lists(custom_tree: Path) -> None:
+    sources = custom_tree / "etc/apt/sources.list.d/debian.sources"
+    paras = list(deb822.Deb822.iter_paragraphs(sources.read_text().splitlines()))
+    assert paras[0]["URIs"] == APT_MIRROR
+    assert paras[1]["URIs"] == APT_MIRROR + "-security"
+    assert not (custom_tree / "etc/apt/sources.list").exists()
+    others = [p.name for p in (custom_tree / "etc/apt/sources.list.d").iterdir()]
+    assert others == ["debian.sources"]
+    lists = [p.name for p in (custom_tree / "var/lib/apt/lists").iterdir()
+             if p.is_file() and p.name != "lock"]
+    assert lists == []
+    assert not list((custom_tree / "var/cache/apt/archives").glob("*.deb"))
+
+
+def test_tree_is_clean(custom_tree: Path) -> None:
+    assert not (custom_tree / "usr/sbin/policy-rc.d").exists()
+    assert not (custom_tree / "usr/sbin/policy-rc.d.deblive-saved").exists()
+    ssd = custom_tree / "usr/sbin/start-stop-daemon"
+    if not ssd.exists():
+        ssd = custom_tree / "sbin/start-stop-daemon"
+    assert b"deblive" not in ssd.read_bytes()  # the real one is back
+    assert (custom_tree / "etc/machine-id").read_text() == ""
+    assert not list((custom_tree / "etc/ssh").glob("ssh_host_*"))
+    assert (custom_tree / "etc/systemd/system/deblive-ssh-hostkeys.service").is_file()
+    assert not list((custom_tree / "tmp").iterdir())
+    assert not [p for p in (custom_tree / "var/log").rglob("*") if p.is_file()]
+    resolv = custom_tree / "etc/resolv.conf"
+    host = Path("/etc/resolv.conf").read_bytes()
+    assert not (resolv.is_file() and resolv.read_bytes() == host), "host resolv.conf shipped"
+    assert not list(custom_tree.glob("etc/*.deblive-saved"))
+    assert not list((custom_tree / "proc").iterdir())
+    assert not list((custom_tree / "dev").iterdir())
+
+
+def test_hook_ran_with_its_environment(custom_build: Build, custom_tree: Path) -> None:
+    marker = dict(line.split("=", 1) for line in
+                  (custom_tree / "etc/deblive-marker").read_text().splitlines())
+    assert marker["name"] == "itest"
+    assert marker["requested"] == "stable" and marker["suite"] not in ("stable", "")
+    assert marker["arch"] == "amd64"
+    assert marker["apt_mirror"] == APT_MIRROR
+    assert marker["user"] == "alice"
+    report = json.loads(custom_build.path("report.json").read_text())
+    assert marker["build_id"] == report["build_id"]
+    assert "hook finished" in custom_build.path("build.log").read_text()
+
+
+def test_apt_log_kept_without_progress_bars(custom_build: Build) -> None:
+    logs = custom_build.outdir / "logs"
+    text = (logs / "apt.log").read_text(errors="replace")
+    assert "Setting up openssh-server" in text
+    assert "Unpacking task-english" in text
+    assert "Progress: [" not in text and "\x1b[" not in text and "\r" not in text
+    dpkg = (logs / "dpkg.log").read_text()
+    assert " status installed openssh-server:" in dpkg
+
+
+def test_failing_hook_fails_the_build_and_cleans_up(failing_hook_build: Build) -> None:
+    b = failing_hook_build
+    assert b.returncode == 1, b.output[-2000:]
+    assert "customisation hook" in b.output and "exit status 7" in b.output
+    assert "about to fail on purpose" in b.output
+    assert "full log:" in b.output
+    assert not (b.outdir / "report.json").exists()
+    assert not (b.outdir / "filesystem.squashfs").exists()
+    rootfs = b.workdir / "rootfs"
+    assert rootfs.is_dir(), "the tree is kept for debugging"
+    assert not list((rootfs / "proc").iterdir()), "proc still mounted"
+    assert not list((rootfs / "dev").iterdir()), "dev still mounted"
+    assert not (rootfs / "usr/sbin/policy-rc.d").exists()
+    failed = json.loads((b.workdir / "report.json").read_text())
+    assert failed["result"] == "failed"
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(b.workdir) not in mounts
+
+
+def test_unreachable_mirror_is_a_clear_error(tmp_path: Path) -> None:
+    proc = run_deblive("build", "--mirror", "http://127.0.0.1:9/debian", "-o", tmp_path / "o",
+                       "--workdir", tmp_path / "w", timeout=120)
+    assert proc.returncode == 2
+    assert "mirror http://127.0.0.1:9/debian is unreachable" in proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_unknown_suite_is_exit_2(tmp_path: Path) -> None:
+    proc = run_deblive("build", "--suite", "nonesuch", "-o", tmp_path / "o")
+    assert proc.returncode == 2 and "suite: unknown suite 'nonesuch'" in proc.stderr
+
+
+def test_no_leftover_loop_devices() -> None:
+    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    assert "deblive" not in out and "/tmp/pytest" not in out
