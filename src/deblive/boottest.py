@@ -145,6 +145,7 @@ class ModeResult:
     accel: str = ""
     accel_reason: str = ""
     seconds_to_login: float | None = None
+    seconds_to_first_output: float | None = None  # on serial; what the KVM stall guard sees
     seconds_total: float = 0.0
     failures: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
@@ -266,7 +267,8 @@ def check_root_locked(shell: SerialShell) -> Check:
     locked = root_locked(res.output) if res.rc == 0 else None
     if locked is None:
         return Check("root-locked", False, f"cannot read root's status: {res.output}")
-    return Check("root-locked", locked, res.output.strip())
+    line = next(x for x in res.output.splitlines() if x.startswith("root "))
+    return Check("root-locked", locked, line.strip())
 
 
 def check_firmware(shell: SerialShell, mode: Mode) -> Check:
@@ -349,11 +351,13 @@ class _Attempt:
     kvm_broke: str | None = None
 
 
-def _take_screenshot(vm: VM, dest: Path, options: TestOptions, result: ModeResult) -> None:
+def _take_screenshot(
+    vm: VM, dest: Path, options: TestOptions, result: ModeResult, silence: float | None
+) -> None:
     """Screenshot the boot menu: a few seconds after it shows on serial."""
     limit = min(options.login_timeout(vm.spec.accel), 120.0)
     try:
-        seen = vm.expect(MENU_OR_KERNEL, limit, what="boot menu")
+        seen = vm.expect(MENU_OR_KERNEL, limit, silence, what="boot menu")
     except ExpectTimeout:
         result.notes.append("boot menu not seen on serial; screenshot taken late")
         seen = None
@@ -402,11 +406,14 @@ def _boot_once(
             logged_in = False
             try:
                 if options.screenshot:
-                    _take_screenshot(vm, out_dir / f"screen-{mode.name}.png", options, result)
+                    shot = out_dir / f"screen-{mode.name}.png"
+                    _take_screenshot(vm, shot, options, result, silence)
                 vm.expect(
                     LOGIN_PROMPT, options.login_timeout(decision.accel), silence, "login prompt"
                 )
                 result.seconds_to_login = round(vm.elapsed, 1)
+                first = vm.first_output_after
+                result.seconds_to_first_output = round(first, 1) if first is not None else None
                 log.info(f"{mode.name}: login prompt after {format_seconds(vm.elapsed)}")
                 login(vm, options.user, options.password, 120.0)
                 logged_in = True
@@ -457,12 +464,23 @@ def run_mode(
     log.info(f"{mode.name}: booting with {decision.accel}")
     attempt = _boot_once(iso, mode, decision, options, out_dir, log, smp, selector.can_fall_back)
     if attempt.kvm_broke is None:
-        return attempt.result
+        return _logged(log, attempt.result)
     decision = selector.demote(f"KVM failed in {mode.name}: {attempt.kvm_broke}")
     log.warn(f"{mode.name}: {decision.reason}; falling back to TCG for the rest of the run")
     retry = _boot_once(iso, mode, decision, options, out_dir, log, smp, False).result
     retry.notes.insert(0, f"KVM attempt abandoned after {attempt.result.seconds_total} s")
-    return retry
+    return _logged(log, retry)
+
+
+def _logged(log: BuildLog, result: ModeResult) -> ModeResult:
+    """One line per mode with its verdict; the checks' details go to the log file."""
+    for check in result.checks:
+        log.debug(
+            f"{result.mode}: check {check.name}: {'ok' if check.ok else 'FAILED'}: {check.detail}"
+        )
+    word = "passed" if result.result == "pass" else "FAILED"
+    log.info(f"{result.mode}: {word} in {format_seconds(result.seconds_total)} ({result.accel})")
+    return result
 
 
 # --------------------------------------------------------------------------

@@ -116,6 +116,15 @@ def publish(files: list[Path], outdir: Path) -> list[Path]:
     return published
 
 
+def check_no_mounts(log: BuildLog, root: Path) -> None:
+    """After teardown nothing may be mounted below the work tree; say so in the log."""
+    left = sandbox.mounts_under(root)
+    log.info(f"mounts below the work tree after teardown: {len(left)}")
+    if left:
+        log.error("left mounted (unmounting now): " + ", ".join(map(str, left)))
+        sandbox.unmount_all_under(root)
+
+
 def _chroot_session(ctx: BuildContext, stack: contextlib.ExitStack) -> None:
     """Mounts, cache, service block and resolv.conf: everything undone by the stack."""
     rootfs = ctx.rootfs
@@ -192,12 +201,14 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
             files = run_stages(ctx, options.make_iso)
         except BaseException as exc:
             runner.terminate_children()
+            check_no_mounts(log, work.root)
             stage = log.current_stage if log.current_stage != "main" else "setup"
             failed = report.build_report(ctx, started, [], "failed", error=str(exc))
             report.write_report(failed, work.root / "report.json")
             log.error(f"build failed in stage {stage}; the work tree is kept at {work.root}")
             log.close()
             raise
+        check_no_mounts(log, work.root)
         build_report = report.build_report(ctx, started, files, "success")
         report.write_report(build_report, work.output / "report.json")
         if options.make_iso:

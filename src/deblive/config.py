@@ -123,20 +123,24 @@ class ImageConfig(Model):
         description="codename (bullseye ... sid) or stable/testing/unstable; default: host's",
     )
     architecture: Architecture = Field(
-        default_factory=lambda: hostapt.host_architecture(),  # type: ignore[arg-type,return-value]
+        default_factory=lambda: hostapt.host_architecture(),  # type: ignore[arg-type]
         description="Debian architecture; default: the host's",
     )
     mirror: str | None = Field(
         None, description="build mirror; default: the mirror of the host's apt sources"
     )
-    apt_mirror: str | None = Field(None, description="mirror written into the image; default: mirror")
+    apt_mirror: str | None = Field(
+        None, description="mirror written into the image; default: mirror"
+    )
     security_mirror: str | None = Field(
         None, description="security archive for the image; default: apt_mirror + '-security'"
     )
-    components: list[Component] = Field(default_factory=lambda: ["main"])
+    components: list[Component] = Field(default_factory=lambda: ["main"])  # type: ignore[arg-type]
     security: bool = Field(True, description="add <suite>-security to the image's sources")
     updates: bool = Field(True, description="add <suite>-updates to the image's sources")
-    tasks: list[str] = Field(default_factory=list, description="task-* packages, Recommends included")
+    tasks: list[str] = Field(
+        default_factory=list, description="task-* packages, Recommends included"
+    )
     packages: list[str] = Field(default_factory=list, description="extra packages, same way")
     kernel: str | None = Field(None, description="kernel package; default: linux-image-<flavour>")
     user: User = Field(default_factory=User)  # type: ignore[arg-type]
@@ -162,7 +166,9 @@ class ImageConfig(Model):
     @classmethod
     def _name(cls, v: str) -> str:
         if not NAME_RE.match(v):
-            raise ValueError("must start with a lower-case letter or digit and hold only a-z 0-9 . + _ -")
+            raise ValueError(
+                "must start with a lower-case letter or digit and hold only a-z 0-9 . + _ -"
+            )
         return v
 
     @field_validator("suite")
@@ -359,7 +365,8 @@ def parse(data: Any, source: Path | None, overrides: dict[str, Any] | None = Non
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: the file must hold a mapping of keys, not {type(data).__name__}")
+        kind = type(data).__name__
+        raise ConfigError(f"{where}: the file must hold a mapping of keys, not {kind}")
     merged = dict(data)
     for key, value in (overrides or {}).items():
         if value is not None:

@@ -130,5 +130,5 @@ def format_seconds(seconds: float) -> str:
     """1.2 s, 2 min 05 s: short and readable."""
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(round(seconds)), 60)
+    minutes, sec = divmod(round(seconds), 60)
     return f"{minutes} min {sec:02d} s"

@@ -55,7 +55,7 @@ def fetch_release(mirror: str, codename: str, timeout: float = 20) -> deb822.Rel
     """The suite's Release fields from the mirror (signature checked later, by apt)."""
     url = f"{mirror}/dists/{codename}/InRelease"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             text = response.read().decode("utf-8", errors="replace")
     except urllib.error.HTTPError as exc:
         raise PreflightError(

@@ -800,15 +800,23 @@ class VM:
     # -- QMP
 
     def qmp(self, command: str, arguments: Mapping[str, object] | None = None) -> object:
+        """One QMP command; any failure (VM gone, socket, QMP error) is a QemuError."""
         with self._lock:
-            return qmp_execute(self.spec.qmp_socket, command, arguments)
+            try:
+                return qmp_execute(self.spec.qmp_socket, command, arguments)
+            except Exception as exc:
+                raise QemuError(f"QMP {command} failed: {exc!r}") from exc
 
     def screendump_png(self, dest: Path) -> int:
         """Save the VGA screen as PNG; returns its number of colours (capped at 16)."""
         ppm = self.workdir / "screen.ppm"
         self.qmp("screendump", {"filename": str(ppm)})
-        width, height, pixels = parse_ppm(ppm.read_bytes())
-        ppm.unlink()
+        try:
+            width, height, pixels = parse_ppm(ppm.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise QemuError(f"unreadable screendump: {exc}") from exc
+        finally:
+            ppm.unlink(missing_ok=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(encode_png(width, height, pixels))
         return count_colours(pixels)
@@ -823,12 +831,20 @@ class VM:
             self.qmp("quit")
 
 
-ANSI_ESCAPE = re.compile(r"\x1b(\[[0-9;?=]*[ -/]*[@-~]|[()][0-9A-Za-z]|[@-Z\\-_])")
+ANSI_ESCAPE = re.compile(r"\x1b(\[[0-9;?=]*[ -/]*[@-~]|[()%][0-9A-Za-z@]|[0-~])")
+
+
+CURSOR_MOVE = re.compile(r"\x1b\[\d*(;\d*)?[Hf]")
 
 
 def clean_serial(text: str) -> str:
-    """Serial text without terminal escapes, NULs and carriage returns."""
-    text = ANSI_ESCAPE.sub("", text)
+    """Serial text without terminal escapes, NULs and carriage returns.
+
+    Cursor moves become line breaks: boot menus draw by positioning the cursor,
+    and joined up they would make one unreadable line.
+    """
+    text = CURSOR_MOVE.sub("\n", text)
+    text = ANSI_ESCAPE.sub("", text).replace("\x0e", "").replace("\x0f", "")
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
 
 

@@ -10,6 +10,7 @@ end, which hid 30-minute apt runs and lost the output on a crash.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shlex
 import signal
@@ -211,7 +212,5 @@ def _descendants(pid: int) -> list[int]:
 
 def _signal_tree(pid: int, sig: signal.Signals) -> None:
     for target in [*_descendants(pid), pid]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(target, sig)
-        except ProcessLookupError:
-            pass

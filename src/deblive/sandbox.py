@@ -20,7 +20,7 @@ import ctypes.util
 import os
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from deblive.runner import DebliveError, Runner
@@ -123,10 +123,8 @@ def unmount_all_under(path: Path) -> None:
             try:
                 umount(target)
             except SandboxError:
-                try:
+                with suppress(SandboxError):
                     umount(target, lazy=True)
-                except SandboxError:
-                    pass
     left = mounts_under(path)
     if left:
         raise SandboxError(f"cannot unmount: {', '.join(map(str, left))}")
@@ -201,7 +199,8 @@ def chroot_mounts(root: Path) -> Iterator[None]:
         ("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
         ("sysfs", "sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, None),
         ("deblive-dev", "dev", "tmpfs", MS_NOSUID, "mode=0755,size=16M"),
-        ("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620"),
+        ("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+         "newinstance,ptmxmode=0666,mode=620"),
         ("shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
         ("deblive-run", "run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64M"),
     ]

@@ -12,7 +12,9 @@ FAKE_MIRROR = "http://mirror.invalid/debian"
 
 
 @pytest.fixture(autouse=True)
-def fake_host_apt(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fake_host_apt(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """The host's apt sources, as the config's defaults read them, point at a fake mirror."""
     etc = tmp_path_factory.mktemp("apt-etc")
     (etc / "sources.list.d").mkdir()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import struct
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -22,6 +24,7 @@ from deblive.boottest import (
     root_locked,
     secure_boot_value,
 )
+from deblive.log import BuildLog
 from deblive.qemu import (
     AccelSelector,
     Firmware,
@@ -364,7 +367,9 @@ def test_failed_units() -> None:
 
 
 def test_clean_serial() -> None:
-    assert qemu.clean_serial("\x1b[2J\x1b[01;01Hdebian login: \r\n\x00") == "debian login: \n"
+    assert qemu.clean_serial("\x1b[2J\x1b[01;01Hdebian login: \r\n\x00") == "\ndebian login: \n"
+    menu = "\x1be\x1b%@\x1b)0\x1b[9;9H\x0elqqk\x0f\x1b[10;9H\x1b[0;1;37;40mx Live x\x1b[0m"
+    assert qemu.clean_serial(menu) == "\nlqqk\nx Live x"
 
 
 # -- modes and options
@@ -485,3 +490,181 @@ def test_truncated_ppm_is_rejected() -> None:
 
 # A test double must be usable where the real one is: keep the signature honest.
 _probe_type: Callable[[], ProbeResult] = FakeProbe(ProbeOutcome.OK)
+
+
+# -- the serial plumbing, against a fake qemu (a script that plays getty and a shell)
+
+FAKE_QEMU = r"""
+import os, subprocess, sys, time
+scenario = os.environ.get("FAKE_QEMU", "login")
+out = sys.stdout.buffer
+
+
+def say(data):
+    out.write(data)
+    out.flush()
+
+
+def readline():
+    buf = b""
+    while True:
+        c = os.read(0, 1)
+        if not c:
+            sys.exit(0)
+        if c == b"\r":
+            return buf.decode()
+        buf += c
+
+
+if scenario == "kvm-error":
+    say(b"SeaBIOS\r\n")
+    sys.stderr.write("KVM internal error. Suberror: 1\n")
+    sys.stderr.flush()
+    time.sleep(30)
+if scenario == "silent":
+    time.sleep(30)
+if scenario == "exit":
+    say(b"boot\r\n")
+    sys.exit(3)
+say(b"[  OK  ] Started getty\r\n\r\nDebian GNU/Linux 12 debian ttyS0\r\n\r\ndebian login: ")
+user = readline()
+say(user.encode() + b"\r\nPassword: ")
+if readline() != "live":
+    say(b"\r\n\r\nLogin incorrect\r\ndebian login: ")
+    time.sleep(30)
+say(b"\r\nLinux debian 6.1.0-50-amd64\r\nuser@debian:~$ ")
+while True:
+    line = readline()
+    if line.startswith("sudo -n poweroff"):
+        sys.exit(0)
+    result = subprocess.run(["sh", "-c", line], capture_output=True)
+    say((result.stdout + result.stderr).replace(b"\n", b"\r\n"))
+"""
+
+
+@pytest.fixture
+def fake_vm(tmp_path: Path) -> Callable[[], qemu.VM]:
+    script = tmp_path / "fake-qemu"
+    script.write_text(f"#!{sys.executable}\n{FAKE_QEMU}")
+    script.chmod(0o755)
+
+    def make() -> qemu.VM:
+        return qemu.VM(
+            spec(qmp_socket=tmp_path / "qmp.sock"),
+            tmp_path / "serial.log",
+            tmp_path,
+            binary=str(script),
+        )
+
+    return make
+
+
+def test_login_and_marked_commands(fake_vm: Callable[[], qemu.VM]) -> None:
+    with fake_vm() as vm:
+        vm.expect(boottest.LOGIN_PROMPT, 10)
+        boottest.login(vm, "user", "live", 10)
+        shell = boottest.SerialShell(vm)
+        shell.prepare()
+        assert shell.run("echo hello; echo world; (exit 3)", 10) == boottest.Marked(
+            3, "hello\nworld"
+        )
+        assert shell.run("printf 'no newline'", 10) == boottest.Marked(0, "no newline")
+        vm.send("sudo -n poweroff\r")
+        assert vm.wait_exit(10)
+    assert b"debian login:" in (vm.serial_log).read_bytes()
+
+
+def test_wrong_password_is_reported(fake_vm: Callable[[], qemu.VM]) -> None:
+    with fake_vm() as vm:
+        vm.expect(boottest.LOGIN_PROMPT, 10)
+        with pytest.raises(boottest.LoginFailed):
+            boottest.login(vm, "user", "nope", 10)
+        assert any("Login incorrect" in line for line in vm.tail())
+    assert not vm.running
+
+
+@pytest.mark.parametrize(
+    ("scenario", "error", "silence"),
+    [
+        ("kvm-error", qemu.KvmFailure, None),
+        ("silent", qemu.KvmFailure, 1.0),
+        ("exit", qemu.VMExited, None),
+        ("silent", qemu.ExpectTimeout, None),
+    ],
+)
+def test_boot_failures_are_detected_fast(
+    fake_vm: Callable[[], qemu.VM],
+    monkeypatch: pytest.MonkeyPatch,
+    scenario: str,
+    error: type[Exception],
+    silence: float | None,
+) -> None:
+    monkeypatch.setenv("FAKE_QEMU", scenario)
+    with fake_vm() as vm, pytest.raises(error):
+        vm.expect(boottest.LOGIN_PROMPT, 3, silence_limit=silence)
+    assert vm.elapsed < 6
+
+
+# -- a mode whose KVM run breaks is retried under TCG, and the run stays on TCG
+
+
+def test_run_mode_falls_back_to_tcg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[tuple[str, bool]] = []
+
+    def fake_boot(iso: Path, mode: boottest.Mode, decision: qemu.AccelDecision, *rest: Any) -> Any:
+        can_fall_back = rest[-1]
+        calls.append((decision.accel, can_fall_back))
+        result = boottest.ModeResult(mode.name, accel=decision.accel, result="pass")
+        if decision.accel == "kvm":
+            return boottest._Attempt(result, kvm_broke="no serial output in the first 15 s")
+        return boottest._Attempt(result)
+
+    monkeypatch.setattr(boottest, "_boot_once", fake_boot)
+    selector = AccelSelector("auto", kvm_usable=lambda: True, probe=FakeProbe(ProbeOutcome.OK))
+    log = BuildLog()
+    mode = boottest.mode_from_name("uefi-cd")
+    options = boottest.TestOptions()
+    result = boottest.run_mode(tmp_path / "x.iso", mode, selector, options, tmp_path, log, 2)
+    assert calls == [("kvm", True), ("tcg", False)]
+    assert result.accel == "tcg" and result.result == "pass"
+    assert "KVM attempt abandoned" in result.notes[0]
+    assert selector.get().accel == "tcg"
+    boottest.run_mode(tmp_path / "x.iso", mode, selector, options, tmp_path, log, 2)
+    assert calls[-1] == ("tcg", True)
+
+
+def test_run_tests_in_parallel_keeps_order_and_writes_json(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    iso = tmp_path / "live.iso"
+    iso.write_bytes(b"")
+    seen_smp: list[int] = []
+
+    def fake_run_mode(
+        iso: Path,
+        mode: boottest.Mode,
+        selector: AccelSelector,
+        options: Any,
+        out: Path,
+        log: BuildLog,
+        smp: int,
+    ) -> boottest.ModeResult:
+        seen_smp.append(smp)
+        verdict: Literal["pass", "fail"] = "fail" if mode.name == "uefi-usb" else "pass"
+        return boottest.ModeResult(mode.name, result=verdict, accel=selector.get().accel)
+
+    monkeypatch.setattr(boottest, "run_mode", fake_run_mode)
+    monkeypatch.setattr(shutil, "which", lambda _: "/usr/bin/qemu-system-x86_64")
+    options = boottest.TestOptions(accel="tcg", jobs=3)
+    results = boottest.run_tests(iso, list(boottest.MODES), options, BuildLog())
+    assert [r.mode for r in results] == list(boottest.MODES)
+    assert set(seen_smp) == {1}
+    data = json.loads((tmp_path / "test-live" / "results.json").read_text())
+    assert data["passed"] is False
+    assert data["accel"]["final"] == "tcg" and data["accel"]["requested"] == "tcg"
+    assert [m["result"] for m in data["modes"]].count("fail") == 1
+
+
+def test_run_tests_rejects_missing_iso(tmp_path: Path) -> None:
+    with pytest.raises(BadInput):
+        boottest.run_tests(tmp_path / "nope.iso", ["bios-cd"], boottest.TestOptions(), BuildLog())

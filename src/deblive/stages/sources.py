@@ -34,7 +34,7 @@ def _paragraph(uri: str, suite_names: list[str], components: list[str]) -> Deb82
 def render_sources(config: ImageConfig, mirror: str, security_mirror: str) -> str:
     """deb822 sources for a mirror: the suite, -updates and -security as configured."""
     codename = config.codename
-    components = list(config.components)
+    components: list[str] = list(config.components)
     main = [codename]
     if config.updates and suites.has_security_suite(codename):
         main.append(f"{codename}-updates")

@@ -77,12 +77,11 @@ def configure_system(ctx: BuildContext) -> None:
         chroot.run(["locale-gen"], what="generating the locale")
     (rootfs / "etc/default/locale").write_text(f"LANG={config.locale}\n")
     zone = rootfs / "usr/share/zoneinfo" / config.timezone
-    if not zone.exists():
-        if config.timezone != "UTC":
-            raise ConfigError(
-                f"timezone: {config.timezone!r} is not in the image's /usr/share/zoneinfo "
-                "(add tzdata to packages, or check the name)"
-            )
+    if not zone.exists() and config.timezone != "UTC":
+        raise ConfigError(
+            f"timezone: {config.timezone!r} is not in the image's /usr/share/zoneinfo "
+            "(add tzdata to packages, or check the name)"
+        )
     localtime = rootfs / "etc/localtime"
     localtime.unlink(missing_ok=True)
     localtime.symlink_to(f"/usr/share/zoneinfo/{config.timezone}")

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Benchmark: deblive against live-build, the tool people use today.
+
+Builds the same minimal live ISO (same suite, architecture, package set and
+squashfs compression) with live-build (`lb config` + `lb build`) and with
+deblive, side by side in one run: cold (empty caches) and warm (a second build
+with the caches kept). Prints each time, the ratios deblive/live-build, both
+ISO sizes, and deblive's per-stage times from its report.json.
+
+Targets (from the product issue): cold <= 0.5 and warm <= 0.15 of live-build.
+
+Run as root: .venv/bin/python bench/build_vs_live_build.py [--suite S] [--skip-live-build]
+The mirror is the host's (its apt sources); nothing else is fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from deblive import hostapt  # noqa: E402
+
+# What both tools install beyond their base: the same package set.
+PACKAGES = ["sudo", "locales", "live-config", "live-config-systemd"]
+COMPRESSION = "zstd"
+
+
+def run(argv: list[str], cwd: Path, log: Path) -> float:
+    start = time.monotonic()
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(argv)}\n")
+        out.flush()
+        proc = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(argv)} failed ({proc.returncode}); see {log}")
+    return elapsed
+
+
+def ensure_live_build() -> None:
+    if shutil.which("lb"):
+        return
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "live-build"],
+                   check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def live_build(
+    base: Path, suite: str, arch: str, mirror: str, log: Path
+) -> tuple[float, float, int]:
+    """Cold then warm build with live-build; returns (cold s, warm s, ISO bytes)."""
+    tree = base / "lb"
+    if tree.exists():
+        subprocess.run(["rm", "-rf", "--one-file-system", str(tree)], check=True)
+    tree.mkdir(parents=True)
+    (tree / "config/package-lists").mkdir(parents=True)
+    (tree / "config/package-lists/bench.list.chroot").write_text("\n".join(PACKAGES) + "\n")
+    run([
+        "lb", "config",
+        "--distribution", suite, "--architectures", arch,
+        "--mirror-bootstrap", mirror, "--mirror-chroot", mirror, "--mirror-binary", mirror,
+        "--binary-images", "iso-hybrid", "--bootloaders", "syslinux,grub-efi",
+        "--debian-installer", "none", "--memtest", "none",
+        "--firmware-binary", "false", "--firmware-chroot", "false",
+        "--chroot-squashfs-compression-type", COMPRESSION,
+        "--apt-recommends", "true",
+    ], tree, log)
+    cold = run(["lb", "build"], tree, log)
+    iso = next(tree.glob("*.iso"))
+    size = iso.stat().st_size
+    run(["lb", "clean"], tree, log)  # keeps cache/
+    warm = run(["lb", "build"], tree, log)
+    return cold, warm, size
+
+
+def deblive_build(base: Path, suite: str, arch: str, log: Path) -> tuple[float, float, int, dict]:
+    tree = base / "deblive"
+    if tree.exists():
+        subprocess.run(["rm", "-rf", "--one-file-system", str(tree)], check=True)
+    tree.mkdir(parents=True)
+    config = tree / "bench.yaml"
+    config.write_text(
+        "name: bench\n"
+        f"suite: {suite}\narchitecture: {arch}\n"
+        f"packages: [{', '.join(PACKAGES)}]\n"
+        f"squashfs: {{compression: {COMPRESSION}}}\n"
+    )
+    deblive = [sys.executable, "-m", "deblive", "build", str(config), "--cache-dir",
+               str(tree / "cache"), "--workdir", str(tree / "work"), "-o", str(tree / "out"),
+               "--force"]
+    cold = run(deblive, REPO, log)
+    warm = run(deblive, REPO, log)
+    report = json.loads((tree / "out/report.json").read_text())
+    iso = next((tree / "out").glob("*.iso"))
+    return cold, warm, iso.stat().st_size, report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default=hostapt.host_codename() or "bookworm")
+    parser.add_argument("--arch", default=hostapt.host_architecture())
+    parser.add_argument("--base", default="/var/tmp/deblive-bench")
+    parser.add_argument("--skip-live-build", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root")
+    mirror = hostapt.host_mirror()
+    if mirror is None:
+        sys.exit("bench: the host's apt sources name no mirror")
+    base = Path(args.base)
+    base.mkdir(parents=True, exist_ok=True)
+    log = base / "bench.log"
+    log.write_text("")
+    print(f"bench: {args.suite}/{args.arch}, packages {' '.join(PACKAGES)}, {COMPRESSION}; "
+          f"log {log}", flush=True)
+    d_cold, d_warm, d_size, report = deblive_build(base, args.suite, args.arch, log)
+    print(f"deblive     cold {d_cold:7.1f} s   warm {d_warm:7.1f} s   ISO {d_size / 2**20:.0f} MiB",
+          flush=True)
+    print("deblive warm build stages:", ", ".join(
+        f"{s['name']} {s['seconds']:.1f}s" for s in report["stages"]), flush=True)
+    if args.skip_live_build:
+        return 0
+    ensure_live_build()
+    l_cold, l_warm, l_size = live_build(base, args.suite, args.arch, mirror, log)
+    print(f"live-build  cold {l_cold:7.1f} s   warm {l_warm:7.1f} s   ISO {l_size / 2**20:.0f} MiB")
+    print(f"ratio deblive/live-build: cold {d_cold / l_cold:.2f} (target <= 0.50), "
+          f"warm {d_warm / l_cold:.2f} of live-build's cold, {d_warm / l_warm:.2f} of its warm "
+          "(target <= 0.15)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
