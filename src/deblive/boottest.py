@@ -648,7 +648,7 @@ def options_from_args(args: argparse.Namespace) -> TestOptions:
 
 
 def cli_test(args: argparse.Namespace, console: Console | None = None) -> int:
-    """The `test` subcommand: 0 all passed, 1 any failure, 2 bad input."""
+    """The `test` subcommand: 0 all passed, 1 any failure, 2 bad input, 130 Ctrl-C."""
     log = BuildLog(verbose=bool(getattr(args, "verbose", False)))
     try:
         modes = parse_modes(args.mode)
@@ -660,6 +660,9 @@ def cli_test(args: argparse.Namespace, console: Console | None = None) -> int:
     except DebliveError as exc:
         log.error(str(exc))
         return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted; the VMs were stopped")
+        return 130
     finally:
         log.close()
     (console or Console()).print(results_table(results))

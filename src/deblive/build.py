@@ -14,6 +14,7 @@ import datetime as dt
 import fcntl
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,7 +192,12 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
             cache=options.cache,
         )
         if "SOURCE_DATE_EPOCH" in os.environ:
+            # Reproducible builds: the date and the medium's id follow from the
+            # inputs, so two builds of the same config give the same ISO.
             ctx.source_date_epoch = int(os.environ["SOURCE_DATE_EPOCH"])
+            ctx.build_id = str(
+                uuid.uuid5(uuid.NAMESPACE_URL, f"deblive:{config.digest()}:{ctx.source_date_epoch}")
+            )
         started = dt.datetime.now(dt.UTC)
         log.info(
             f"building {config.name}: {config.codename} ({config.suite}) {config.architecture}, "

@@ -71,6 +71,8 @@ def configure_system(ctx: BuildContext) -> None:
     chroot = Chroot(rootfs, ctx.runner)
     (rootfs / "etc/hostname").write_text(config.hostname + "\n")
     (rootfs / "etc/hosts").write_text(hosts_file(config.hostname))
+    # live-boot writes /etc/network/interfaces at boot and complains without the dir.
+    (rootfs / "etc/network").mkdir(exist_ok=True)
     if not config.locale.startswith("C"):
         charset = config.locale.split(".", 1)[1] if "." in config.locale else "UTF-8"
         (rootfs / "etc/locale.gen").write_text(f"{config.locale} {charset}\n")

@@ -1,0 +1,132 @@
+"""The default ISO: its medium, its boot records, and real boots in every mode.
+
+The ISO is the session's default build; `deblive test` runs once per session
+over all six modes (the expensive part, about 1.5 minutes a mode under TCG),
+and each mode's result is its own test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deblive.boottest import MODES, ModeResult, TestOptions, run_tests
+from deblive.log import BuildLog
+
+from .conftest import Build, run_deblive
+
+
+@pytest.fixture(scope="session")
+def iso(default_build: Build) -> Path:
+    isos = list(default_build.outdir.glob("*.iso"))
+    assert len(isos) == 1, isos
+    return isos[0]
+
+
+@pytest.fixture(scope="session")
+def medium(iso: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ISO's files, extracted with xorriso (no loop device, no mount)."""
+    dest = tmp_path_factory.mktemp("medium") / "m"
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(dest)],
+        check=True, capture_output=True,
+    )
+    return dest
+
+
+def xorriso_report(iso: Path, what: str) -> str:
+    return subprocess.run(
+        ["xorriso", "-indev", str(iso), f"-report_{what}", "plain"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+
+
+def test_sha256sums_file_verifies_the_iso(iso: Path) -> None:
+    sums = (iso.parent / "SHA256SUMS").read_text().split()
+    digest = hashlib.sha256(iso.read_bytes()).hexdigest()
+    assert sums == [digest, iso.name]
+
+
+def test_boot_records(iso: Path) -> None:
+    torito = xorriso_report(iso, "el_torito")
+    assert "El Torito boot img :   1  BIOS" in torito
+    assert "El Torito boot img :   2  UEFI" in torito
+    area = xorriso_report(iso, "system_area")
+    assert "MBR partition table" in area or "MBR" in area
+    assert "0xef" in area, area  # the EFI image as a partition, for UEFI USB boot
+    assert "isohybrid" in area.lower() or "System area summary: MBR" in area
+
+
+def test_medium_follows_live_conventions(medium: Path, default_build: Build) -> None:
+    live = medium / "live"
+    assert (live / "vmlinuz").is_file() and (live / "initrd.img").is_file()
+    assert list(live.glob("vmlinuz-*")) and list(live.glob("initrd.img-*"))
+    assert (live / "filesystem.squashfs").stat().st_size == \
+        default_build.path("filesystem.squashfs").stat().st_size
+    assert (live / "filesystem.packages").read_text() == \
+        default_build.path("filesystem.packages").read_text()
+    report = json.loads(default_build.path("report.json").read_text())
+    ids = list((medium / ".disk/id").iterdir())
+    assert [p.name for p in ids] == [report["build_id"]]
+    assert "Debian GNU/Linux" in (medium / ".disk/info").read_text()
+    assert (medium / ".disk/mkisofs").read_text().startswith("xorriso")
+    for cfg in ("isolinux/isolinux.cfg", "boot/grub/grub.cfg", "boot/grub/loopback.cfg",
+                "EFI/debian/grub.cfg"):
+        assert (medium / cfg).is_file(), cfg
+    assert report["build_id"] in (medium / "EFI/debian/grub.cfg").read_text()
+    assert "findiso=" in (medium / "boot/grub/loopback.cfg").read_text()
+    assert "console=ttyS0" in (medium / "boot/grub/grub.cfg").read_text()
+
+
+def test_sha256sum_txt_verifies(medium: Path) -> None:
+    proc = subprocess.run(["sha256sum", "--check", "--quiet", "sha256sum.txt"], cwd=medium,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed = (medium / "sha256sum.txt").read_text()
+    assert "./live/filesystem.squashfs" in listed
+
+
+def test_efi_image_holds_signed_shim_and_grub(medium: Path, tmp_path: Path) -> None:
+    efi_img = medium / "boot/grub/efi.img"
+    listing = subprocess.run(["mdir", "-/", "-b", "-i", str(efi_img), "::"],
+                             check=True, capture_output=True, text=True).stdout
+    for name in ("::/EFI/BOOT/BOOTX64.EFI", "::/EFI/BOOT/GRUBX64.EFI", "::/EFI/BOOT/MMX64.EFI",
+                 "::/EFI/DEBIAN/GRUB.CFG"):
+        assert name.lower() in listing.lower(), listing
+    shim = tmp_path / "shim.efi"
+    subprocess.run(["mcopy", "-i", str(efi_img), "::/EFI/BOOT/BOOTX64.EFI", str(shim)],
+                   check=True)
+    data = shim.read_bytes()
+    # Debian's signed shim carries Microsoft's UEFI CA signature (an Authenticode blob).
+    assert b"Microsoft Corporation UEFI CA" in data
+
+
+@pytest.fixture(scope="session")
+def boot_results(iso: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModeResult]:
+    out = tmp_path_factory.mktemp("boot")
+    options = TestOptions(output=out, jobs=2, screenshot=True)
+    log = BuildLog()
+    results = run_tests(iso, list(MODES), options, log)
+    return {r.mode: r for r in results}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_boots_to_a_working_live_session(boot_results: dict[str, ModeResult], mode: str) -> None:
+    result = boot_results[mode]
+    assert result.result == "pass", "\n".join(result.failures) + "\n" + result.serial_log
+    names = {c.name for c in result.checks if c.ok}
+    assert {"sudo", "root-locked", "firmware", "secure-boot", "system-running"} <= names, names
+    assert result.seconds_to_login is not None
+    if result.screenshot:
+        assert Path(result.screenshot).stat().st_size > 1000
+
+
+def test_test_command_bad_input(tmp_path: Path) -> None:
+    proc = run_deblive("test", tmp_path / "missing.iso")
+    assert proc.returncode == 2 and "not found" in proc.stderr
+    proc = run_deblive("test", tmp_path / "missing.iso", "--mode", "floppy")
+    assert proc.returncode == 2
