@@ -19,10 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from deblive import chroot, preflight, report, sandbox
+from deblive import chroot, diskspace, mirrorfault, plan, preflight, report, sandbox
+from deblive import clean as clean_mod
 from deblive.config import ImageConfig
 from deblive.context import BuildContext, WorkTree
+from deblive.interrupt import Interrupted
 from deblive.log import BuildLog, format_seconds
+from deblive.pkgcache import PackageCache
 from deblive.runner import DebliveError, Runner
 from deblive.stages import bootstrap, clean, hook, packages, sources, squash, users
 
@@ -130,9 +133,7 @@ def _chroot_session(ctx: BuildContext, stack: contextlib.ExitStack) -> None:
     """Mounts, cache, service block and resolv.conf: everything undone by the stack."""
     rootfs = ctx.rootfs
     stack.enter_context(sandbox.chroot_mounts(rootfs))
-    stack.enter_context(
-        sandbox.bind_mount(ctx.cache / "archives", rootfs / "var/cache/apt/archives")
-    )
+    stack.enter_context(sandbox.bind_mount(ctx.apt_archives, rootfs / "var/cache/apt/archives"))
     stack.enter_context(chroot.service_block(rootfs, ctx.runner))
     stack.enter_context(chroot.host_resolv_conf(rootfs))
     sources.use_build_mirror(ctx)
@@ -141,42 +142,100 @@ def _chroot_session(ctx: BuildContext, stack: contextlib.ExitStack) -> None:
 def run_stages(ctx: BuildContext, make_iso: bool) -> list[Path]:
     """All stages in order; returns the files to publish."""
     log = ctx.log
-    before = packages.archive_snapshot(ctx.cache)
-    with log.stage("bootstrap"):
-        bootstrap.run(ctx)
-    with contextlib.ExitStack() as stack:
-        with log.stage("chroot-setup"):
-            _chroot_session(ctx, stack)
-        with log.stage("packages"):
-            packages.run(ctx)
-        with log.stage("users"):
-            users.run(ctx)
-        with log.stage("hook"):
-            hook.run(ctx)
-        with log.stage("sources"):
-            sources.use_image_sources(ctx)
-        with log.stage("chroot-teardown"):
-            stack.close()
-    after = packages.archive_snapshot(ctx.cache)
-    ctx.facts["downloaded_bytes"] = sum(
-        size for name, size in after.items() if before.get(name) != size
-    )
+    cache = PackageCache(ctx.cache / "archives", ctx.work.root / "archives", log)
+    cache.stage_in()
+    ctx.archives = cache.archives
+    try:
+        with log.stage("bootstrap"):
+            bootstrap.run(ctx)
+        with contextlib.ExitStack() as stack:
+            with log.stage("chroot-setup"):
+                _chroot_session(ctx, stack)
+            with log.stage("packages"):
+                packages.run(ctx)
+            with log.stage("users"):
+                users.run(ctx)
+            with log.stage("hook"):
+                hook.run(ctx)
+            with log.stage("sources"):
+                sources.use_image_sources(ctx)
+            with log.stage("chroot-teardown"):
+                stack.close()
+    finally:
+        # Even a failed build keeps what it downloaded for the next try.
+        ctx.facts["downloaded_bytes"] = cache.stage_out()
     with log.stage("clean"):
         clean.run(ctx)
+    tree = squash.check_space(ctx)  # before the stage: it refuses, or the stage only writes
     with log.stage("squash"):
-        squashfs = squash.run(ctx)
+        squashfs = squash.run(ctx, tree)
     outputs = [squashfs, ctx.work.output / "filesystem.packages"]
     if make_iso:
         from deblive.stages import iso
 
+        # The squashfs is hard-linked into the medium; the ISO is about its size.
+        needed = squashfs.stat().st_size + diskspace.ISO_EXTRA
+        log.info(diskspace.require(ctx.work.root, needed, "the ISO", stage="iso"))
         outputs.append(iso.run(ctx, squashfs))
     return outputs
+
+
+def failed_stage(log: BuildLog) -> str:
+    """The innermost stage that did not finish (stages record their timing innermost first)."""
+    return next((t.name for t in log.timings if not t.ok), "setup")
+
+
+def _detach_log_file(log: BuildLog) -> None:
+    """On a full disk the build log cannot take another line: console only from here."""
+    with contextlib.suppress(OSError, ValueError):
+        log.close()
+    log._file = None
+
+
+def _fail(
+    exc: BaseException, log: BuildLog, ctx: BuildContext, started: dt.datetime,
+    options: BuildOptions,
+) -> BaseException:
+    """Report a failed or interrupted build; returns the exception to raise."""
+    work = ctx.work.root
+    stage = getattr(diskspace.root_error(exc), "stage", None) or failed_stage(log)
+    log_error = ctx.runner.log_error
+    full = diskspace.is_disk_full(exc) or (
+        log_error is not None and diskspace.is_disk_full(log_error)
+    )
+    if full:
+        _detach_log_file(log)
+    error: BaseException = exc
+    if isinstance(exc, Interrupted):
+        exc.stage, exc.workdir = stage, str(work)
+    elif full:
+        error = diskspace.DiskFullError(
+            diskspace.full_disk_message(exc, stage, [work, options.outdir])
+        )
+    elif not isinstance(exc, DebliveError):
+        first = diskspace.root_error(exc)
+        if isinstance(first, DebliveError):
+            error = first
+    if isinstance(error, DebliveError):
+        error = mirrorfault.explain(error, ctx.config)
+    try:
+        failed = report.build_report(ctx, started, [], "failed", error=str(error))
+        report.write_report(failed, work / "report.json")
+    except OSError as write_error:
+        log.warn(f"could not write the failure report: {write_error}")
+    what = "interrupted" if isinstance(exc, Interrupted) else "failed"
+    log.error(f"build {what} in stage {stage}; the work tree is kept at {work}")
+    with contextlib.suppress(OSError, ValueError):
+        log.close()
+    return error
 
 
 def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = None) -> BuildResult:
     """Build an image; raises DebliveError (with exit_code) on failure."""
     log = log or BuildLog(verbose=options.verbose)
     preflight.check(config, with_iso=options.make_iso, network=options.check_network)
+    if options.check_network:  # resolve the package set first: unknown names exit 2
+        plan.precheck(config, options.cache, log)
     check_outdir(options.outdir, options.force)
     sandbox.enter_private_mount_namespace()
     work = WorkTree(options.workdir)
@@ -185,6 +244,8 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
             log.info(f"removing the previous work tree {work.root}")
             sandbox.safe_rmtree(work.root)
         work.root.mkdir(parents=True)
+        # Marks the tree as deblive's, so `deblive clean` deletes nothing else.
+        (work.root / clean_mod.MARKER).write_text(f"{os.getpid()}\n")
         log.open(work.log)
         runner = Runner(log)
         ctx = BuildContext(
@@ -208,12 +269,10 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
         except BaseException as exc:
             runner.terminate_children()
             check_no_mounts(log, work.root)
-            stage = log.current_stage if log.current_stage != "main" else "setup"
-            failed = report.build_report(ctx, started, [], "failed", error=str(exc))
-            report.write_report(failed, work.root / "report.json")
-            log.error(f"build failed in stage {stage}; the work tree is kept at {work.root}")
-            log.close()
-            raise
+            error = _fail(exc, log, ctx, started, options)
+            if error is exc:
+                raise
+            raise error from None
         check_no_mounts(log, work.root)
         build_report = report.build_report(ctx, started, files, "success")
         report.write_report(build_report, work.output / "report.json")
@@ -225,6 +284,12 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
         log.info(f"build finished in {format_seconds(build_report['duration_seconds'])}")
         log.close()
         shutil.copyfile(work.log, work.output / "build.log")
+        if not diskspace.same_filesystem(work.output, options.outdir):
+            # Across file systems publishing copies: check before the first byte.
+            needed = sum(f.stat().st_size for f in files) + diskspace.MARGIN
+            diskspace.require(
+                options.outdir, needed, "the results in the output directory", stage="publish"
+            )
         published = publish([*files, work.output / "build.log"], options.outdir)
         if logs_dir.is_dir():
             dest = options.outdir / "logs"

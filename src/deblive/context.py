@@ -59,6 +59,8 @@ class BuildContext:
     work: WorkTree
     outdir: Path
     cache: Path
+    # The apt archives directory bound into the chroot (see pkgcache).
+    archives: Path | None = None
     build_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     source_date_epoch: int = field(default_factory=lambda: int(time.time()))
     # Facts stages learn and the report carries (kernel version, byte counts...).
@@ -67,6 +69,10 @@ class BuildContext:
     @property
     def rootfs(self) -> Path:
         return self.work.rootfs
+
+    @property
+    def apt_archives(self) -> Path:
+        return self.archives if self.archives is not None else self.cache / "archives"
 
     @property
     def image_basename(self) -> str:

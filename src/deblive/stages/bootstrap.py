@@ -70,7 +70,7 @@ def debootstrap_argv(config: ImageConfig, rootfs: Path, cache: Path) -> list[str
 
 def run(ctx: BuildContext) -> None:
     config = ctx.config
-    cache = ctx.cache / "archives"
+    cache = ctx.apt_archives
     cache.mkdir(parents=True, exist_ok=True)
     if config.bootstrap.backend == "mmdebstrap":
         argv = mmdebstrap_argv(config, ctx.rootfs, cache)

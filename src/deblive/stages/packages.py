@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 from deblive import bootfiles
 from deblive.chroot import Chroot
@@ -23,7 +22,7 @@ BOOTDEBS_IN_CHROOT = "var/tmp/deblive-bootdebs"
 
 
 def wants_locales(config: ImageConfig) -> bool:
-    return not config.locale.startswith("C")
+    return not config.locale.startswith("C") or bool(config.languages)
 
 
 def live_packages(config: ImageConfig) -> list[str]:
@@ -106,11 +105,3 @@ def download_boot_packages(ctx: BuildContext) -> None:
         shutil.move(deb, target / deb.name)
     shutil.rmtree(inside)
     ctx.facts["bootdebs"] = sorted(p.name for p in target.glob("*.deb"))
-
-
-def archive_snapshot(cache: Path) -> dict[str, int]:
-    """Name and size of every cached package: the difference is what a build downloaded."""
-    archives = cache / "archives"
-    if not archives.is_dir():
-        return {}
-    return {p.name: p.stat().st_size for p in archives.glob("*.deb")}

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deblive.log import BuildLog
+from deblive.pkgcache import PackageCache
+
+
+def test_links_in_counts_and_links_back(tmp_path: Path) -> None:
+    shared, work = tmp_path / "cache", tmp_path / "work" / "archives"
+    shared.mkdir()
+    (shared / "a_1_all.deb").write_bytes(b"a" * 10)
+    cache = PackageCache(shared, work, BuildLog())
+    cache.stage_in()
+    assert cache.archives == work
+    linked = work / "a_1_all.deb"
+    assert linked.stat().st_ino == (shared / "a_1_all.deb").stat().st_ino  # a link, not a copy
+    (work / "b_2_all.deb").write_bytes(b"b" * 25)  # what apt downloaded
+    linked.unlink()  # a hook's apt-get clean must not empty the shared cache
+    assert cache.stage_out() == 25
+    assert (shared / "a_1_all.deb").exists()
+    assert (shared / "b_2_all.deb").read_bytes() == b"b" * 25
+    # A second build downloads nothing.
+    again = PackageCache(shared, tmp_path / "w2" / "archives", BuildLog())
+    again.stage_in()
+    assert again.stage_out() == 0
+
+
+def test_other_filesystem_uses_the_shared_directory_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared, work = tmp_path / "cache", tmp_path / "work" / "archives"
+    shared.mkdir()
+    (shared / "a_1_all.deb").write_bytes(b"a")
+    monkeypatch.setattr(PackageCache, "_same_filesystem", lambda self: False)
+    cache = PackageCache(shared, work, BuildLog())
+    cache.stage_in()
+    assert cache.archives == shared
+    (shared / "new_1_all.deb").write_bytes(b"n" * 7)
+    assert cache.stage_out() == 7
+    assert cache._lock_fd is None
