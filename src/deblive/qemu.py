@@ -21,6 +21,7 @@ import contextlib
 import enum
 import fnmatch
 import json
+import logging
 import os
 import re
 import shutil
@@ -599,6 +600,11 @@ def encode_png(width: int, height: int, pixels: bytes) -> bytes:
 # QMP
 
 
+# qemu.qmp logs every failed connection attempt at ERROR level; deblive turns
+# such failures into QemuError with its own message, so its log stays quiet.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+
+
 async def _qmp_execute(
     socket_path: Path, command: str, arguments: Mapping[str, object] | None, timeout: float
 ) -> object:
@@ -827,6 +833,8 @@ class VM:
 
     def quit(self) -> None:
         """Ask qemu to quit through QMP; ignore a VM that is already gone."""
+        if not self.spec.qmp_socket.exists():
+            return
         with contextlib.suppress(Exception):
             self.qmp("quit")
 

@@ -9,6 +9,7 @@ machine downloads nothing.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# Reports, serial logs and screenshots of the session, kept for people and CI.
+ARTIFACTS = REPO / "test-artifacts"
 DEBLIVE = [sys.executable, "-m", "deblive"]
 
 
@@ -76,6 +79,8 @@ def default_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     config.write_text(default_config_text())
     result = build(config, base)
     assert result.returncode == 0, result.output[-4000:]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(result.path("report.json"), ARTIFACTS / "default-report.json")
     return result
 
 
