@@ -58,6 +58,18 @@ LOGIN_TIMEOUT = {"kvm": 120.0, "tcg": 300.0}
 # OVMF's first line out after ~3 s, ISOLINUX's banner sooner.
 KVM_SILENCE_LIMIT = 15.0
 FAILURE_TAIL = 30
+# First words of each boot phase on the serial console. The kernel, initramfs
+# and systemd lines show only without `quiet` (e.g. boot.cmdline
+# "loglevel=6 systemd.show_status=1"); the boot loader and login always show.
+MILESTONES = {
+    "firmware": re.compile(r"BdsDxe|SeaBIOS|iPXE|Booting from"),
+    "boot-loader": re.compile(r"ISOLINUX|GNU GRUB|Welcome to GRUB"),
+    "kernel": re.compile(r"Linux version \d|EFI stub:"),
+    "initramfs": re.compile(r"Run /init as init process|Loading, please wait"),
+    "live-boot": re.compile(r"live-boot|Begin: Running /scripts/live"),
+    "userspace": re.compile(r"Welcome to .*Debian|systemd\[1\]: |run-init"),
+    "login": re.compile(r"login: *$", re.MULTILINE),
+}
 
 LOGIN_PROMPT = re.compile(r"login: *$", re.MULTILINE)
 PASSWORD_PROMPT = re.compile(r"[Pp]assword: *$", re.MULTILINE)
@@ -152,6 +164,8 @@ class ModeResult:
     serial_log: str = ""
     screenshot: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Seconds to the first sign of each boot phase on serial (see MILESTONES).
+    milestones: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -414,6 +428,7 @@ def _boot_once(
                 result.seconds_to_login = round(vm.elapsed, 1)
                 first = vm.first_output_after
                 result.seconds_to_first_output = round(first, 1) if first is not None else None
+                result.milestones = vm.milestones(MILESTONES)
                 log.info(f"{mode.name}: login prompt after {format_seconds(vm.elapsed)}")
                 login(vm, options.user, options.password, 120.0)
                 logged_in = True

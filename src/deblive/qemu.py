@@ -479,6 +479,9 @@ class _StreamBuffer:
         self.changed = threading.Condition()
         self.last_output = time.monotonic()
         self.first_output: float | None = None
+        # (time, characters received so far): when each part of the text arrived.
+        self.arrivals: list[tuple[float, int]] = []
+        self._received = 0
         self.eof = False
         self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
         self._thread.start()
@@ -498,8 +501,11 @@ class _StreamBuffer:
                 self._log.flush()
             with self.changed:
                 if chunk:
-                    self._parts.append(self._decoder.decode(chunk))
+                    decoded = self._decoder.decode(chunk)
+                    self._parts.append(decoded)
                     now = time.monotonic()
+                    self._received += len(decoded)
+                    self.arrivals.append((now, self._received))
                     self.last_output = now
                     if self.first_output is None:
                         self.first_output = now
@@ -737,6 +743,27 @@ class VM:
             return None
         return self._serial.first_output - self.started
 
+    def milestones(self, patterns: Mapping[str, re.Pattern[str]]) -> dict[str, float]:
+        """Seconds from start to the first serial appearance of each pattern.
+
+        Where a boot spends its time (firmware, boot loader, kernel, initramfs,
+        userspace) shows in when their first words arrive on the console.
+        """
+        if self._serial is None:
+            return {}
+        text = self._serial.text
+        arrivals = list(self._serial.arrivals)
+        found: dict[str, float] = {}
+        for name, pattern in patterns.items():
+            match = pattern.search(text)
+            if match is None:
+                continue
+            for when, received in arrivals:
+                if received >= match.end():
+                    found[name] = round(when - self.started, 1)
+                    break
+        return found
+
     def check_alive(self, silence_limit: float | None = None) -> None:
         """Raise when KVM broke, qemu ended, or the guest was silent too long from start."""
         if KVM_ERROR_TEXT in self.stderr_text:
@@ -831,6 +858,13 @@ class VM:
         """Press a key on the VM's keyboard (qcode name, e.g. "ret")."""
         self.qmp("send-key", {"keys": [{"type": "qcode", "data": key}]})
 
+    def type_text(self, text: str, delay: float = 0.05) -> None:
+        """Type text on the VM's keyboard (US layout), for consoles without serial."""
+        for char in text:
+            keys = [{"type": "qcode", "data": qcode} for qcode in char_qcodes(char)]
+            self.qmp("send-key", {"keys": keys})
+            time.sleep(delay)
+
     def quit(self) -> None:
         """Ask qemu to quit through QMP; ignore a VM that is already gone."""
         if not self.spec.qmp_socket.exists():
@@ -843,6 +877,31 @@ ANSI_ESCAPE = re.compile(r"\x1b(\[[0-9;?=]*[ -/]*[@-~]|[()%][0-9A-Za-z@]|[0-~])"
 
 
 CURSOR_MOVE = re.compile(r"\x1b\[\d*(;\d*)?[Hf]")
+
+
+_PLAIN_QCODES = {
+    " ": "spc", "\n": "ret", "\t": "tab", "-": "minus", "=": "equal", "[": "bracket_left",
+    "]": "bracket_right", ";": "semicolon", "'": "apostrophe", "`": "grave_accent",
+    "\\": "backslash", ",": "comma", ".": "dot", "/": "slash",
+}
+_SHIFTED = {
+    "!": "1", "@": "2", "#": "3", "$": "4", "%": "5", "^": "6", "&": "7", "*": "8", "(": "9",
+    ")": "0", "_": "-", "+": "=", "{": "[", "}": "]", ":": ";", '"': "'", "~": "`",
+    "|": "\\", "<": ",", ">": ".", "?": "/",
+}
+
+
+def char_qcodes(char: str) -> list[str]:
+    """The qcodes (with shift where needed) that type char on a US keyboard."""
+    if char.isascii() and (char.islower() or char.isdigit()):
+        return [char]
+    if char.isascii() and char.isupper():
+        return ["shift", char.lower()]
+    if char in _PLAIN_QCODES:
+        return [_PLAIN_QCODES[char]]
+    if char in _SHIFTED:
+        return ["shift", *char_qcodes(_SHIFTED[char])]
+    raise ValueError(f"cannot type {char!r} on a US keyboard")
 
 
 def clean_serial(text: str) -> str:

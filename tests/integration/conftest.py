@@ -111,7 +111,7 @@ APT_MIRROR = "http://apt.example.org/debian"
 
 @pytest.fixture(scope="session")
 def custom_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
-    """A task-based image with its own apt mirror, user and hook (no ISO)."""
+    """A task-based image with its own apt mirror, user and hook; no serial console."""
     base = tmp_path_factory.mktemp("custom")
     hook = base / "hooks" / "hook.sh"
     hook.parent.mkdir()
@@ -129,8 +129,9 @@ def custom_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
         timezone: Europe/Berlin
         hook: hooks/hook.sh
         squashfs: {{compression: lz4}}
+        boot: {{serial_console: false, title: deblive VGA test}}
         """))
-    result = build(config, base, "--no-iso")
+    result = build(config, base)
     assert result.returncode == 0, result.output[-4000:]
     return result
 

@@ -668,3 +668,19 @@ def test_run_tests_in_parallel_keeps_order_and_writes_json(
 def test_run_tests_rejects_missing_iso(tmp_path: Path) -> None:
     with pytest.raises(BadInput):
         boottest.run_tests(tmp_path / "nope.iso", ["bios-cd"], boottest.TestOptions(), BuildLog())
+
+
+def test_milestone_patterns_match_real_console_lines() -> None:
+    from deblive.boottest import MILESTONES
+
+    samples = {
+        "firmware": "BdsDxe: loading Boot0001 \"UEFI QEMU DVD-ROM\"",
+        "boot-loader": "ISOLINUX 6.04 20190226 ETCD Copyright (C) 1994-2015 H. Peter Anvin",
+        "kernel": "[    0.000000] Linux version 6.1.0-28-amd64 (debian-kernel@lists.debian.org)",
+        "initramfs": "[    1.2] Run /init as init process",
+        "userspace": "[  OK  ] Welcome to Debian GNU/Linux 12 (bookworm)!",
+        "login": "debian login: ",
+    }
+    for name, line in samples.items():
+        assert MILESTONES[name].search(line), name
+    assert not MILESTONES["login"].search("Last login: Thu Nov 26")

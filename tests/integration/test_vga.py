@@ -1,0 +1,80 @@
+"""An image without serial console boots too: the VGA path, checked through the screen.
+
+The custom image has `serial_console: false`, so neither boot loader nor the
+kernel talk to the serial port. The test takes screenshots of the boot menu
+(which must not be blank), then logs in on the VGA console by typing on the
+virtual keyboard, and has the live system write a marker to the serial port
+itself: proof that the system booted, the user can log in and sudo works.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from deblive import qemu
+
+from .conftest import ARTIFACTS, Build
+
+MARKER = "DEBLIVE-VGA-LOGIN-OK"
+
+
+@pytest.fixture(scope="session")
+def custom_iso(custom_build: Build) -> Path:
+    isos = list(custom_build.outdir.glob("*.iso"))
+    assert len(isos) == 1, isos
+    return isos[0]
+
+
+def screendump(vm: qemu.VM, dest: Path) -> tuple[int, int]:
+    """Save the screen as PNG; returns its width and number of colours."""
+    ppm = vm.workdir / "screen.ppm"
+    vm.qmp("screendump", {"filename": str(ppm)})
+    width, height, pixels = qemu.parse_ppm(ppm.read_bytes())
+    dest.write_bytes(qemu.encode_png(width, height, pixels))
+    return width, qemu.count_colours(pixels)
+
+
+def test_menu_and_console_login_without_serial(custom_iso: Path) -> None:
+    out = ARTIFACTS / "vga"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    with qemu.vm_workdir() as workdir:
+        spec = qemu.prepare_spec(custom_iso, "uefi", "cd", "tcg", workdir)
+        with qemu.VM(spec=spec, serial_log=out / "serial.log", workdir=workdir) as vm:
+            # The grub menu: its 640x480 graphics mode (the firmware's screen is
+            # larger), a splash background and menu text, so many colours.
+            width, colours = 0, 0
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not (width == 640 and colours > 2):
+                time.sleep(2)
+                try:
+                    width, colours = screendump(vm, out / "menu.png")
+                except qemu.QemuError:
+                    continue
+            assert width == 640 and colours > 2, "no boot menu on the screen"
+            serial = (out / "serial.log").read_text(errors="replace")
+            assert "GNU GRUB" not in serial, "serial_console: false, yet grub used the serial port"
+            # Log in on tty1 and let the system itself report over ttyS0.
+            command = f"echo secret | sudo -S sh -c 'echo {MARKER} > /dev/ttyS0'\n"
+            for attempt in range(4):
+                time.sleep(60 if attempt == 0 else 30)
+                screendump(vm, out / f"console-{attempt}.png")
+                vm.type_text("alice\n")
+                time.sleep(3)
+                vm.type_text("secret\n")
+                time.sleep(8)
+                vm.type_text(command)
+                try:
+                    vm.expect(MARKER, timeout=20)
+                    break
+                except qemu.QemuError:
+                    continue
+            else:
+                pytest.fail(f"no login on the VGA console; screenshots in {out}")
+            screendump(vm, out / "logged-in.png")
+            assert "login:" not in qemu.clean_serial((out / "serial.log").read_text())
