@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 DEBS="mmdebstrap debootstrap squashfs-tools xorriso mtools dosfstools
 qemu-system-x86 qemu-utils ovmf qemu-user-static binfmt-support arch-test
 distro-info-data debian-archive-keyring python3 python3-venv ca-certificates
-util-linux mount file cpio zstd gpgv rsync"
+util-linux mount file cpio zstd gpgv gpg rsync lintian"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: run as root (apt-get install, and builds need root)" >&2

@@ -41,6 +41,17 @@ SERIAL_SPEED: Final = 115200
 KERNEL_PATH: Final = "/live/vmlinuz"
 INITRD_PATH: Final = "/live/initrd.img"
 SPLASH_NAME: Final = "splash.png"
+# debian-installer on the medium, in debian-cd's layout (install.amd/, gtk/ below it).
+INSTALLER_DIRS: Final = {"amd64": "/install.amd", "arm64": "/install.a64", "i386": "/install.386"}
+PRESEED_NAME: Final = "preseed.cfg"  # on the medium's top, for people to read
+PRESEED_INITRD: Final = "preseed.cpio.gz"  # the same file as an initramfs d-i reads
+# debian-cd's installer command lines: vga=788 for the framebuffer, "---" ends the
+# installer's own arguments (what follows is copied to the installed system's kernel).
+INSTALL_ARGS: Final = ("vga=788", "---", "quiet")
+EXPERT_ARGS: Final = ("priority=low", "vga=788", "---")
+AUTO_ARGS: Final = ("auto=true", "priority=critical", "vga=788", "---", "quiet")
+RESCUE_ARGS: Final = ("vga=788", "rescue/enable=true", "---", "quiet")
+SPEECH_ARGS: Final = ("speakup.synth=soft",)
 
 # Labels that both ISOLINUX and grub accept as ids without quoting.
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -61,10 +72,16 @@ class Entry:
     kernel: str
     initrd: str
     cmdline: tuple[str, ...]
+    # Loaded after initrd, into the same initramfs (a preseed for d-i).
+    extra_initrds: tuple[str, ...] = ()
 
     @property
     def cmdline_text(self) -> str:
         return " ".join(self.cmdline)
+
+    @property
+    def initrds(self) -> tuple[str, ...]:
+        return (self.initrd, *self.extra_initrds)
 
 
 @dataclass(frozen=True)
@@ -131,6 +148,71 @@ def live_cmdline(config: ImageConfig, base: Sequence[str]) -> tuple[str, ...]:
     return tuple(args)
 
 
+def installer_dir(arch: str) -> str:
+    """Where d-i's kernel and initrds lie on the medium (debian-cd's names)."""
+    return INSTALLER_DIRS.get(arch, "/install")
+
+
+def language_items(
+    config: ImageConfig, kernel: str = KERNEL_PATH, initrd: str = INITRD_PATH
+) -> list[Item]:
+    """A "Languages" submenu: the live entry with live-config's locales= and keyboard-layouts=.
+
+    live-config (components locales and keyboard-configuration) reads both at
+    boot; the locales are generated in the image, so nothing is compiled then.
+    """
+    if not config.languages:
+        return []
+    entries: list[Item] = []
+    for lang in config.languages:
+        args = (*LIVE_ARGS, f"locales={lang.locale}", f"keyboard-layouts={lang.keyboard}")
+        ident = "lang-" + re.sub(r"[^a-z0-9]+", "-", lang.locale.lower()).strip("-")
+        entries.append(
+            Entry(ident, f"Live system ({lang.label})", kernel, initrd, live_cmdline(config, args))
+        )
+    return [Submenu("languages", "Languages", tuple(entries))]
+
+
+def installer_items(config: ImageConfig) -> list[Item]:
+    """debian-cd's installer entries: Graphical install, Install, and "Advanced options".
+
+    No serial console here: d-i runs its interface on the last console=, and
+    on a PC that must stay the screen. (Tests add console=ttyS0 themselves.)
+    The preseed, if any, is a second initrd (see deblive.installer).
+    """
+    if config.installer is None:
+        return []
+    top = installer_dir(config.architecture)
+    extra = (f"{top}/{PRESEED_INITRD}",) if config.installer.preseed is not None else ()
+    text = (f"{top}/vmlinuz", f"{top}/initrd.gz")
+    gtk = (f"{top}/gtk/vmlinuz", f"{top}/gtk/initrd.gz")
+    graphical = config.installer.graphical
+    speech = gtk if graphical else text
+
+    def entry(ident: str, label: str, files: tuple[str, str], args: Sequence[str]) -> Entry:
+        return Entry(ident, label, files[0], files[1], tuple(args), extra)
+
+    top_items: list[Item] = []
+    advanced: list[Item] = []
+    if graphical:
+        top_items.append(entry("installgui", "Graphical install", gtk, INSTALL_ARGS))
+        advanced += [
+            entry("expertgui", "Graphical expert install", gtk, EXPERT_ARGS),
+            entry("autogui", "Graphical automated install", gtk, AUTO_ARGS),
+            entry("rescuegui", "Graphical rescue mode", gtk, RESCUE_ARGS),
+        ]
+    top_items.append(entry("install", "Install", text, INSTALL_ARGS))
+    advanced += [
+        entry("expert", "Expert install", text, EXPERT_ARGS),
+        entry("auto", "Automated install", text, AUTO_ARGS),
+        entry("rescue", "Rescue mode", text, RESCUE_ARGS),
+        entry("speech", "Install with speech synthesis", speech, (*SPEECH_ARGS, *INSTALL_ARGS)),
+        entry("expertspeech", "Expert install with speech synthesis", speech,
+              (*SPEECH_ARGS, *EXPERT_ARGS)),
+    ]
+    return [*top_items, Submenu("advanced", "Advanced options", tuple(advanced))]
+
+
 def build_menu(
     config: ImageConfig,
     *,
@@ -141,7 +223,9 @@ def build_menu(
 ) -> Menu:
     """The menu for an image: live and failsafe entries, then any extra items.
 
-    extra is the hook for later features: an installer adds its Submenu here.
+    extra is the hook for later features. The config's languages (a
+    "Languages" submenu) and installer (its entries and "Advanced options")
+    come before extra.
     """
     boot = config.boot
     menu = Menu(
@@ -159,6 +243,8 @@ def build_menu(
                 initrd,
                 live_cmdline(config, FAILSAFE_ARGS),
             ),
+            *language_items(config, kernel, initrd),
+            *installer_items(config),
             *extra,
         ],
     )

@@ -14,12 +14,14 @@ import datetime as dt
 import fcntl
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from deblive import chroot, diskspace, mirrorfault, plan, preflight, report, sandbox
+from deblive import chroot, diskspace, interrupt, mirrorfault, plan, preflight, report, sandbox
 from deblive import clean as clean_mod
 from deblive.config import ImageConfig
 from deblive.context import BuildContext, WorkTree
@@ -48,6 +50,7 @@ class BuildOptions:
     workdir: Path
     cache: Path = DEFAULT_CACHE
     keep_workdir: bool = False
+    remove_failed_workdir: bool = False
     make_iso: bool = True
     force: bool = False
     verbose: bool = False
@@ -182,14 +185,22 @@ def run_stages(ctx: BuildContext, make_iso: bool) -> list[Path]:
 
 def failed_stage(log: BuildLog) -> str:
     """The innermost stage that did not finish (stages record their timing innermost first)."""
-    return next((t.name for t in log.timings if not t.ok), "setup")
+    failed = next((t.name for t in log.timings if not t.ok), None)
+    if failed is None and log.current_stage != "main":
+        # Stopped between a stage's start line and its body: no timing yet.
+        failed = log.current_stage
+    return failed or "setup"
 
 
-def _detach_log_file(log: BuildLog) -> None:
-    """On a full disk the build log cannot take another line: console only from here."""
-    with contextlib.suppress(OSError, ValueError):
-        log.close()
-    log._file = None
+def _remove_failed_tree(root: Path, error: BaseException) -> None:
+    """--remove-failed-workdir: the same safe deletion as a successful build's."""
+    try:
+        sandbox.safe_rmtree(root)
+    except (DebliveError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"deblive: could not remove the work tree {root}: {exc}", file=sys.stderr)
+        return
+    if isinstance(error, Interrupted):
+        error.workdir_kept = False
 
 
 def _fail(
@@ -204,7 +215,7 @@ def _fail(
         log_error is not None and diskspace.is_disk_full(log_error)
     )
     if full:
-        _detach_log_file(log)
+        log.detach_file()
     error: BaseException = exc
     if isinstance(exc, Interrupted):
         exc.stage, exc.workdir = stage, str(work)
@@ -224,7 +235,8 @@ def _fail(
     except OSError as write_error:
         log.warn(f"could not write the failure report: {write_error}")
     what = "interrupted" if isinstance(exc, Interrupted) else "failed"
-    log.error(f"build {what} in stage {stage}; the work tree is kept at {work}")
+    fate = "will be removed" if options.remove_failed_workdir else f"is kept at {work}"
+    log.error(f"build {what} in stage {stage}; the work tree {fate}")
     with contextlib.suppress(OSError, ValueError):
         log.close()
     return error
@@ -233,9 +245,12 @@ def _fail(
 def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = None) -> BuildResult:
     """Build an image; raises DebliveError (with exit_code) on failure."""
     log = log or BuildLog(verbose=options.verbose)
-    preflight.check(config, with_iso=options.make_iso, network=options.check_network)
-    if options.check_network:  # resolve the package set first: unknown names exit 2
-        plan.precheck(config, options.cache, log)
+    try:
+        preflight.check(config, with_iso=options.make_iso, network=options.check_network)
+        if options.check_network:  # resolve the package set first: unknown names exit 2
+            plan.precheck(config, options.cache, log)
+    except DebliveError as exc:  # a mirror fault is named as one (exit status kept)
+        raise mirrorfault.explain(exc, config) from None
     check_outdir(options.outdir, options.force)
     sandbox.enter_private_mount_namespace()
     work = WorkTree(options.workdir)
@@ -270,6 +285,8 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
             runner.terminate_children()
             check_no_mounts(log, work.root)
             error = _fail(exc, log, ctx, started, options)
+            if options.remove_failed_workdir:
+                _remove_failed_tree(work.root, error)
             if error is exc:
                 raise
             raise error from None
@@ -290,14 +307,15 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
             diskspace.require(
                 options.outdir, needed, "the results in the output directory", stage="publish"
             )
-        published = publish([*files, work.output / "build.log"], options.outdir)
-        if logs_dir.is_dir():
-            dest = options.outdir / "logs"
-            if dest.exists():
-                shutil.rmtree(dest)
-            shutil.move(logs_dir, dest)
-        # report.json last: its presence marks a complete result.
-        published += publish([work.output / "report.json"], options.outdir)
+        with interrupt.deferred():
+            published = publish([*files, work.output / "build.log"], options.outdir)
+            if logs_dir.is_dir():
+                dest = options.outdir / "logs"
+                if dest.exists():
+                    shutil.rmtree(dest)
+                shutil.move(logs_dir, dest)
+            # report.json last: its presence marks a complete result.
+            published += publish([work.output / "report.json"], options.outdir)
         if not options.keep_workdir:
             sandbox.safe_rmtree(work.root)
         return BuildResult(options.outdir, published, build_report)

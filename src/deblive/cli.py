@@ -8,28 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from deblive import __version__
+from deblive import __version__, interrupt
 from deblive import config as config_mod
+from deblive.interrupt import Interrupted
 from deblive.log import BuildLog
 from deblive.runner import DebliveError
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM: ends the build through its teardown, like KeyboardInterrupt."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
-
-
-def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signum)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -70,6 +57,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         workdir=Path(args.workdir) if args.workdir else build.default_workdir(cfg),
         cache=Path(args.cache_dir) if args.cache_dir else build.DEFAULT_CACHE,
         keep_workdir=args.keep_workdir,
+        remove_failed_workdir=args.remove_failed_workdir,
         make_iso=not args.no_iso,
         force=args.force,
         verbose=args.verbose,
@@ -97,6 +85,46 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clean(args: argparse.Namespace) -> int:
+    """Remove leftover work trees; a busy, mounted or foreign tree is refused, not touched."""
+    from deblive import build
+    from deblive import clean as clean_mod
+
+    workdir = Path(args.workdir) if args.workdir else None
+    outcomes = clean_mod.clean(workdir, build.DEFAULT_WORK_BASE)
+    if not outcomes:
+        print(f"deblive: no work trees under {build.DEFAULT_WORK_BASE}")
+    code = 0
+    for outcome in outcomes:
+        word = "removed" if outcome.removed else f"kept: {outcome.reason}"
+        print(f"deblive: {outcome.path}: {word}")
+        if not outcome.removed and "in use by" not in outcome.reason:
+            code = 1
+    return code
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Resolve the package set against the mirror; exit 2 for unknown names or conflicts."""
+    from deblive import plan
+
+    cfg = load_config(args)
+    result = plan.make_plan(cfg, Path(args.cache_dir) if args.cache_dir else None)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(plan.format_plan(result))
+    return 0
+
+
+def cmd_metapackage(args: argparse.Namespace) -> int:
+    """Write <name>-live-task_<version>_all.deb (Depends: the tasks and extras)."""
+    from deblive import metapackage
+
+    cfg = load_config(args)
+    print(metapackage.build(cfg, Path(args.output)))
+    return 0
+
+
 def cmd_schema(_args: argparse.Namespace) -> int:
     print(json.dumps(config_mod.json_schema(), indent=2))
     return 0
@@ -117,6 +145,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="work directory (default: /var/tmp/deblive/<image>)")
     p.add_argument("--cache-dir", help="package cache shared between builds "
                    "(default: /var/cache/deblive)")
+    p.add_argument("--remove-failed-workdir", action="store_true",
+                   help="remove the work tree of a failed or interrupted build too "
+                   "(default: keep it for inspection)")
     p.add_argument("--keep-workdir", action="store_true",
                    help="keep the work tree after a successful build")
     p.add_argument("--no-iso", action="store_true", help="stop after the verified squashfs")
@@ -131,6 +162,33 @@ def make_parser() -> argparse.ArgumentParser:
                    help="also check that the mirror carries the suite and architecture")
     p.add_argument("--show", action="store_true", help="print the config with defaults filled")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("clean", help="remove leftover work trees of dead builds",
+                       description="Remove a work tree (or, without WORKDIR, every one "
+                       "under the default work base) that no running build holds, "
+                       "refusing trees with mounts below them.")
+    p.add_argument("workdir", nargs="?", metavar="WORKDIR",
+                   help="work tree to remove (default: all idle ones under /var/tmp/deblive)")
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("plan", help="resolve the package set against the mirror, no build",
+                       description="Resolve the image's packages (base, live system, tasks, "
+                       "extras, Recommends included) with apt against the mirror for the "
+                       "suite and architecture; print the number of packages, the download "
+                       "and the installed size. No root needed. Exit 2: unknown packages "
+                       "or a package set that does not resolve.")
+    _add_config_options(p)
+    p.add_argument("--cache-dir", help="where the suite's package lists are kept "
+                   "(default: /var/cache/deblive/plan as root, else ~/.cache/deblive/plan)")
+    p.add_argument("--json", action="store_true", help="machine-readable, with every package")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("metapackage", help="build <name>-live-task, the image's package set",
+                       description="Build a metapackage (Architecture: all) whose Depends "
+                       "are the config's tasks and extras, with dpkg-deb.")
+    _add_config_options(p)
+    p.add_argument("-o", "--output", default=".", help="output directory (default: .)")
+    p.set_defaults(func=cmd_metapackage)
 
     p = sub.add_parser("schema", help="print the config's JSON schema",
                        description="Print the JSON schema of image config files.")
@@ -148,14 +206,14 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    interrupt.install_handlers()
     try:
         code: int = args.func(args)
         return code
     except Interrupted as exc:
-        print(f"deblive: interrupted by {signal.Signals(exc.signum).name}", file=sys.stderr)
-        return 128 + exc.signum
+        interrupt.ignore_further()
+        print(f"deblive: {exc.describe()}", file=sys.stderr)
+        return exc.exit_code
     except DebliveError as exc:
         print(f"deblive: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,8 @@ HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 VOLUME_ID_RE = re.compile(r"^[A-Za-z0-9_.+ -]{1,32}$")
 LOCALE_RE = re.compile(r"^[a-zA-Z]{2,3}(_[A-Z]{2})?(\.[A-Za-z0-9-]+)?(@[a-z]+)?$|^C(\.UTF-8)?$")
 MIRROR_RE = re.compile(r"^(https?|file)://\S+$")
+VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~-]*$")
+KEYBOARD_RE = re.compile(r"^[a-z]{2,8}(\([a-z0-9_-]+\))?$")
 
 
 class ConfigError(DebliveError):
@@ -114,6 +117,116 @@ class Boot(Model):
         return v.strip()
 
 
+InstallerSource = Literal["mirror", "package", "directory"]
+
+
+class Installer(Model):
+    """debian-installer on the medium: "Install" and "Graphical install" in both menus.
+
+    The netboot d-i installs from the network mirror, not from the live
+    squashfs, so the installed system gets neither the live user nor the
+    locked root: it asks for users (or reads them from the preseed) as usual.
+    """
+
+    sources: list[InstallerSource] = Field(
+        default_factory=lambda: ["mirror", "package"],  # type: ignore[arg-type]
+        description="where d-i's kernel and initrds come from, tried in this order: "
+        "mirror (dists/<suite>/main/installer-<arch>/current/images, checked against "
+        "the signed Release), package (debian-installer-<version>-netboot-<arch> of the "
+        "suite), directory (a local tree, see 'directory')",
+    )
+    directory: Path | None = Field(
+        None,
+        description="local d-i images, relative to the config file: text/linux, "
+        "text/initrd.gz, gtk/linux, gtk/initrd.gz",
+    )
+    preseed: Path | None = Field(
+        None, description="preseed file, relative to the config file; placed on the medium"
+    )
+    graphical: bool = Field(True, description="also the gtk installer (Graphical install)")
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one of mirror, package, directory")
+        if len(set(v)) != len(v):
+            raise ValueError("each source at most once")
+        return v
+
+    @model_validator(mode="after")
+    def _directory_given(self) -> Installer:
+        if "directory" in self.sources and self.directory is None:
+            raise ValueError("sources names 'directory' but 'directory' is not set")
+        return self
+
+
+class Metapackage(Model):
+    """<name>-live-task: one package whose Depends are the image's tasks and extras.
+
+    `metapackage: true` is short for `{install: true}`.
+    """
+
+    install: bool = Field(False, description="install the metapackage in the image")
+    version: str | None = Field(
+        None, description="package version; default: the build date (YYYYMMDD.HHMM)"
+    )
+    maintainer: str = Field(
+        "deblive <deblive@example.org>", description="Maintainer field: 'Name <address>'"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, data: Any) -> Any:
+        if isinstance(data, bool):
+            return {"install": data}
+        return data
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        if v is not None and not VERSION_RE.match(v):
+            raise ValueError(f"{v!r} is not a Debian version (digits first; a-z 0-9 . + ~)")
+        return v
+
+    @field_validator("maintainer")
+    @classmethod
+    def _maintainer(cls, v: str) -> str:
+        if not re.match(r"^[^<>\n]+ <[^<>@\s]+@[^<>@\s]+>$", v):
+            raise ValueError("must be 'Name <address>'")
+        return v
+
+
+class Language(Model):
+    """One entry of the boot menu's "Languages" submenu (live-config reads both values)."""
+
+    locale: str = Field(description="locale, e.g. de_DE.UTF-8 (live-config's locales=)")
+    keyboard: str = Field(description="XKB layout, e.g. de (live-config's keyboard-layouts=)")
+    label: str = Field(description="menu label, e.g. Deutsch")
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, v: str) -> str:
+        if not LOCALE_RE.match(v) or v.startswith("C") or "." not in v:
+            raise ValueError("must look like de_DE.UTF-8 (language, country and charset)")
+        return v
+
+    @field_validator("keyboard")
+    @classmethod
+    def _keyboard(cls, v: str) -> str:
+        if not KEYBOARD_RE.match(v):
+            raise ValueError("must be an XKB layout such as us, de or fr")
+        return v
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        v = " ".join(v.split())
+        if not v or len(v) > 40 or any(c in v for c in "\"'$^\\{}"):
+            raise ValueError("must be 1 to 40 characters without quotes, $, ^, \\ or braces")
+        return v
+
+
 class ImageConfig(Model):
     """One image type: what to build, from where, for whom."""
 
@@ -154,10 +267,26 @@ class ImageConfig(Model):
         description="debconf-set-selections lines preseeded before any package is installed",
     )
     hook: Path | None = Field(None, description="customisation script, relative to this file")
+    hook_confined: bool = Field(
+        False,
+        description="refuse a hook that lies (after following symlinks) outside the directory "
+        "of this config file: for configs from a shared tree that must not run other scripts",
+    )
     squashfs: Squashfs = Field(default_factory=Squashfs)  # type: ignore[arg-type]
     bootstrap: Bootstrap = Field(default_factory=Bootstrap)  # type: ignore[arg-type]
     boot: Boot = Field(default_factory=Boot)  # type: ignore[arg-type]
     volume_id: str | None = Field(None, description="ISO volume id, at most 32 characters")
+    installer: Installer | None = Field(
+        None, description="debian-installer entries in both boot menus (none if unset)"
+    )
+    metapackage: Metapackage = Field(
+        default_factory=Metapackage,  # type: ignore[arg-type]
+        description="true: install <name>-live-task (Depends: tasks and packages) in the image",
+    )
+    languages: list[Language] = Field(
+        default_factory=list,
+        description="a 'Languages' boot submenu; each locale is generated in the image",
+    )
 
     # Where the file was read from: hook and splash paths are relative to it.
     source: Path | None = Field(None, exclude=True, description="(set by deblive)")
@@ -255,6 +384,15 @@ class ImageConfig(Model):
             raise ValueError("must be 1 to 32 characters of A-Z a-z 0-9 _ . + - and space")
         return v
 
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, v: list[Language]) -> list[Language]:
+        locales = [lang.locale for lang in v]
+        for locale in locales:
+            if locales.count(locale) > 1:
+                raise ValueError(f"locale {locale!r} is listed twice")
+        return v
+
     @model_validator(mode="after")
     def _fill_from_host(self) -> ImageConfig:
         if self.mirror is None:
@@ -267,6 +405,16 @@ class ImageConfig(Model):
             self.apt_mirror = self.mirror
         if self.security_mirror is None:
             self.security_mirror = default_security_mirror(self.apt_mirror)
+        return self
+
+    @model_validator(mode="after")
+    def _installer_files(self) -> ImageConfig:
+        """A named preseed or installer directory must exist: found now, not mid-build."""
+        preseed, directory = self.preseed_path, self.installer_directory
+        if preseed is not None and not preseed.is_file():
+            raise ValueError(f"installer.preseed: {preseed} is not a file")
+        if directory is not None and not directory.is_dir():
+            raise ValueError(f"installer.directory: {directory} is not a directory")
         return self
 
     # -- derived values ------------------------------------------------------
@@ -292,6 +440,23 @@ class ImageConfig(Model):
         return (self.base_dir / self.boot.splash).resolve()
 
     @property
+    def installer_directory(self) -> Path | None:
+        if self.installer is None or self.installer.directory is None:
+            return None
+        return (self.base_dir / self.installer.directory).resolve()
+
+    @property
+    def preseed_path(self) -> Path | None:
+        if self.installer is None or self.installer.preseed is None:
+            return None
+        return (self.base_dir / self.installer.preseed).resolve()
+
+    @property
+    def metapackage_name(self) -> str:
+        """<name>-live-task, made a valid package name (no underscores, lower case)."""
+        return f"{self.name.replace('_', '-')}-live-task"
+
+    @property
     def kernel_package(self) -> str:
         if self.kernel:
             return self.kernel
@@ -315,6 +480,9 @@ class ImageConfig(Model):
         hook = self.hook_path
         if hook is not None and hook.is_file():
             data["hook_sha256"] = hashlib.sha256(hook.read_bytes()).hexdigest()
+        preseed = self.preseed_path
+        if preseed is not None and preseed.is_file():
+            data["preseed_sha256"] = hashlib.sha256(preseed.read_bytes()).hexdigest()
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -354,6 +522,10 @@ def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
     for item in loc[:-1]:
         field = model.model_fields.get(str(item))
         annotation = field.annotation if field else None
+        # `Installer | None`: the model inside the optional.
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(inner) == 1:
+            annotation = inner[0]
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
     return [k for k in model.model_fields if k != "source"]
@@ -373,9 +545,24 @@ def parse(data: Any, source: Path | None, overrides: dict[str, Any] | None = Non
             merged[key] = value
     merged["source"] = source
     try:
-        return ImageConfig.model_validate(merged)
+        config = ImageConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where)) from None
+    check_hook_confined(config, where)
+    return config
+
+
+def check_hook_confined(config: ImageConfig, where: str) -> None:
+    """With hook_confined, the hook's real path must lie inside the config's directory."""
+    hook = config.hook_path
+    if not config.hook_confined or hook is None:
+        return
+    tree = config.base_dir.resolve()
+    if not hook.is_relative_to(tree):
+        raise ConfigError(
+            f"{where}: hook: {hook} is outside the config's directory {tree} "
+            "(hook_confined is true; symlinks are followed)"
+        )
 
 
 def load(path: Path, overrides: dict[str, Any] | None = None) -> ImageConfig:

@@ -43,6 +43,7 @@ class BuildLog:
     _status: Status | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_plain: float = 0.0
+    write_error: OSError | ValueError | None = None
 
     def open(self, path: Path) -> None:
         """Start writing to a log file (appending, so a resumed build keeps history)."""
@@ -51,19 +52,31 @@ class BuildLog:
         self._file = path.open("a", encoding="utf-8", errors="replace", buffering=1)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self.detach_file()
 
     @property
     def interactive(self) -> bool:
         return self.console.is_terminal
 
     def _write(self, line: str) -> None:
-        if self._file is not None:
-            stamp = time.strftime("%H:%M:%S")
-            with self._lock:
+        if self._file is None:
+            return
+        stamp = time.strftime("%H:%M:%S")
+        with self._lock:
+            try:
                 self._file.write(f"{stamp} [{self.current_stage}] {line}\n")
+            except (OSError, ValueError) as exc:
+                # A full disk must not hide the build's real error behind the
+                # log's own: from here on the console is the only record.
+                self.write_error = exc
+                self.detach_file()
+
+    def detach_file(self) -> None:
+        """Stop writing the log file (it cannot take more), keep the console."""
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                file.close()
 
     def info(self, message: str) -> None:
         """A line for both the console and the log."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -51,12 +52,57 @@ def missing_tools(config: ImageConfig, with_iso: bool) -> list[str]:
     return [f"{tool} (package {pkg})" for tool, pkg in tools.items() if shutil.which(tool) is None]
 
 
+# Transient faults (refused or reset connections, timeouts, HTTP 5xx) are
+# retried this many times, RETRY_DELAY seconds apart, doubling; a 404 is not.
+RETRIES = 2
+RETRY_DELAY = 1.0
+
+
+def _get(url: str, timeout: float) -> bytes:
+    """GET url; transient errors retried a bounded number of times, then raised."""
+    delay = RETRY_DELAY
+    for attempt in range(RETRIES + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                data: bytes = response.read()
+                return data
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or attempt == RETRIES:
+                raise
+        except (urllib.error.URLError, OSError):
+            if attempt == RETRIES:
+                raise
+        time.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def fetch_release(mirror: str, codename: str, timeout: float = 20) -> deb822.Release:
-    """The suite's Release fields from the mirror (signature checked later, by apt)."""
+    """The suite's Release fields from the mirror (signature checked later, by apt).
+
+    A mirror without InRelease must at least have Release.gpg: an unsigned
+    archive is refused here, never accepted by turning apt's checks off.
+    """
     url = f"{mirror}/dists/{codename}/InRelease"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            text = response.read().decode("utf-8", errors="replace")
+        try:
+            data = _get(url, timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+            release_url = url.removesuffix("InRelease") + "Release"
+            try:
+                data = _get(release_url, timeout)
+            except urllib.error.HTTPError:
+                raise exc from None
+            try:
+                _get(release_url + ".gpg", timeout)
+            except urllib.error.HTTPError as gpg_exc:
+                raise PreflightError(
+                    f"mirror {mirror}: {release_url} is not signed: {url} and "
+                    f"{release_url}.gpg answered HTTP {exc.code} and {gpg_exc.code}; "
+                    "deblive never builds from an unsigned archive"
+                ) from None
     except urllib.error.HTTPError as exc:
         raise PreflightError(
             f"mirror {mirror}: {url} answered HTTP {exc.code}: the mirror does not carry "
@@ -64,8 +110,11 @@ def fetch_release(mirror: str, codename: str, timeout: float = 20) -> deb822.Rel
         ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise PreflightError(f"mirror {mirror} is unreachable: {url}: {reason}") from None
-    return deb822.Release(text)
+        raise PreflightError(
+            f"mirror {mirror} is unreachable: {url}: {reason} "
+            f"(tried {RETRIES + 1} times)"
+        ) from None
+    return deb822.Release(data.decode("utf-8", errors="replace"))
 
 
 def check_mirror(config: ImageConfig) -> None:

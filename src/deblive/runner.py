@@ -23,6 +23,17 @@ from pathlib import Path
 from deblive.log import BuildLog
 
 TAIL_LINES = 25
+NOTABLE_LINES = 20
+# Lines worth quoting even when they scrolled out of the tail: apt's and
+# dpkg's errors (a failed fetch names the mirror and URL), and a full disk.
+NOTABLE_PREFIXES = ("E: ", "W: ", "Err:", "dpkg: error", "FATAL ERROR")
+NOTABLE_WORDS = ("No space left on device", "Hash Sum mismatch", "NO_PUBKEY", "BADSIG")
+
+
+def is_notable(line: str) -> bool:
+    """Does this output line explain a failure (apt error, full disk, bad signature)?"""
+    stripped = line.strip()
+    return stripped.startswith(NOTABLE_PREFIXES) or any(w in stripped for w in NOTABLE_WORDS)
 
 
 class DebliveError(Exception):
@@ -41,12 +52,15 @@ class CommandError(DebliveError):
         tail: Sequence[str],
         log_path: Path | None,
         what: str | None = None,
+        notable: Sequence[str] = (),
     ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.tail = list(tail)
         self.log_path = log_path
         self.what = what
+        # Error lines from anywhere in the output (the tail may have lost them).
+        self.notable = list(notable)
         super().__init__(self.describe())
 
     @property
@@ -64,6 +78,10 @@ class CommandError(DebliveError):
     def describe(self) -> str:
         head = f"{self.what}: " if self.what else ""
         lines = [f"{head}command failed with {self.status_text}: {shlex.join(self.argv)}"]
+        earlier = [line for line in self.notable if line not in self.tail]
+        if earlier:
+            lines.append("error lines earlier in its output:")
+            lines.extend(f"  {line}" for line in earlier)
         if self.tail:
             lines.append(f"last {len(self.tail)} lines of its output:")
             lines.extend(f"  {line}" for line in self.tail)
@@ -86,6 +104,21 @@ class Runner:
         self.log = log
         self._children: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
+        # Set when the build log could not be written (full disk): the command
+        # goes on and its own error, not the log's, is what gets reported.
+        self._log_error: OSError | ValueError | None = None
+
+    @property
+    def log_error(self) -> OSError | ValueError | None:
+        """The first failure to write the build log or a tee file (full disk), if any."""
+        return self._log_error or self.log.write_error
+
+    def _log(self, method: str, line: str) -> None:
+        try:
+            getattr(self.log, method)(line)
+        except OSError as exc:
+            if self._log_error is None:
+                self._log_error = exc
 
     def run(
         self,
@@ -109,13 +142,17 @@ class Runner:
         tee appends the output to a second file too (apt's own log of the build).
         """
         args = [os.fspath(a) for a in argv]
-        self.log.debug(f"$ {shlex.join(args)}")
+        self._log("debug", f"$ {shlex.join(args)}")
         full_env = dict(os.environ) if inherit_env else {}
         if env:
             full_env.update(env)
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        notable: collections.deque[str] = collections.deque(maxlen=NOTABLE_LINES)
         captured: list[str] = []
         try:
+            # Its own process group: a Ctrl-C on the terminal reaches deblive
+            # only, which then ends the child's whole tree in order, instead of
+            # every process of the build getting SIGINT at once in no order.
             proc = subprocess.Popen(
                 args,
                 stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
@@ -123,6 +160,7 @@ class Runner:
                 stderr=subprocess.STDOUT,
                 env=full_env,
                 cwd=cwd,
+                process_group=0,
             )
         except FileNotFoundError:
             raise CommandError(
@@ -144,21 +182,32 @@ class Runner:
                 # apt and friends redraw lines with \r; keep the last state only.
                 line = line.rsplit("\r", 1)[-1]
                 tail.append(line)
+                if is_notable(line):
+                    notable.append(line)
                 if capture:
                     captured.append(line)
                 if not quiet:
-                    self.log.output(line)
+                    self._log("output", line)
                 if tee_file is not None:
-                    tee_file.write(line + "\n")
+                    try:
+                        tee_file.write(line + "\n")
+                    except OSError as exc:
+                        self._log_error = self._log_error or exc
             returncode = proc.wait()
+        except BaseException:
+            # Interrupted (a signal) or a crash while the command runs: end the
+            # command's whole process tree before anything is torn down, so no
+            # apt or mksquashfs outlives the build or holds its mounts.
+            _end_tree(proc)
+            raise
         finally:
             if tee_file is not None:
                 tee_file.close()
             with self._lock:
                 self._children.discard(proc)
-        self.log.debug(f"exit status {returncode}: {args[0]}")
+        self._log("debug", f"exit status {returncode}: {args[0]}")
         if check and returncode != 0:
-            raise CommandError(args, returncode, list(tail), self.log.path, what)
+            raise CommandError(args, returncode, list(tail), self.log.path, what, list(notable))
         return Result(args, returncode, "\n".join(captured) + ("\n" if captured else ""))
 
     def output(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> str:
@@ -171,12 +220,26 @@ class Runner:
         with self._lock:
             children = list(self._children)
         for proc in children:
-            _signal_tree(proc.pid, signal.SIGTERM)
-        for proc in children:
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                _signal_tree(proc.pid, signal.SIGKILL)
+            _end_tree(proc, grace)
+
+    def running(self) -> list[int]:
+        """PIDs of the commands running now (for tests and diagnostics)."""
+        with self._lock:
+            return [proc.pid for proc in self._children]
+
+
+def _end_tree(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM to a command, its process group and all descendants; SIGKILL after grace."""
+    if proc.poll() is not None and not _descendants(proc.pid):
+        return
+    _signal_tree(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    # Whatever is left of the tree (a dpkg under apt, a daemon the hook started
+    # in the same group) gets SIGKILL.
+    _signal_tree(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
 
 
 def _feed(stream: object, data: bytes) -> None:
@@ -211,6 +274,9 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _signal_tree(pid: int, sig: signal.Signals) -> None:
+    """Signal pid, everything below it, and its process group (children are leaders)."""
     for target in [*_descendants(pid), pid]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(target, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)

@@ -11,6 +11,11 @@ out three ways:
   devpts instance; nothing is bind-mounted from the host but files deblive owns;
 * deletion refuses a tree with anything mounted below it and never crosses a
   file system boundary.
+
+The namespace lives as long as any process in it, so a child that outlived a
+SIGKILLed deblive (an apt, a hook's daemon) would keep the mounts alive. A
+reaper process, forked when the namespace is made, waits for deblive's end
+and then kills whatever is left in the namespace.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import signal
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -84,6 +91,80 @@ def enter_private_mount_namespace() -> None:
     # Make every mount private, so nothing we mount propagates to the host.
     mount("none", Path("/"), None, MS_REC | MS_PRIVATE)
     os.environ["DEBLIVE_MOUNT_NS"] = str(os.getpid())
+    start_reaper()
+
+
+# The write end of the reaper's pipe: held (never written) until deblive ends.
+_reaper_pipe: list[int] = []
+
+
+def start_reaper() -> int:
+    """Fork the reaper: when this process ends, however, it kills what is left in the namespace.
+
+    It learns of the end from EOF on a pipe whose only writer is this process
+    (the write end is close-on-exec, so no child holds it). Must run before any
+    thread starts, like the unshare before it. Returns the reaper's PID.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        try:
+            _reaper_main(read_fd, write_fd)
+        finally:
+            os._exit(0)
+    os.close(read_fd)
+    _reaper_pipe.append(write_fd)
+    return pid
+
+
+def _reaper_main(read_fd: int, write_fd: int) -> None:  # pragma: no cover - runs forked
+    os.close(write_fd)
+    # Out of the terminal's process group and deaf to the build's signals: it
+    # must outlive deblive by a moment, whatever deblive was sent.
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    # No inherited descriptor (a test's pipe, the work-dir lock) may be kept open.
+    os.closerange(3, read_fd)
+    os.closerange(read_fd + 1, 65536)
+    while True:
+        try:
+            if not os.read(read_fd, 1):
+                break
+        except InterruptedError:
+            continue
+    kill_namespace_members()
+
+
+def namespace_members(ns: str | None = None) -> list[int]:
+    """PIDs of the processes in mount namespace ns (default: this process's), self excluded."""
+    own = ns or os.readlink("/proc/self/ns/mnt")
+    me = os.getpid()
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/mnt") == own:
+                members.append(int(entry))
+        except OSError:
+            continue
+    return members
+
+
+def kill_namespace_members(rounds: int = 50) -> None:
+    """SIGKILL everything else in this mount namespace until nothing is left."""
+    for _ in range(rounds):
+        members = namespace_members()
+        if not members:
+            return
+        for pid in members:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 def _unescape(field: str) -> str:

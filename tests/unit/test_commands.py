@@ -132,6 +132,7 @@ def test_useradd_and_files() -> None:
     assert 'XKBVARIANT="nodeadkeys"' in users.keyboard_file("de(nodeadkeys)")
     conf = users.live_config_conf(c)
     assert 'LIVE_USERNAME="alice"' in conf and 'LIVE_HOSTNAME="box"' in conf
+    assert 'LIVE_LOCALES="en_US.UTF-8"' in conf and 'LIVE_KEYBOARD_LAYOUTS="us"' in conf
 
 
 def test_mksquashfs_argv() -> None:

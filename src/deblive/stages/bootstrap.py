@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from deblive import sandbox
 from deblive.config import ImageConfig
 from deblive.context import BuildContext
 
@@ -77,7 +78,13 @@ def run(ctx: BuildContext) -> None:
     else:
         argv = debootstrap_argv(config, ctx.rootfs, cache)
     ctx.rootfs.mkdir(parents=True, exist_ok=True)
-    ctx.runner.run(argv, what=f"bootstrapping {config.codename}/{config.architecture}")
+    try:
+        ctx.runner.run(argv, what=f"bootstrapping {config.codename}/{config.architecture}")
+    finally:
+        # mmdebstrap's setup hook mounts the package cache and only its
+        # customize hook unmounts it: an interrupted or failed mmdebstrap leaves
+        # it (and its own /proc, /dev binds) mounted. The stage undoes that itself.
+        sandbox.unmount_all_under_children(ctx.rootfs)
     drop_host_copies(ctx.rootfs)
 
 

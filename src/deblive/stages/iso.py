@@ -32,7 +32,7 @@ import shutil
 import time
 from pathlib import Path
 
-from deblive import bootfiles
+from deblive import bootfiles, diskspace
 from deblive.context import BuildContext
 from deblive.runner import DebliveError, Runner
 from deblive.stages import bootloaders, medium
@@ -182,16 +182,31 @@ def make_iso(ctx: BuildContext, output: Path) -> None:
     )
     write_record(med, argv)
     medium.write_checksums(med)
-    ctx.runner.run(
-        argv,
-        cwd=work,
-        env={"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)},
-        what="xorriso",
-    )
-    report = boot_report(ctx.runner, partial)
-    ctx.log.debug(report)
-    check_boot_report(report, bios=files.bios is not None)
-    _move_into_place(partial, output)
+    try:
+        ctx.runner.run(
+            argv,
+            cwd=work,
+            env={"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)},
+            what="xorriso",
+        )
+        report = boot_report(ctx.runner, partial)
+        ctx.log.debug(report)
+        check_boot_report(report, bios=files.bios is not None)
+        _move_into_place(partial, output)
+    except BaseException as exc:
+        # Whatever stopped it, a half-written ISO never stays behind: not under
+        # its name (the move is atomic) and not as .partial, taking the space.
+        partial.unlink(missing_ok=True)
+        output.with_name(output.name + ".partial").unlink(missing_ok=True)
+        if diskspace.is_disk_full(exc):
+            raise diskspace.DiskFullError(
+                f"disk full: xorriso ran out of space writing {partial} "
+                f"({diskspace.free_bytes(partial.parent) / 2**20:.0f} MiB free now on "
+                f"{diskspace.existing_ancestor(partial.parent)}); the partial ISO was removed; "
+                f"the root filesystem and the squashfs are kept in {work}\n"
+                f"{diskspace.root_error(exc)}"
+            ) from None
+        raise
     size = output.stat().st_size
     ctx.facts["iso_bytes"] = size
     ctx.log.info(f"ISO written: {output} ({size / 2**20:.0f} MiB)")

@@ -131,6 +131,20 @@ def lay_out_medium(ctx: BuildContext, squashfs: Path, packages_list: Path) -> No
     ctx.facts["kernel"] = newest.version
     ctx.facts["kernels"] = [k.version for k in kernels]
     ctx.log.info(f"medium tree laid out: kernel {newest.version}, marker .disk/id/{ctx.build_id}")
+    if ctx.config.installer is not None:
+        place_installer(ctx, medium)
+
+
+def place_installer(ctx: BuildContext, medium: Path) -> None:
+    """d-i's kernel and initrds (kept by the packages stage) and the preseed onto the medium."""
+    from deblive import installer
+
+    config = ctx.config
+    assert config.installer is not None
+    images = installer.chosen(ctx.work.root, config.installer.graphical)
+    files = installer.place_on_medium(medium, config, images, ctx.source_date_epoch)
+    ctx.facts["installer_files"] = files
+    ctx.log.info(f"installer on the medium ({images.origin}): {', '.join(files)}")
 
 
 def medium_files(medium: Path) -> Iterator[str]:

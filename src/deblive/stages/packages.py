@@ -77,6 +77,14 @@ def run(ctx: BuildContext) -> None:
     ctx.log.info(f"installing {len(packages)} packages with Recommends: {' '.join(packages)}")
     chroot.apt_get("install", *packages, what="installing the live system, tasks and extras")
     download_boot_packages(ctx)
+    if config.metapackage.install:
+        install_metapackage(ctx, chroot)
+    if config.languages:
+        generate_language_locales(ctx, chroot)
+    if config.installer is not None:
+        from deblive import installer
+
+        installer.obtain(ctx)
 
 
 def download_boot_packages(ctx: BuildContext) -> None:
@@ -105,3 +113,50 @@ def download_boot_packages(ctx: BuildContext) -> None:
         shutil.move(deb, target / deb.name)
     shutil.rmtree(inside)
     ctx.facts["bootdebs"] = sorted(p.name for p in target.glob("*.deb"))
+
+
+def language_locales(config: ImageConfig) -> list[str]:
+    """The languages' locales that are not the image's own (that one users.py generates)."""
+    return [lang.locale for lang in config.languages if lang.locale != config.locale]
+
+
+def localedef_argv(locale: str) -> list[str]:
+    """localedef for one locale into its own directory under /usr/lib/locale.
+
+    --no-archive because the users stage rewrites /etc/locale.gen with the
+    image's own locale and runs locale-gen, which deletes and rebuilds
+    locale-archive: directories beside the archive survive that, and glibc
+    finds a locale in either place. live-config's locales component runs
+    `locale-gen --keep-existing` at boot, which keeps them too.
+    """
+    base, _, modifier = locale.partition("@")
+    name, _, charset = base.partition(".")
+    source = f"{name}@{modifier}" if modifier else name
+    return ["localedef", "--no-archive", "-i", source, "-f", charset or "UTF-8", locale]
+
+
+def generate_language_locales(ctx: BuildContext, chroot: Chroot) -> None:
+    """Compile the boot menu's languages, so choosing one at boot costs nothing."""
+    for locale in language_locales(ctx.config):
+        chroot.run(localedef_argv(locale), what=f"generating the locale {locale}")
+    ctx.facts["language_locales"] = language_locales(ctx.config)
+
+
+def install_metapackage(ctx: BuildContext, chroot: Chroot) -> None:
+    """<name>-live-task into the image, its dependencies then marked automatic.
+
+    The dependencies are already installed, so apt only adds the package; once
+    they are "automatically installed", apt keeps them for the metapackage's
+    sake and `apt autoremove` would remove them only with it.
+    """
+    from deblive import metapackage
+
+    deb = metapackage.build(ctx.config, ctx.work.root / "metapackage", ctx.source_date_epoch)
+    inside = metapackage.copy_into_image(deb, ctx.rootfs)
+    try:
+        chroot.apt_get("install", str(inside), what=f"installing {deb.name}")
+    finally:
+        (ctx.rootfs / str(inside).lstrip("/")).unlink(missing_ok=True)
+    deps = metapackage.depends(ctx.config)
+    chroot.run(["apt-mark", "auto", *deps], what="marking the metapackage's dependencies auto")
+    ctx.facts["metapackage"] = deb.name

@@ -4,7 +4,10 @@ mksquashfs can fail without saying so and leave a few KiB of junk (seed point
 19). So the tree is squashed into a temporary file, then checked: exit status,
 size against the tree's, `unsquashfs -s` readable, and the inode count equal
 to the tree's. Only then does it get its real name. On failure the tree stays
-for debugging and the broken file is kept under a name that is not a result.
+for debugging and the broken file is kept under a name that is not a result,
+except when the disk filled up: then the partial file is deleted (it holds
+nothing worth reading and the space it takes is what the user needs back).
+Free space is checked against an estimate before mksquashfs starts.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from deblive import diskspace
 from deblive.config import ImageConfig
 from deblive.context import BuildContext
 from deblive.runner import DebliveError, Runner
@@ -128,7 +132,19 @@ class _Progress:
             )
 
 
-def run(ctx: BuildContext) -> Path:
+def check_space(ctx: BuildContext) -> TreeStats:
+    """Measure the tree and refuse to start if its squashfs cannot fit (DiskSpaceError).
+
+    Run before the squash stage starts, so the stage itself only writes.
+    """
+    stats = tree_stats(ctx.rootfs)
+    needed = diskspace.estimate_squashfs(stats.bytes, ctx.config.squashfs.compression)
+    ctx.work.output.mkdir(parents=True, exist_ok=True)
+    ctx.log.info(diskspace.require(ctx.work.output, needed, "the squashfs", stage="squash"))
+    return stats
+
+
+def run(ctx: BuildContext, stats: TreeStats | None = None) -> Path:
     rootfs = ctx.rootfs
     out_dir = ctx.work.output
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +153,8 @@ def run(ctx: BuildContext) -> Path:
     broken = out_dir / "filesystem.squashfs.broken"
     for stale in (final, partial, broken):
         stale.unlink(missing_ok=True)
-    stats = tree_stats(rootfs)
+    if stats is None:
+        stats = tree_stats(rootfs)
     expected = stats.inodes - excluded_inodes(rootfs)
     ctx.log.info(
         f"squashing {stats.bytes / 2**20:.0f} MiB in {stats.inodes} inodes with "
@@ -150,7 +167,19 @@ def run(ctx: BuildContext) -> Path:
                 mksquashfs_argv(ctx.config, rootfs, partial), env=env, what="mksquashfs"
             )
         inodes = verify(ctx.runner, partial, stats, expected)
-    except DebliveError as exc:
+    except BaseException as exc:
+        if diskspace.is_disk_full(exc):
+            partial.unlink(missing_ok=True)
+            raise diskspace.DiskFullError(
+                f"disk full: mksquashfs ran out of space writing {partial} "
+                f"({diskspace.free_bytes(out_dir) / 2**20:.0f} MiB free now on "
+                f"{diskspace.existing_ancestor(out_dir)}); the partial squashfs was removed; "
+                f"the root filesystem is kept at {rootfs}\n{diskspace.root_error(exc)}"
+            ) from None
+        if not isinstance(exc, DebliveError):
+            # Interrupted or crashed: a partial squashfs is of no use to anyone.
+            partial.unlink(missing_ok=True)
+            raise
         if partial.exists():
             os.replace(partial, broken)
         raise SquashfsError(

@@ -49,6 +49,10 @@ def live_config_conf(config: ImageConfig) -> str:
         f'LIVE_USER_FULLNAME="{config.user.fullname}"\n'
         f'LIVE_USER_DEFAULT_GROUPS="{groups}"\n'
         f'LIVE_HOSTNAME="{config.hostname}"\n'
+        # Without locales= on the kernel command line live-config would reset
+        # LANG and the keyboard to its own defaults; the config's win instead.
+        f'LIVE_LOCALES="{config.locale}"\n'
+        f'LIVE_KEYBOARD_LAYOUTS="{config.keyboard.split("(")[0]}"\n'
     )
 
 

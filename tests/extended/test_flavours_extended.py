@@ -1,0 +1,80 @@
+"""Extended tier: the standard and xfce flavours built as configured (zstd for speed),
+booted with `deblive test`; the xfce desktop must come up by itself (autologin), shown
+by its processes over the serial shell and by a screenshot kept as an artifact.
+
+Artifacts (serial logs, PNGs) go to $DEBLIVE_ARTIFACTS or the pytest temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deblive import sessiontest
+from deblive.boottest import TestOptions, run_tests
+from deblive.log import BuildLog
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+pytestmark = pytest.mark.extended
+
+
+def artifacts(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    base = os.environ.get("DEBLIVE_ARTIFACTS")
+    path = Path(base) / name if base else tmp_path_factory.mktemp(name)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_flavour(flavour: str, base: Path) -> Path:
+    data = yaml.safe_load((EXAMPLES / f"{flavour}.yaml").read_text())
+    data["squashfs"] = {"compression": "zstd"}
+    config = base / f"{flavour}.yaml"
+    config.write_text(yaml.safe_dump(data, allow_unicode=True))
+    proc = subprocess.run(
+        [sys.executable, "-m", "deblive", "build", str(config), "-o", str(base / "out"),
+         "--workdir", str(base / "work"), "--force"],
+        capture_output=True, text=True, timeout=3 * 3600, cwd=REPO, stdin=subprocess.DEVNULL,
+    )
+    (base / "build-output.txt").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    isos = list((base / "out").glob("*.iso"))
+    assert len(isos) == 1
+    return isos[0]
+
+
+@pytest.fixture(scope="module")
+def standard_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_flavour("standard", tmp_path_factory.mktemp("standard"))
+
+
+@pytest.fixture(scope="module")
+def xfce_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_flavour("xfce", tmp_path_factory.mktemp("xfce"))
+
+
+def test_standard_flavour_boots_bios_and_uefi(
+    standard_iso: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    out = artifacts(tmp_path_factory, "standard-boot")
+    results = run_tests(standard_iso, ["bios-cd", "uefi-usb"],
+                        TestOptions(output=out, screenshot=True), BuildLog())
+    for result in results:
+        assert result.result == "pass", f"{result.mode}: {result.failures}"
+
+
+def test_xfce_flavour_boots_into_its_desktop(
+    xfce_iso: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    out = artifacts(tmp_path_factory, "xfce-desktop")
+    result = sessiontest.boot_desktop(xfce_iso, out)
+    assert result.screenshot is not None and result.screenshot.stat().st_size > 10_000
+    assert result.display_manager == "lightdm", result.failures
+    assert result.session_process == "xfce4-session", result.failures
+    assert result.ok, result.failures
