@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from deblive import hostapt  # noqa: E402
+from deblive.config import default_security_mirror  # noqa: E402
 
 # What both tools install beyond their base: the same package set.
 PACKAGES = ["sudo", "locales", "live-config", "live-config-systemd"]
@@ -58,6 +59,9 @@ def live_build(
     base: Path, suite: str, arch: str, mirror: str, log: Path
 ) -> tuple[float, float, int]:
     """Cold then warm build with live-build; returns (cold s, warm s, ISO bytes)."""
+    # live-build's own default security mirror is not reachable from every
+    # machine: use the host's, as deblive does.
+    security = hostapt.host_security_mirror() or default_security_mirror(mirror)
     tree = base / "lb"
     if tree.exists():
         subprocess.run(["rm", "-rf", "--one-file-system", str(tree)], check=True)
@@ -68,6 +72,7 @@ def live_build(
         "lb", "config",
         "--distribution", suite, "--architectures", arch,
         "--mirror-bootstrap", mirror, "--mirror-chroot", mirror, "--mirror-binary", mirror,
+        "--mirror-chroot-security", security, "--mirror-binary-security", security,
         "--binary-images", "iso-hybrid", "--bootloaders", "syslinux,grub-efi",
         "--debian-installer", "none", "--memtest", "none",
         "--firmware-binary", "false", "--firmware-chroot", "false",
