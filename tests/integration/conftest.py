@@ -44,6 +44,22 @@ class Build:
     def path(self, name: str) -> Path:
         return self.outdir / name
 
+    @property
+    def iso(self) -> Path:
+        """The build's one ISO."""
+        isos = list(self.outdir.glob("*.iso"))
+        assert len(isos) == 1, isos
+        return isos[0]
+
+
+def extract_iso(iso: Path, dest: Path) -> Path:
+    """The ISO's files, extracted with xorriso (no loop device, no mount)."""
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(dest)],
+        check=True, capture_output=True,
+    )
+    return dest
+
 
 def run_deblive(*args: str | Path, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -20,7 +20,7 @@ from deblive import installtest
 from deblive.boottest import ModeResult, TestOptions, run_tests
 from deblive.log import BuildLog
 
-from .conftest import REPO, Build, build, run_deblive, unsquash
+from .conftest import REPO, Build, build, extract_iso, run_deblive, unsquash
 
 EXAMPLES = REPO / "examples"
 FLAVOURS = ("standard", "xfce", "gnome", "kde", "lxqt", "mate", "cinnamon", "lxde")
@@ -94,17 +94,12 @@ def standard_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
 
 @pytest.fixture(scope="session")
 def standard_iso(standard_build: Build) -> Path:
-    isos = list(standard_build.outdir.glob("*.iso"))
-    assert len(isos) == 1, isos
-    return isos[0]
+    return standard_build.iso
 
 
 @pytest.fixture(scope="session")
 def standard_medium(standard_iso: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("stdmedium") / "m"
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(standard_iso),
-                    "-extract", "/", str(dest)], check=True, capture_output=True)
-    return dest
+    return extract_iso(standard_iso, tmp_path_factory.mktemp("stdmedium") / "m")
 
 
 def test_medium_carries_the_installer_and_preseed(standard_medium: Path) -> None:

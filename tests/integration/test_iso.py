@@ -18,25 +18,17 @@ import pytest
 from deblive.boottest import MODES, ModeResult, TestOptions, run_tests
 from deblive.log import BuildLog
 
-from .conftest import ARTIFACTS, Build, run_deblive
+from .conftest import ARTIFACTS, Build, extract_iso, run_deblive
 
 
 @pytest.fixture(scope="session")
 def iso(default_build: Build) -> Path:
-    isos = list(default_build.outdir.glob("*.iso"))
-    assert len(isos) == 1, isos
-    return isos[0]
+    return default_build.iso
 
 
 @pytest.fixture(scope="session")
 def medium(iso: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The ISO's files, extracted with xorriso (no loop device, no mount)."""
-    dest = tmp_path_factory.mktemp("medium") / "m"
-    subprocess.run(
-        ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(dest)],
-        check=True, capture_output=True,
-    )
-    return dest
+    return extract_iso(iso, tmp_path_factory.mktemp("medium") / "m")
 
 
 def xorriso_report(iso: Path, what: str) -> str:

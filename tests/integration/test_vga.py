@@ -24,9 +24,7 @@ MARKER = "DEBLIVE-VGA-LOGIN-OK"
 
 @pytest.fixture(scope="session")
 def custom_iso(custom_build: Build) -> Path:
-    isos = list(custom_build.outdir.glob("*.iso"))
-    assert len(isos) == 1, isos
-    return isos[0]
+    return custom_build.iso
 
 
 def screendump(vm: qemu.VM, dest: Path) -> tuple[int, int]:
