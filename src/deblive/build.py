@@ -138,6 +138,7 @@ def _chroot_session(ctx: BuildContext, stack: contextlib.ExitStack) -> None:
     stack.enter_context(sandbox.chroot_mounts(rootfs))
     stack.enter_context(sandbox.bind_mount(ctx.apt_archives, rootfs / "var/cache/apt/archives"))
     stack.enter_context(chroot.service_block(rootfs, ctx.runner))
+    ctx.initramfs = stack.enter_context(chroot.initramfs_deferred(rootfs, ctx.runner))
     stack.enter_context(chroot.host_resolv_conf(rootfs))
     sources.use_build_mirror(ctx)
 
@@ -160,6 +161,10 @@ def run_stages(ctx: BuildContext, make_iso: bool) -> list[Path]:
                 users.run(ctx)
             with log.stage("hook"):
                 hook.run(ctx)
+            with log.stage("initramfs"):
+                assert ctx.initramfs is not None
+                versions = ctx.initramfs.generate()
+                log.info("initramfs made once for " + (", ".join(versions) or "no kernel"))
             with log.stage("sources"):
                 sources.use_image_sources(ctx)
             with log.stage("chroot-teardown"):

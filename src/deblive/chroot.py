@@ -40,6 +40,103 @@ NO_OP_DAEMON = (
 )
 
 
+NO_OP_INITRAMFS = (
+    "#!/bin/sh\n"
+    "# deblive: update-initramfs deferred while packages are installed; the\n"
+    "# initramfs is made once, after the hook\n"
+    'echo "deblive: update-initramfs deferred ($*)" >&2\n'
+    "exit 0\n"
+)
+# Earlier in PATH than /usr/sbin: ours, and, through DPkg::Path (apt's PATH
+# for dpkg and maintainer scripts, /usr/sbin:/usr/bin:/sbin:/bin by default),
+# that of every apt run in the chroot, the hook's too.
+INITRAMFS_SHADOW = "usr/local/sbin/update-initramfs"
+DPKG_PATH_CONF = "etc/apt/apt.conf.d/00deblive-dpkg-path"
+
+
+class InitramfsDeferral:
+    """Makes the initramfs once, after every package and the hook, instead of per trigger.
+
+    Installing a kernel and live-boot makes the initramfs twice (the kernel's
+    postinst hook, then the trigger live-boot activates); a hook that installs
+    more makes it again. Each run costs about 18 s here and a quarter of an
+    hour in a TCG builder VM. Every caller (the kernel's postinst.d hook,
+    initramfs-tools' trigger) runs `update-initramfs` by name, so a no-op in
+    /usr/local/sbin, put first in apt's PATH for dpkg, shadows it for the
+    install and the hook. It is not a
+    dpkg diversion: live-tools diverts update-initramfs itself, and two
+    diversions of one file clash. generate() then makes one initramfs per
+    installed kernel from the finished tree, so the hook's changes to the
+    initramfs configuration count too.
+    """
+
+    def __init__(self, root: Path, runner: Runner) -> None:
+        self.root = root
+        self.chroot = Chroot(root, runner)
+        self.active = False
+
+    @property
+    def _shadow(self) -> Path:
+        return self.root / INITRAMFS_SHADOW
+
+    @property
+    def _saved(self) -> Path:
+        return self._shadow.with_name("update-initramfs.deblive-saved")
+
+    def start(self) -> None:
+        if self._saved.exists() or self._saved.is_symlink():
+            raise DebliveError(f"{self._saved} exists: a previous build did not restore it")
+        if self._shadow.exists() or self._shadow.is_symlink():
+            os.rename(self._shadow, self._saved)  # the image's own: put back afterwards
+        self._shadow.parent.mkdir(parents=True, exist_ok=True)
+        self._shadow.write_text(NO_OP_INITRAMFS)
+        self._shadow.chmod(0o755)
+        (self.root / DPKG_PATH_CONF).write_text(f'DPkg::Path "{CHROOT_PATH}";\n')
+        self.active = True
+
+    def restore(self) -> None:
+        """Take the no-op away again (also after a failure); safe to call twice."""
+        if not self.active:
+            return
+        self._shadow.unlink(missing_ok=True)
+        (self.root / DPKG_PATH_CONF).unlink(missing_ok=True)
+        if self._saved.exists() or self._saved.is_symlink():
+            os.rename(self._saved, self._shadow)
+        self.active = False
+
+    def kernels(self) -> list[str]:
+        """Kernel versions with both modules and an image in /boot."""
+        modules = self.root / "lib/modules"
+        if not modules.is_dir():
+            return []
+        return sorted(
+            v.name for v in modules.iterdir()
+            if (self.root / "boot" / f"vmlinuz-{v.name}").exists()
+        )
+
+    def generate(self) -> list[str]:
+        """Restore update-initramfs and make each kernel's initramfs; returns the versions."""
+        self.restore()
+        if not os.path.lexists(self.root / "usr/sbin/update-initramfs"):
+            return []  # no initramfs-tools in the image: nothing to make
+        versions = self.kernels()
+        for version in versions:
+            mode = "-u" if (self.root / "boot" / f"initrd.img-{version}").exists() else "-c"
+            self.chroot.run(["update-initramfs", mode, "-k", version],
+                            what=f"making the initramfs for {version}")
+        return versions
+
+
+@contextmanager
+def initramfs_deferred(root: Path, runner: Runner) -> Iterator[InitramfsDeferral]:
+    deferral = InitramfsDeferral(root, runner)
+    deferral.start()
+    try:
+        yield deferral
+    finally:
+        deferral.restore()
+
+
 def chroot_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """A clean environment: nothing of the host's locale, paths or terminal leaks in."""
     env = {

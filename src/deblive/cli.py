@@ -52,6 +52,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from deblive import build
 
     cfg = load_config(args)
+    if args.vm:
+        return _build_in_vm(args, cfg)
     options = build.BuildOptions(
         outdir=Path(args.output) if args.output else build.default_outdir(cfg),
         workdir=Path(args.workdir) if args.workdir else build.default_workdir(cfg),
@@ -66,6 +68,35 @@ def cmd_build(args: argparse.Namespace) -> int:
     result = build.build(cfg, options, log)
     for path in result.outputs:
         log.info(f"wrote {path}")
+    return 0
+
+
+def _build_in_vm(args: argparse.Namespace, cfg: config_mod.ImageConfig) -> int:
+    from deblive import build, buildervm
+
+    hook = Path(args.hook).resolve() if args.hook else None
+    overrides = {"suite": cfg.suite, "arch": cfg.architecture}
+    for option, value in (("mirror", args.mirror), ("apt-mirror", args.apt_mirror),
+                          ("hook", str(hook) if hook else None)):
+        if value is not None:
+            overrides[option] = value
+    inner = buildervm.InnerCommand(
+        config=Path(args.config).resolve() if args.config else None, overrides=overrides,
+        make_iso=not args.no_iso, force=args.force, verbose=args.verbose,
+    )
+    outdir = Path(args.output) if args.output else build.default_outdir(cfg)
+    workdir = Path(args.workdir) if args.workdir else build.default_workdir(cfg)
+    options = buildervm.VMOptions(
+        outdir=outdir.resolve(),
+        workdir=workdir.with_name(workdir.name + "-vm") if not args.workdir else workdir,
+        cache=Path(args.cache_dir) if args.cache_dir else build.DEFAULT_CACHE,
+        force=args.force, keep_workdir=args.keep_workdir, make_iso=not args.no_iso,
+        verbose=args.verbose, accel=args.accel, memory_mib=args.vm_memory,
+        disk_gib=args.vm_disk, rebuild_builder=args.rebuild_builder,
+    )
+    log = BuildLog(verbose=args.verbose)
+    buildervm.build_in_vm(cfg, inner, options, log, hook_override=hook)
+    log.info(f"built in the builder VM; results in {options.outdir}")
     return 0
 
 
@@ -153,6 +184,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-iso", action="store_true", help="stop after the verified squashfs")
     p.add_argument("--force", action="store_true", help="replace a previous build in the output")
     p.add_argument("-v", "--verbose", action="store_true", help="show every command's output")
+    vm = p.add_argument_group(
+        "builder VM", "run the whole build inside a throwaway VM of the target release")
+    vm.add_argument("--vm", action="store_true",
+                    help="build inside a builder VM (its disk is made once and cached)")
+    vm.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                    help="builder VM accelerator (default: KVM if it works, else TCG)")
+    vm.add_argument("--vm-memory", type=int, default=4096, metavar="MIB",
+                    help="builder VM memory in MiB (default: 4096)")
+    vm.add_argument("--vm-disk", type=int, default=40, metavar="GIB",
+                    help="size of the builder's sparse work disk in GiB (default: 40)")
+    vm.add_argument("--rebuild-builder", action="store_true",
+                    help="make the builder VM's disk anew even if one is cached")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("validate", help="check a config without touching the system",

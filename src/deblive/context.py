@@ -6,11 +6,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deblive.config import ImageConfig
 from deblive.log import BuildLog
 from deblive.runner import Runner
+
+if TYPE_CHECKING:
+    from deblive.chroot import InitramfsDeferral
 
 
 @dataclass
@@ -61,6 +64,7 @@ class BuildContext:
     cache: Path
     # The apt archives directory bound into the chroot (see pkgcache).
     archives: Path | None = None
+    initramfs: InitramfsDeferral | None = None  # set while the chroot session lasts
     build_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     source_date_epoch: int = field(default_factory=lambda: int(time.time()))
     # Facts stages learn and the report carries (kernel version, byte counts...).

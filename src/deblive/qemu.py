@@ -394,8 +394,8 @@ def _run_probe(argv: Sequence[str], ok: re.Pattern[str], timeout: float) -> Prob
         )
     except OSError as exc:
         return ProbeResult(ProbeOutcome.EXITED, str(exc))
-    out = _StreamBuffer(proc.stdout)
-    err = _StreamBuffer(proc.stderr)
+    out = StreamBuffer(proc.stdout)
+    err = StreamBuffer(proc.stderr)
     outcome = ProbeOutcome.NO_OUTPUT
     try:
         deadline = time.monotonic() + timeout
@@ -410,7 +410,7 @@ def _run_probe(argv: Sequence[str], ok: re.Pattern[str], timeout: float) -> Prob
                 break
             time.sleep(0.05)
     finally:
-        _kill(proc)
+        stop(proc)
         out.join()
         err.join()
     return ProbeResult(outcome, _probe_detail(err.text))
@@ -468,7 +468,7 @@ class AccelSelector:
 # Output streams
 
 
-class _StreamBuffer:
+class StreamBuffer:
     """Reads a pipe in a thread into text (and optionally a raw log file)."""
 
     def __init__(self, stream: IO[bytes] | None, log: IO[bytes] | None = None) -> None:
@@ -527,7 +527,7 @@ class _StreamBuffer:
         self._thread.join(timeout)
 
 
-def _kill(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
+def stop(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
     """End qemu: SIGTERM (qemu exits cleanly), then SIGKILL."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -651,7 +651,7 @@ def kill_all_vms() -> None:
     with _LIVE_LOCK:
         procs = list(_LIVE)
     for proc in procs:
-        _kill(proc, grace=1.0)
+        stop(proc, grace=1.0)
 
 
 @dataclass
@@ -669,8 +669,8 @@ class VM:
     cursor: int = 0
     started: float = 0.0
     proc: subprocess.Popen[bytes] | None = None
-    _serial: _StreamBuffer | None = None
-    _stderr: _StreamBuffer | None = None
+    _serial: StreamBuffer | None = None
+    _stderr: StreamBuffer | None = None
     _log_file: IO[bytes] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -695,8 +695,8 @@ class VM:
             raise QemuError(f"cannot start {self.binary}: {exc}") from exc
         with _LIVE_LOCK:
             _LIVE.add(self.proc)
-        self._serial = _StreamBuffer(self.proc.stdout, self._log_file)
-        self._stderr = _StreamBuffer(self.proc.stderr)
+        self._serial = StreamBuffer(self.proc.stdout, self._log_file)
+        self._stderr = StreamBuffer(self.proc.stderr)
 
     def __enter__(self) -> VM:
         self.start()
@@ -708,7 +708,7 @@ class VM:
     def close(self) -> None:
         """Kill qemu if it still runs and close the log; safe to call twice."""
         if self.proc is not None:
-            _kill(self.proc)
+            stop(self.proc)
             with _LIVE_LOCK:
                 _LIVE.discard(self.proc)
         for buf in (self._serial, self._stderr):

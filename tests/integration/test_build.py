@@ -27,7 +27,8 @@ def test_outputs_and_report(default_build: Build) -> None:
     assert report["result"] == "success"
     assert len(report["config_digest"]) == 64
     stages = [s["name"] for s in report["stages"]]
-    for stage in ("bootstrap", "packages", "users", "hook", "sources", "clean", "squash"):
+    for stage in ("bootstrap", "packages", "users", "hook", "initramfs", "sources", "clean",
+                  "squash"):
         assert stage in stages
     assert all(s["ok"] and s["seconds"] >= 0 for s in report["stages"])
     assert report["packages"]["count"] > 100
@@ -37,6 +38,9 @@ def test_outputs_and_report(default_build: Build) -> None:
     assert len(sq["sha256"]) == 64
     log = (out / "build.log").read_text()
     assert "stage squash: done" in log and "$ mmdebstrap" in log
+    # One initramfs, made after the hook, not one per kernel postinst and trigger.
+    assert log.count("update-initramfs: Generating") == 1, log.count("update-initramfs: Gen")
+    assert "update-initramfs deferred" in log
 
 
 def test_default_image_has_live_user_and_locked_root(
