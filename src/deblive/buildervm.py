@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from deblive import builderimage, hostapt, interrupt, qemu, suites
+from deblive import clean as clean_mod
 from deblive.build import check_outdir, workdir_lock
 from deblive.config import ImageConfig
 from deblive.log import BuildLog
@@ -333,6 +334,9 @@ def build_in_vm(config: ImageConfig, inner: InnerCommand, options: VMOptions,
                 shutil.rmtree(target)
             else:
                 target.unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # Marked as deblive's, so `deblive clean` may remove what a dead run left.
+        (run_dir / clean_mod.MARKER).write_text(f"{os.getpid()}\n")
         log.open(run_dir / "builder.log")
         runner = Runner(log)
         if codename != config.codename:
@@ -367,7 +371,7 @@ def build_in_vm(config: ImageConfig, inner: InnerCommand, options: VMOptions,
         if outcome.status == 0:
             log.close()
             if not options.keep_workdir:
-                shutil.rmtree(ctl, ignore_errors=True)
+                _remove_run_dir(run_dir)
             return outcome
         where = run_dir
         if outcome.status is None:
@@ -381,6 +385,15 @@ def build_in_vm(config: ImageConfig, inner: InnerCommand, options: VMOptions,
         )
         error.exit_code = outcome.status if outcome.status in (1, 2) else 1
         raise error
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    """Only what a run puts there: a --workdir given by the user may hold more."""
+    shutil.rmtree(run_dir / "ctl", ignore_errors=True)
+    for name in ("console.log", "builder.log", "work.img", clean_mod.MARKER):
+        (run_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
 
 
 def _keep_logs(run_dir: Path, outdir: Path, outcome: RunOutcome) -> None:

@@ -109,6 +109,10 @@ def test_tree_is_clean(custom_tree: Path) -> None:
     if not ssd.exists():
         ssd = custom_tree / "sbin/start-stop-daemon"
     assert b"deblive" not in ssd.read_bytes()  # the real one is back
+    # The deferred update-initramfs is gone again, and the initramfs is there.
+    assert not (custom_tree / "usr/local/sbin/update-initramfs").exists()
+    assert not (custom_tree / "etc/apt/apt.conf.d/00deblive-dpkg-path").exists()
+    assert list((custom_tree / "boot").glob("initrd.img-*"))
     assert (custom_tree / "etc/machine-id").read_text() == ""
     assert not list((custom_tree / "etc/ssh").glob("ssh_host_*"))
     assert (custom_tree / "etc/systemd/system/deblive-ssh-hostkeys.service").is_file()
@@ -161,6 +165,7 @@ def test_failing_hook_fails_the_build_and_cleans_up(failing_hook_build: Build) -
     assert not list((rootfs / "proc").iterdir()), "proc still mounted"
     assert not (rootfs / "dev/pts/ptmx").exists(), "devpts still mounted"
     assert not (rootfs / "usr/sbin/policy-rc.d").exists()
+    assert not (rootfs / "usr/local/sbin/update-initramfs").exists()
     failed = json.loads((b.workdir / "report.json").read_text())
     assert failed["result"] == "failed"
     mounts = Path("/proc/self/mounts").read_text()
