@@ -31,11 +31,18 @@ FAILSAFE_ARGS: Final = (
     "boot=live", "components", "memtest", "noapic", "noapm", "nodma", "nomce",
     "nosmp", "nosplash", "vga=788",
 )
-# ttyS0 comes last: the kernel makes the last console= /dev/console, and
-# systemd starts its serial getty there, which is what a headless test reads.
-SERIAL_ARGS: Final = ("console=tty0", "console=ttyS0,115200n8")
+# The serial console comes last: the kernel makes the last console= /dev/console,
+# and systemd starts its serial getty there, which is what a headless test reads.
+SERIAL_ARGS: Final = ("console=tty0", "console=ttyS0,115200n8")  # amd64's, see serial_args()
 SERIAL_UNIT: Final = 0
 SERIAL_SPEED: Final = 115200
+# The first serial port's kernel name: the PC's 8250 UART, or the PL011 of ARM
+# machines (qemu's virt, most arm64 servers and boards).
+SERIAL_TTYS: Final = {"amd64": "ttyS0", "i386": "ttyS0", "arm64": "ttyAMA0", "armhf": "ttyAMA0"}
+# Architectures whose grub drives the PC's UART directly (`serial --unit=0`, the
+# terminal "serial"); elsewhere grub is EFI-only and reaches the port through
+# the firmware's Serial I/O protocol (`serial efi0`, the terminal "serial_efi0").
+GRUB_NS8250_ARCHES: Final = frozenset({"amd64", "i386"})
 
 # Paths on the medium, shared with the medium and bootloader stages.
 KERNEL_PATH: Final = "/live/vmlinuz"
@@ -106,6 +113,7 @@ class Menu:
     serial: bool
     splash: bool  # a splash.png lies beside each loader's config
     items: list[Item] = field(default_factory=list)
+    architecture: str = "amd64"  # decides how grub reaches the serial port
 
     def entries(self) -> Iterator[Entry]:
         """Every Entry, depth first, submenus included."""
@@ -139,12 +147,22 @@ def _walk_all(items: Iterable[Item]) -> Iterator[Item]:
             yield from _walk_all(item.items)
 
 
+def serial_tty(arch: str) -> str:
+    """The kernel's name of the first serial port on arch (ttyS0 when unknown)."""
+    return SERIAL_TTYS.get(arch, "ttyS0")
+
+
+def serial_args(arch: str) -> tuple[str, ...]:
+    """console= arguments for the screen and arch's serial port, the serial port last."""
+    return ("console=tty0", f"console={serial_tty(arch)},{SERIAL_SPEED}n8")
+
+
 def live_cmdline(config: ImageConfig, base: Sequence[str]) -> tuple[str, ...]:
     """base args, then the config's own, then the serial consoles (which must be last)."""
     args = list(base)
     args.extend(config.boot.cmdline.split())
     if config.boot.serial_console:
-        args.extend(SERIAL_ARGS)
+        args.extend(serial_args(config.architecture))
     return tuple(args)
 
 
@@ -234,6 +252,7 @@ def build_menu(
         default=boot.default,
         serial=boot.serial_console,
         splash=splash,
+        architecture=config.architecture,
         items=[
             Entry("live", "Live system", kernel, initrd, live_cmdline(config, LIVE_ARGS)),
             Entry(
@@ -308,6 +327,7 @@ def _render(template: str, menu: Menu, **extra: object) -> str:
         .render(
             menu=menu,
             serial_unit=SERIAL_UNIT,
+            serial_efi=menu.architecture not in GRUB_NS8250_ARCHES,
             serial_speed=SERIAL_SPEED,
             splash_name=SPLASH_NAME,
             isolinux_timeout=isolinux_timeout(menu.timeout),

@@ -106,7 +106,8 @@ class Boot(Model):
     default: Literal["live", "failsafe"] = "live"
     splash: Path | None = Field(None, description="PNG (640x480), relative to the config file")
     serial_console: bool = Field(
-        True, description="serial console (ttyS0, 115200) in both boot loaders and the kernel"
+        True,
+        description="serial console (115200; ttyS0, on arm64 ttyAMA0) in boot loaders and kernel",
     )
 
     @field_validator("cmdline")

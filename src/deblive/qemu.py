@@ -11,6 +11,11 @@ The accelerator choice lives here too. This machine's /dev/kvm opens but is a
 broken nested virtualization that dies in firmware, so "auto" first runs a
 sub-second probe (OVMF under KVM must print its boot manager lines on serial)
 and falls back to TCG, and the verdict is cached for the whole run.
+
+The guest architecture comes from the ISO (iso_architecture): amd64 boots in
+qemu-system-x86_64 on q35 with OVMF, arm64 in qemu-system-aarch64 on virt with
+AAVMF (UEFI only, CD on virtio-scsi). An architecture other than the host's
+is always TCG: KVM cannot run it, so there is nothing to probe.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import fnmatch
 import json
 import logging
 import os
+import platform
 import re
 import shutil
 import signal
@@ -48,6 +54,83 @@ KVM_ERROR_TEXT = "KVM internal error"
 FirmwareKind = Literal["bios", "uefi", "secureboot"]
 MediaKind = Literal["cd", "usb"]
 Accel = Literal["kvm", "tcg"]
+
+
+@dataclass(frozen=True)
+class ArchProfile:
+    """How qemu runs guests of one Debian architecture."""
+
+    debian: str  # Debian's name: amd64, arm64
+    qemu_arch: str  # qemu's (and the firmware descriptors'): x86_64, aarch64
+    binary: str
+    machine: str  # -machine type
+    descriptor_machine: str  # a versioned machine name descriptor patterns must match
+    package: str  # the Debian package with the binary
+    firmware_package: str  # the Debian package with the UEFI firmware
+    firmware_dir: Path
+    known_plain: tuple[str, str]  # file names of code and varstore, without Secure Boot
+    known_secure: tuple[str, str]  # with Secure Boot and enrolled keys
+    bios: bool  # has a legacy BIOS (SeaBIOS); otherwise UEFI only
+    efi_boot_name: str  # EFI/boot/boot<name>.efi, the removable-media boot file
+    # Cross-architecture TCG is several times slower than TCG of the host's
+    # own architecture: timeouts are multiplied by this for a foreign guest.
+    foreign_slowdown: float = 1.0
+
+
+AMD64 = ArchProfile(
+    debian="amd64",
+    qemu_arch="x86_64",
+    binary=QEMU_BINARY,
+    machine="q35",
+    descriptor_machine="pc-q35-7.2",
+    package="qemu-system-x86",
+    firmware_package="ovmf",
+    firmware_dir=OVMF_DIR,
+    known_plain=("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+    known_secure=("OVMF_CODE_4M.ms.fd", "OVMF_VARS_4M.ms.fd"),
+    bios=True,
+    efi_boot_name="x64",
+    foreign_slowdown=3.0,
+)
+ARM64 = ArchProfile(
+    debian="arm64",
+    qemu_arch="aarch64",
+    binary="qemu-system-aarch64",
+    machine="virt",
+    descriptor_machine="virt-7.2",
+    package="qemu-system-arm",
+    firmware_package="qemu-efi-aarch64",
+    firmware_dir=Path("/usr/share/AAVMF"),
+    known_plain=("AAVMF_CODE.fd", "AAVMF_VARS.fd"),
+    known_secure=("AAVMF_CODE.ms.fd", "AAVMF_VARS.ms.fd"),
+    bios=False,
+    efi_boot_name="aa64",
+    foreign_slowdown=4.0,
+)
+ARCH_PROFILES: dict[str, ArchProfile] = {p.debian: p for p in (AMD64, ARM64)}
+# platform.machine() of the host -> Debian architecture
+_HOST_ARCHES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def arch_profile(arch: str) -> ArchProfile:
+    """The profile of a Debian architecture; QemuError for one deblive cannot boot."""
+    try:
+        return ARCH_PROFILES[arch]
+    except KeyError:
+        raise QemuError(
+            f"cannot boot-test {arch} images (known: {', '.join(ARCH_PROFILES)})"
+        ) from None
+
+
+def host_arch(machine: str | None = None) -> str:
+    """The host's Debian architecture (its uname machine if unknown)."""
+    machine = platform.machine() if machine is None else machine
+    return _HOST_ARCHES.get(machine, machine)
+
+
+def is_foreign(arch: str, host: str | None = None) -> bool:
+    """True when arch cannot run under the host's KVM (another CPU architecture)."""
+    return arch != (host_arch() if host is None else host)
 
 
 class QemuError(DebliveError):
@@ -95,8 +178,11 @@ def _descriptor_files(dirs: Sequence[Path]) -> list[Path]:
     return [by_name[name] for name in sorted(by_name)]
 
 
-def firmware_from_descriptor(data: Mapping[str, Any], source: str) -> Firmware | None:
-    """The x86_64 q35 flash firmware a descriptor describes, or None if it is not one."""
+def firmware_from_descriptor(
+    data: Mapping[str, Any], source: str, profile: ArchProfile = AMD64
+) -> Firmware | None:
+    """The flash firmware for profile's machine (x86_64 q35, aarch64 virt) a
+    descriptor describes, or None if it is not one."""
     if "uefi" not in data.get("interface-types", []):
         return None
     mapping = data.get("mapping", {})
@@ -104,8 +190,8 @@ def firmware_from_descriptor(data: Mapping[str, Any], source: str) -> Firmware |
         return None
     targets = data.get("targets", [])
     if not any(
-        t.get("architecture") == "x86_64"
-        and any(fnmatch.fnmatch("pc-q35-7.2", m) for m in t.get("machines", []))
+        t.get("architecture") == profile.qemu_arch
+        and any(fnmatch.fnmatch(profile.descriptor_machine, m) for m in t.get("machines", []))
         for t in targets
     ):
         return None
@@ -126,25 +212,26 @@ def firmware_from_descriptor(data: Mapping[str, Any], source: str) -> Firmware |
     )
 
 
-def _known_firmware(kind: FirmwareKind) -> Firmware:
-    """Debian's ovmf package paths, for hosts without descriptors."""
+def _known_firmware(kind: FirmwareKind, profile: ArchProfile = AMD64) -> Firmware:
+    """Debian's ovmf (qemu-efi-aarch64) package paths, for hosts without descriptors.
+
+    Only OVMF's Secure Boot build needs SMM; AAVMF keeps its varstore safe
+    without it (the flash is not reachable from the guest's EL1).
+    """
+    directory = profile.firmware_dir
     if kind == "secureboot":
-        return Firmware(
-            OVMF_DIR / "OVMF_CODE_4M.ms.fd",
-            OVMF_DIR / "OVMF_VARS_4M.ms.fd",
-            True,
-            True,
-            "known path",
-        )
-    return Firmware(
-        OVMF_DIR / "OVMF_CODE_4M.fd", OVMF_DIR / "OVMF_VARS_4M.fd", False, False, "known path"
-    )
+        code, template = profile.known_secure
+        smm = profile.qemu_arch == "x86_64"
+        return Firmware(directory / code, directory / template, True, smm, "known path")
+    code, template = profile.known_plain
+    return Firmware(directory / code, directory / template, False, False, "known path")
 
 
 def select_firmware(
     kind: FirmwareKind,
     descriptor_dirs: Sequence[Path] = FIRMWARE_DESCRIPTOR_DIRS,
     exists: Callable[[Path], bool] = Path.is_file,
+    profile: ArchProfile = AMD64,
 ) -> Firmware | None:
     """The firmware for a mode: None for BIOS (qemu's built-in SeaBIOS).
 
@@ -153,6 +240,8 @@ def select_firmware(
     (Microsoft) keys, because only that proves the shim chain is accepted.
     """
     if kind == "bios":
+        if not profile.bios:
+            raise QemuError(f"{profile.debian} has no BIOS: its images boot with UEFI only")
         return None
     want_secure = kind == "secureboot"
     for path in _descriptor_files(descriptor_dirs):
@@ -160,19 +249,25 @@ def select_firmware(
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        firmware = firmware_from_descriptor(data, str(path))
+        firmware = firmware_from_descriptor(data, str(path), profile)
         if firmware is None or firmware.secure_boot != want_secure:
             continue
-        if not want_secure and firmware.requires_smm:
+        # Plain UEFI: no Secure Boot capable build at all, enrolled or not
+        # (OVMF's needs SMM; AAVMF's "secboot" build would enforce it).
+        if not want_secure and (firmware.requires_smm or "secure-boot" in data.get("features", [])):
             continue
         if exists(firmware.code) and exists(firmware.vars_template):
             return firmware
-    fallback = _known_firmware(kind)
+    fallback = _known_firmware(kind, profile)
     if exists(fallback.code) and exists(fallback.vars_template):
         return fallback
+    what = f"{profile.qemu_arch} {kind} firmware"
+    if kind == "secureboot":
+        what += " with enrolled keys"
     raise QemuError(
-        f"no {kind} firmware found (no matching descriptor in "
-        f"{', '.join(map(str, descriptor_dirs))}, no {fallback.code}): install the ovmf package"
+        f"no {what} found (no matching descriptor in "
+        f"{', '.join(map(str, descriptor_dirs))}, no {fallback.code}): "
+        f"install the {profile.firmware_package} package"
     )
 
 
@@ -204,16 +299,26 @@ class VMSpec:
     smp: int = 2
     name: str = "deblive-test"
     direct_kernel: DirectKernel | None = None
+    arch: str = "amd64"  # the guest's Debian architecture
+
+    @property
+    def profile(self) -> ArchProfile:
+        return arch_profile(self.arch)
 
 
 def _machine_args(spec: VMSpec) -> list[str]:
-    machine = "q35"
+    profile = spec.profile
+    machine = profile.machine
     if spec.firmware is not None and spec.firmware.requires_smm:
         machine += ",smm=on"
     args = ["-machine", machine, "-accel", spec.accel]
-    # KVM: the host CPU. TCG: qemu's default model, the fastest to emulate.
+    # KVM: the host CPU. TCG: on x86 qemu's default model, the fastest to
+    # emulate; virt has no usable default (cortex-a15 is 32-bit), and "max"
+    # runs every arm64 kernel.
     if spec.accel == "kvm":
         args += ["-cpu", "host"]
+    elif profile.qemu_arch == "aarch64":
+        args += ["-cpu", "max"]
     return args
 
 
@@ -236,23 +341,29 @@ def _firmware_args(spec: VMSpec) -> list[str]:
 
 
 def _media_args(spec: VMSpec) -> list[str]:
-    """The ISO as a CD on the built-in AHCI, or as a USB stick on xHCI.
+    """The ISO as a CD (q35: the built-in AHCI; virt, which has no IDE: virtio-scsi),
+    or as a USB stick on xHCI.
 
     The stick is the same file as a raw disk with snapshot=on: the guest may
     write (live-boot does not, but a persistence test would) and the ISO is
-    never modified.
+    never modified. virt always gets the xHCI (for its USB keyboard).
     """
     iso = str(spec.iso).replace(",", ",,")
+    virt = spec.profile.machine == "virt"
     if spec.media == "cd":
-        return [
-            "-drive",
-            f"if=none,id=media,media=cdrom,readonly=on,format=raw,file={iso}",
-            "-device",
-            "ide-cd,drive=media,bootindex=1",
-        ]
+        cdrom = f"if=none,id=media,media=cdrom,readonly=on,format=raw,file={iso}"
+        if virt:
+            return [
+                "-device",
+                "virtio-scsi-pci,id=scsi",
+                "-drive",
+                cdrom,
+                "-device",
+                "scsi-cd,bus=scsi.0,drive=media,bootindex=1",
+            ]
+        return ["-drive", cdrom, "-device", "ide-cd,drive=media,bootindex=1"]
     return [
-        "-device",
-        "qemu-xhci,id=xhci",
+        *([] if virt else ["-device", "qemu-xhci,id=xhci"]),
         "-drive",
         f"if=none,id=media,format=raw,snapshot=on,file={iso}",
         "-device",
@@ -260,20 +371,42 @@ def _media_args(spec: VMSpec) -> list[str]:
     ]
 
 
-def build_command(spec: VMSpec, binary: str = QEMU_BINARY) -> list[str]:
-    """The full qemu argv for one test VM.
+def _display_args(spec: VMSpec) -> list[str]:
+    """One screen QMP's screendump can read, and a keyboard for send-key.
+
+    q35: the standard VGA (and its PS/2 keyboard). virt has neither VGA nor
+    PS/2: virtio-gpu (AAVMF drives it for the boot menu, the kernel's
+    virtio_gpu after it) and a USB keyboard on the xHCI.
+    """
+    if spec.profile.machine == "virt":
+        return [
+            "-display",
+            "none",
+            "-device",
+            "qemu-xhci,id=xhci",
+            "-device",
+            "virtio-gpu-pci",
+            "-device",
+            "usb-kbd,bus=xhci.0",
+        ]
+    return ["-display", "none", "-vga", "std"]
+
+
+def build_command(spec: VMSpec, binary: str | None = None) -> list[str]:
+    """The full qemu argv for one test VM (binary: default the arch's qemu-system-*).
 
     -nodefaults drops the default NIC (whose iPXE ROM slows BIOS boots), the
-    default monitor and serial; we add back exactly one VGA (for screendump),
-    one serial port on stdio, QMP on a unix socket and an entropy source
-    (without one a TCG guest can wait long for random numbers).
+    default monitor and serial; we add back exactly one screen (for
+    screendump), one serial port on stdio (virt: its PL011, the guest's
+    ttyAMA0), QMP on a unix socket and an entropy source (without one a TCG
+    guest can wait long for random numbers).
     """
-    argv = [binary, "-name", spec.name, "-nodefaults", "-no-user-config"]
+    argv = [binary or spec.profile.binary, "-name", spec.name, "-nodefaults", "-no-user-config"]
     argv += _machine_args(spec)
     argv += ["-m", str(spec.memory_mib), "-smp", str(spec.smp)]
     argv += _firmware_args(spec)
+    argv += _display_args(spec)
     argv += _media_args(spec)
-    argv += ["-display", "none", "-vga", "std"]
     argv += ["-chardev", "stdio,id=serial0,signal=off", "-serial", "chardev:serial0"]
     argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
     argv += ["-device", "virtio-rng-pci", "-no-reboot"]
@@ -326,12 +459,21 @@ def decide_accel(
     kvm_usable: bool,
     probe: Callable[[], ProbeResult],
     clock: Callable[[], float] = time.monotonic,
+    foreign: str | None = None,
 ) -> AccelDecision:
     """Pick kvm or tcg. probe is only called for auto with a usable /dev/kvm.
 
     An explicit --accel kvm is obeyed without a probe (the user may want to see
-    KVM fail), but a missing /dev/kvm is an input error then.
+    KVM fail), but a missing /dev/kvm is an input error then. foreign names a
+    guest architecture that is not the host's: always TCG, never a probe.
     """
+    if foreign is not None:
+        if requested == "kvm":
+            raise QemuError(f"--accel kvm, but KVM cannot run {foreign} on this host")
+        host = host_arch()
+        return AccelDecision(
+            "tcg", f"{requested}: {foreign} guest on an {host} host is always TCG (no KVM probe)"
+        )
     if requested == "tcg":
         return AccelDecision("tcg", "requested")
     if requested == "kvm":
@@ -438,17 +580,23 @@ class AccelSelector:
         requested: Literal["auto", "kvm", "tcg"],
         kvm_usable: Callable[[], bool] = kvm_device_usable,
         probe: Callable[[], ProbeResult] = probe_kvm,
+        foreign: str | None = None,
     ) -> None:
         self.requested = requested
         self._kvm_usable = kvm_usable
         self._probe = probe
+        self.foreign = foreign  # a guest architecture KVM cannot run here
         self._decision: AccelDecision | None = None
         self._lock = threading.Lock()
 
     def get(self) -> AccelDecision:
         with self._lock:
             if self._decision is None:
-                self._decision = decide_accel(self.requested, self._kvm_usable(), self._probe)
+                # A foreign guest: /dev/kvm is not even looked at, KVM cannot help.
+                usable = False if self.foreign is not None else self._kvm_usable()
+                self._decision = decide_accel(
+                    self.requested, usable, self._probe, foreign=self.foreign
+                )
             return self._decision
 
     def demote(self, reason: str) -> AccelDecision:
@@ -461,7 +609,7 @@ class AccelSelector:
 
     @property
     def can_fall_back(self) -> bool:
-        return self.requested == "auto"
+        return self.requested == "auto" and self.foreign is None
 
 
 # --------------------------------------------------------------------------
@@ -665,7 +813,7 @@ class VM:
     spec: VMSpec
     serial_log: Path
     workdir: Path
-    binary: str = QEMU_BINARY
+    binary: str | None = None  # default: the spec's architecture's qemu-system-*
     cursor: int = 0
     started: float = 0.0
     proc: subprocess.Popen[bytes] | None = None
@@ -692,7 +840,7 @@ class VM:
                 start_new_session=True,  # a Ctrl-C on the terminal is ours to handle
             )
         except OSError as exc:
-            raise QemuError(f"cannot start {self.binary}: {exc}") from exc
+            raise QemuError(f"cannot start {self.argv[0]}: {exc}") from exc
         with _LIVE_LOCK:
             _LIVE.add(self.proc)
         self._serial = StreamBuffer(self.proc.stdout, self._log_file)
@@ -933,11 +1081,15 @@ def prepare_spec(
     workdir: Path,
     **extra: Any,
 ) -> VMSpec:
-    """A VMSpec with firmware chosen and its varstore copied into workdir."""
-    firmware = select_firmware(firmware_kind)
+    """A VMSpec with firmware chosen and its varstore copied into workdir.
+
+    extra may hold arch (the guest's Debian architecture, default amd64).
+    """
+    profile = arch_profile(extra.get("arch", "amd64"))
+    firmware = select_firmware(firmware_kind, profile=profile)
     vars_file = None
     if firmware is not None:
-        vars_file = workdir / "OVMF_VARS.fd"
+        vars_file = workdir / f"{profile.firmware_dir.name}_VARS.fd"
         shutil.copyfile(firmware.vars_template, vars_file)
     return VMSpec(
         iso=iso,
@@ -949,3 +1101,87 @@ def prepare_spec(
         vars_file=vars_file,
         **extra,
     )
+
+
+# --------------------------------------------------------------------------
+# Which architecture an ISO is for
+
+_EFI_BOOT_FILE = re.compile(r"^boot(?P<name>x64|aa64|ia32|arm|riscv64)\.efi$", re.IGNORECASE)
+# Read-only: a missing path is a message, not an abort.
+XORRISO_READ = ("xorriso", "-abort_on", "NEVER", "-indev")
+_EFI_NAMES = {"x64": "amd64", "aa64": "arm64", "ia32": "i386", "arm": "armhf", "riscv64": "riscv64"}
+_ARCH_WORD = re.compile(
+    r"(?<![a-z0-9])(amd64|arm64|i386|armhf|armel|riscv64|ppc64el|s390x)(?![a-z0-9])"
+)
+
+
+def arch_from_efi_names(names: Sequence[str]) -> str | None:
+    """The architecture of the removable-media boot files (EFI/boot/boot<arch>.efi).
+
+    An ISO with boot files of two architectures (a multi-arch medium) gives
+    the first one known to deblive, amd64 before the others.
+    """
+    found = []
+    for name in names:
+        match = _EFI_BOOT_FILE.match(name.rsplit("/", 1)[-1])
+        if match:
+            found.append(_EFI_NAMES[match.group("name").lower()])
+    for arch in (*ARCH_PROFILES, *found):
+        if arch in found:
+            return arch
+    return None
+
+
+def arch_from_text(text: str) -> str | None:
+    """A Debian architecture named as a word in text (.disk/info, volume id, file name)."""
+    match = _ARCH_WORD.search(text.lower())
+    return match.group(1) if match else None
+
+
+def _iso_efi_names(iso: Path) -> list[str]:
+    """Names in the ISO's /EFI/boot (any case), read with xorriso; [] when unreadable."""
+    try:
+        proc = subprocess.run(
+            [*XORRISO_READ, str(iso), "-lsd", "/EFI/boot/*", "-lsd", "/EFI/BOOT/*"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    names = []
+    for line in proc.stdout.splitlines():
+        line = line.strip().strip("'")
+        if line:
+            names.append(line)
+    return names
+
+
+def _iso_text_file(iso: Path, path: str) -> str:
+    """A small text file of the ISO (e.g. /.disk/info), "" when missing or unreadable."""
+    with tempfile.TemporaryDirectory(prefix="deblive-isoinfo-") as tmp:
+        dest = Path(tmp) / "file"
+        try:
+            subprocess.run(
+                [*XORRISO_READ, str(iso), "-osirrox", "on", "-extract", path, str(dest)],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            return dest.read_text(encoding="utf-8", errors="replace")[:4096]
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+
+def iso_architecture(iso: Path, default: str = "amd64") -> str:
+    """The Debian architecture an ISO boots: from its EFI boot file names
+    (EFI/boot/bootaa64.efi: arm64), else its /.disk/info, else its file name,
+    else default.
+    """
+    arch = arch_from_efi_names(_iso_efi_names(iso))
+    if arch is None:
+        arch = arch_from_text(_iso_text_file(iso, "/.disk/info"))
+    if arch is None:
+        arch = arch_from_text(iso.name)
+    return arch or default
