@@ -380,6 +380,25 @@ def not_applicable(mode: Mode, profile: qemu.ArchProfile) -> str | None:
     return None
 
 
+# live-tools asks for the medium at shutdown from a CD and waits for ENTER
+# (systemd gives up after 90 s): a person would press it, so the test does.
+EJECT_PROMPT = re.compile(r"Please remove the live-medium.*?press ENTER")
+
+
+def power_off(vm: VM, timeout: float, notes: list[str]) -> bool:
+    """Wait for qemu to end after `poweroff`, answering live-tools' eject prompt once."""
+    deadline = time.monotonic() + timeout
+    answered = False
+    while time.monotonic() < deadline:
+        if vm.wait_exit(1.0):
+            return True
+        if not answered and EJECT_PROMPT.search(vm.text, vm.cursor):
+            vm.send("\r")
+            answered = True
+            notes.append("answered live-tools' 'remove the live-medium' prompt at shutdown")
+    return False
+
+
 def run_checks(shell: SerialShell, mode: Mode, options: TestOptions) -> list[Check]:
     checks = [check_sudo(shell, options.password)]
     # Kernel messages on the console would interleave with command output.
@@ -478,7 +497,7 @@ def _boot_once(
                 result.failures += [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]
                 vm.send("sudo -n poweroff\r")
                 poweroff_timeout = options.poweroff_timeout * options.slowdown
-                if not vm.wait_exit(poweroff_timeout):
+                if not power_off(vm, poweroff_timeout, result.notes):
                     result.failures.append(
                         f"poweroff: qemu still running after {poweroff_timeout:.0f} s"
                     )

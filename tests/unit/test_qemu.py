@@ -684,3 +684,26 @@ def test_milestone_patterns_match_real_console_lines() -> None:
     for name, line in samples.items():
         assert MILESTONES[name].search(line), name
     assert not MILESTONES["login"].search("Last login: Thu Nov 26")
+
+
+class _ShuttingDownVM:
+    """Stands in for a VM at shutdown: prints live-tools' prompt, ends once answered."""
+
+    def __init__(self) -> None:
+        self.text = "login: ok\nPlease remove the live-medium, close the tray (if any) and " \
+            "press ENTER to continue:"
+        self.cursor = 10
+        self.sent: list[str] = []
+
+    def wait_exit(self, timeout: float) -> bool:
+        return bool(self.sent)
+
+    def send(self, text: str) -> None:
+        self.sent.append(text)
+
+
+def test_power_off_answers_the_eject_prompt_once() -> None:
+    vm = _ShuttingDownVM()
+    notes: list[str] = []
+    assert boottest.power_off(vm, 10.0, notes)  # type: ignore[arg-type]
+    assert vm.sent == ["\r"] and "remove the live-medium" in notes[0]
