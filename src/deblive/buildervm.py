@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from deblive import builderimage, hostapt, interrupt, qemu, suites
+from deblive import bootmenu, builderimage, hostapt, interrupt, qemu, suites
 from deblive import clean as clean_mod
 from deblive.build import check_outdir, workdir_lock
 from deblive.config import ImageConfig
@@ -46,7 +46,6 @@ from deblive.runner import DebliveError, Runner
 GUEST_SCRATCH = "/var/tmp/deblive-builder"
 GUEST_WORK = GUEST_SCRATCH + "/work"
 GUEST_CTL = "/run/deblive-ctl"  # where builder-init.sh mounts the control share
-QEMU_SYSTEM = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
 # Directories a share must not hide in the guest: the builder's own system.
 GUEST_SYSTEM = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/var/lib", "/opt/deblive",
                 "/proc", "/sys", "/dev", "/run", GUEST_SCRATCH)
@@ -166,13 +165,12 @@ def plan_shares(config: ImageConfig, outdir: Path, cache: Path,
 def qemu_argv(image: builderimage.BuilderImage, scratch: Path, ctl: Path, shares: Sequence[Share],
               accel: str, memory_mib: int, smp: int) -> list[str]:
     """The builder VM: direct kernel boot, builder disk (snapshot), work disk, 9p, user net."""
-    binary = QEMU_SYSTEM.get(image.architecture, f"qemu-system-{image.architecture}")
-    console = "ttyS0" if image.architecture == "amd64" else "ttyAMA0"
-    machine = "q35" if image.architecture == "amd64" else "virt"
+    profile = qemu.arch_profile(image.architecture)
+    console = bootmenu.serial_tty(image.architecture)
     append = (f"root=/dev/vda rw console={console},115200 init={builderimage.INIT_PATH} "
               "loglevel=4 panic=-1")
-    argv = [binary, "-name", "deblive-builder", "-nodefaults", "-no-user-config",
-            "-machine", machine, "-accel", accel, "-m", str(memory_mib), "-smp", str(smp)]
+    argv = [profile.binary, "-name", "deblive-builder", "-nodefaults", "-no-user-config",
+            "-machine", profile.machine, "-accel", accel, "-m", str(memory_mib), "-smp", str(smp)]
     if accel == "kvm":
         argv += ["-cpu", "host"]
     elif image.architecture != "amd64":
@@ -314,9 +312,8 @@ def _scratch_disk(path: Path, gib: int, keep: bool) -> Iterator[Path]:
 def build_in_vm(config: ImageConfig, inner: InnerCommand, options: VMOptions,
                 log: BuildLog, hook_override: Path | None = None) -> RunOutcome:
     """Run the build in a builder VM; raises BuilderVMError unless it succeeded."""
-    host_arch = builderimage.host_architecture()
-    binary = QEMU_SYSTEM.get(host_arch, f"qemu-system-{host_arch}")
-    for tool, package in ((binary, "qemu-system"), ("mke2fs", "e2fsprogs"),
+    profile = qemu.arch_profile(builderimage.host_architecture())
+    for tool, package in ((profile.binary, profile.package), ("mke2fs", "e2fsprogs"),
                           ("mmdebstrap", "mmdebstrap")):
         if shutil.which(tool) is None:
             raise ShareError(f"the builder VM needs {tool} (package {package})")
@@ -373,7 +370,6 @@ def build_in_vm(config: ImageConfig, inner: InnerCommand, options: VMOptions,
             if not options.keep_workdir:
                 _remove_run_dir(run_dir)
             return outcome
-        where = run_dir
         if outcome.status is None:
             raise BuilderVMError(
                 f"the builder VM ended without a build result ({outcome.detail or 'no status'}); "
@@ -381,7 +377,7 @@ def build_in_vm(config: ImageConfig, inner: InnerCommand, options: VMOptions,
             )
         error = BuilderVMError(
             f"the build in the builder VM failed (status {outcome.status}); its console is in "
-            f"{console_log}, the build's logs in {where / 'ctl' / 'failed'}"
+            f"{console_log}, the build's logs in {ctl / 'failed'}"
         )
         error.exit_code = outcome.status if outcome.status in (1, 2) else 1
         raise error

@@ -8,7 +8,6 @@ Artifacts (serial logs, results.json) go to $DEBLIVE_ARTIFACTS or the pytest tem
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,17 +17,11 @@ import pytest
 from deblive import qemu
 from deblive.boottest import TestOptions, run_tests
 from deblive.log import BuildLog
+from tests.extended.test_flavours_extended import artifacts
 
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.extended
-
-
-def artifacts(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
-    base = os.environ.get("DEBLIVE_ARTIFACTS")
-    path = Path(base) / name if base else tmp_path_factory.mktemp(name)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @pytest.fixture(scope="module")

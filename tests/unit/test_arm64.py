@@ -16,6 +16,7 @@ from deblive import bootmenu, boottest, config, qemu
 from deblive.boottest import BadInput
 from deblive.log import BuildLog
 from deblive.qemu import ARM64, AccelSelector, Firmware, QemuError, VMSpec, build_command
+from tests.unit.test_qemu import option_value
 
 AAVMF = Path("/usr/share/AAVMF")
 PLAIN = Firmware(AAVMF / "AAVMF_CODE.fd", AAVMF / "AAVMF_VARS.fd", False, False, "t")
@@ -34,10 +35,6 @@ def spec(**kw: Any) -> VMSpec:
     }
     base.update(kw)
     return VMSpec(**base)
-
-
-def option_value(argv: list[str], option: str) -> list[str]:
-    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == option]
 
 
 # -- command line
