@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deblive import __version__, interrupt
-from deblive import config as config_mod
-from deblive.interrupt import Interrupted
-from deblive.log import BuildLog
-from deblive.runner import DebliveError
+from deblive import __version__
+from deblive.core import interrupt
+from deblive.core.interrupt import Interrupted
+from deblive.core.log import BuildLog
+from deblive.core.runner import DebliveError
+from deblive.model import config as config_mod
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from deblive import build
+    from deblive.build import pipeline as build
 
     cfg = load_config(args)
     if args.vm:
@@ -72,7 +73,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _build_in_vm(args: argparse.Namespace, cfg: config_mod.ImageConfig) -> int:
-    from deblive import build, buildervm
+    from deblive.build import pipeline as build
+    from deblive.buildervm import run as buildervm
 
     hook = Path(args.hook).resolve() if args.hook else None
     overrides = {"suite": cfg.suite, "arch": cfg.architecture}
@@ -103,10 +105,10 @@ def _build_in_vm(args: argparse.Namespace, cfg: config_mod.ImageConfig) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     if args.network:
-        from deblive import preflight
+        from deblive.host import preflight
 
         preflight.check_mirror(cfg)
-    from deblive.stages.hook import check_hook
+    from deblive.build.stages.hook import check_hook
 
     check_hook(cfg)
     print(f"{cfg.source or 'default config'}: valid ({cfg.name}: {cfg.codename} "
@@ -118,8 +120,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     """Remove leftover work trees; a busy, mounted or foreign tree is refused, not touched."""
-    from deblive import build
-    from deblive import clean as clean_mod
+    from deblive.build import pipeline as build
+    from deblive.host import workbase as clean_mod
 
     workdir = Path(args.workdir) if args.workdir else None
     outcomes = clean_mod.clean(workdir, build.DEFAULT_WORK_BASE)
@@ -136,7 +138,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Resolve the package set against the mirror; exit 2 for unknown names or conflicts."""
-    from deblive import plan
+    from deblive.apt import plan
 
     cfg = load_config(args)
     result = plan.make_plan(cfg, Path(args.cache_dir) if args.cache_dir else None)
@@ -149,7 +151,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_metapackage(args: argparse.Namespace) -> int:
     """Write <name>-live-task_<version>_all.deb (Depends: the tasks and extras)."""
-    from deblive import metapackage
+    from deblive.build import metapackage
 
     cfg = load_config(args)
     print(metapackage.build(cfg, Path(args.output)))
@@ -238,7 +240,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema)
 
     try:
-        from deblive import boottest
+        from deblive.boottest import run as boottest
     except ImportError:  # pragma: no cover - boottest ships with deblive
         pass
     else:

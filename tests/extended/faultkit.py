@@ -586,7 +586,7 @@ def host_checked(workdir: Path, outdir: Path | None) -> Iterator[Callable[[Run |
 
 
 def host_mirror() -> str:
-    from deblive import hostapt
+    from deblive.host import hostapt
 
     mirror = hostapt.host_mirror()
     assert mirror, "the host's apt sources name no mirror"

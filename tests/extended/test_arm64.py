@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from deblive import qemu
-from deblive.boottest import TestOptions, run_tests
-from deblive.log import BuildLog
+from deblive.boottest.run import TestOptions, run_tests
+from deblive.core.log import BuildLog
+from deblive.vm import qemu
 from tests.extended.test_flavours_extended import artifacts
 
 REPO = Path(__file__).resolve().parents[2]

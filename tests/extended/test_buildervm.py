@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deblive.boottest import TestOptions, run_tests
-from deblive.config import default_config_text
-from deblive.log import BuildLog
+from deblive.boottest.run import TestOptions, run_tests
+from deblive.core.log import BuildLog
+from deblive.model.config import default_config_text
 from tests.integration.conftest import ARTIFACTS, Build, build
 
 pytestmark = pytest.mark.extended

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deblive import sessiontest
-from deblive.boottest import TestOptions, run_tests
-from deblive.log import BuildLog
+from deblive.boottest.run import TestOptions, run_tests
+from deblive.core.log import BuildLog
+from tests.support import desktop as sessiontest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deblive import installtest
-from deblive.boottest import ModeResult, TestOptions, run_tests
-from deblive.log import BuildLog
+from deblive.boottest.run import ModeResult, TestOptions, run_tests
+from deblive.core.log import BuildLog
+from tests.support import installer as installtest
 
 from .conftest import REPO, Build, build, extract_iso, run_deblive, unsquash
 

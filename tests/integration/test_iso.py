@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from deblive.boottest import MODES, ModeResult, TestOptions, run_tests
-from deblive.log import BuildLog
+from deblive.boottest.run import MODES, ModeResult, TestOptions, run_tests
+from deblive.core.log import BuildLog
 
 from .conftest import ARTIFACTS, Build, extract_iso, run_deblive
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deblive import qemu
+from deblive.vm import qemu
 
 from .conftest import ARTIFACTS, Build
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deblive import hostapt
+from deblive.host import hostapt
 
 FAKE_MIRROR = "http://mirror.invalid/debian"
 

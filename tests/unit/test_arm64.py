@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
-from deblive import bootmenu, boottest, config, qemu
-from deblive.boottest import BadInput
-from deblive.log import BuildLog
-from deblive.qemu import ARM64, AccelSelector, Firmware, QemuError, VMSpec, build_command
+from deblive.boottest import run as boottest
+from deblive.boottest.run import BadInput
+from deblive.core.log import BuildLog
+from deblive.model import bootmenu, config
+from deblive.vm import qemu
+from deblive.vm.qemu import ARM64, AccelSelector, Firmware, QemuError, VMSpec, build_command
 from tests.unit.test_qemu import option_value
 
 AAVMF = Path("/usr/share/AAVMF")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from deblive import bootmenu, config
-from deblive.bootmenu import Entry, MenuError, Submenu
+from deblive.model import bootmenu, config
+from deblive.model.bootmenu import Entry, MenuError, Submenu
 
 
 def make_config(**boot: Any) -> config.ImageConfig:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from deblive import builderimage, buildervm, config
-from deblive.buildervm import InnerCommand, Share
-from deblive.log import BuildLog
+from deblive.buildervm import image as builderimage
+from deblive.buildervm import run as buildervm
+from deblive.buildervm.run import InnerCommand, Share
+from deblive.core.log import BuildLog
+from deblive.model import config
 
 
 def make_config(tmp_path: Path, **extra: object) -> config.ImageConfig:
@@ -174,8 +176,8 @@ def test_cache_key_follows_release_and_code() -> None:
 
 
 def test_initramfs_is_made_for_each_kernel_with_modules_and_image(tmp_path: Path) -> None:
-    from deblive.chroot import InitramfsDeferral
-    from deblive.runner import Runner
+    from deblive.build.chroot import InitramfsDeferral
+    from deblive.core.runner import Runner
 
     for version in ("6.1.0-1-amd64", "6.1.0-2-amd64", "6.1.0-3-amd64"):
         (tmp_path / "lib/modules" / version).mkdir(parents=True)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from debian import deb822
 
-from deblive import chroot, config
-from deblive.stages import bootstrap, packages, sources, squash, users
+from deblive.build import chroot
+from deblive.build.stages import bootstrap, packages, sources, squash, users
+from deblive.model import config
 
 from .conftest import FAKE_MIRROR
 

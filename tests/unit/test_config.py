@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from deblive import config
-from deblive.config import ConfigError
+from deblive.model import config
+from deblive.model.config import ConfigError
 
 from .conftest import FAKE_MIRROR
 

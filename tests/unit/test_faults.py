@@ -15,10 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from deblive import clean, config, diskspace, interrupt, mirrorfault, preflight
-from deblive.build import failed_stage, workdir_lock
-from deblive.log import BuildLog
-from deblive.runner import CommandError, Runner
+from deblive.apt import mirrorfault
+from deblive.build.pipeline import failed_stage, workdir_lock
+from deblive.core import interrupt
+from deblive.core.log import BuildLog
+from deblive.core.runner import CommandError, Runner
+from deblive.host import diskspace, preflight
+from deblive.host import workbase as clean
+from deblive.model import config
 from tests.extended.faultkit import BAD_CONFIGS, BadConfig
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "deblive"
@@ -310,7 +314,7 @@ def test_bad_config_names_file_and_key(case: BadConfig, tmp_path: Path) -> None:
     path = case.write(tmp_path)
     with pytest.raises(config.ConfigError) as info:
         cfg = config.load(path)
-        from deblive.stages.hook import check_hook
+        from deblive.build.stages.hook import check_hook
 
         check_hook(cfg)
     text = str(info.value)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deblive import bootmenu, config
+from deblive.model import bootmenu, config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DESKTOPS = ("xfce", "gnome", "kde", "lxqt", "mate", "cinnamon", "lxde")
@@ -41,7 +41,7 @@ def test_validate_command_accepts_it(flavour: str) -> None:
 
 
 def test_desktop_screen_criterion() -> None:
-    from deblive import sessiontest
+    from tests.support import desktop as sessiontest
 
     black = bytes(3 * 1000)
     popup = black[: 3 * 900] + bytes(range(256))[: 3 * 80] + b"\xff" * 3 * 20

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deblive import hostapt
+from deblive.host import hostapt
 
 
 def test_deb822_sources(fake_host_apt: Path) -> None:

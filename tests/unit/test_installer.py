@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from deblive import bootmenu, config, installer
-from deblive.installer import InstallerError
+from deblive.build import installer
+from deblive.build.installer import InstallerError
+from deblive.model import bootmenu, config
 
 from .test_plan import make_key, release_text, sign_release
 
@@ -226,7 +227,7 @@ def test_no_installer_no_entries(tmp_path: Path) -> None:
 
 
 def test_installer_test_reads_the_entry_from_the_isolinux_menu(tmp_path: Path) -> None:
-    from deblive import installtest
+    from tests.support import installer as installtest
 
     (tmp_path / "p.cfg").write_text("")
     cfg = make_config(tmp_path, preseed="p.cfg")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from deblive import bootfiles
-from deblive.bootfiles import BootFilesError
-from deblive.stages import bootloaders, iso, medium
+from deblive.build import bootfiles
+from deblive.build.bootfiles import BootFilesError
+from deblive.build.stages import bootloaders, iso, medium
 
 MEDIUM = Path("medium")
 EFI_IMG = MEDIUM / "boot/grub/efi.img"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from deblive import bootmenu, config
-from deblive.stages import packages
+from deblive.build.stages import packages
+from deblive.model import bootmenu, config
 
 DE = {"locale": "de_DE.UTF-8", "keyboard": "de", "label": "Deutsch"}
 SR = {"locale": "sr_RS.UTF-8@latin", "keyboard": "rs(latin)", "label": "Srpski"}

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from debian import deb822
 
-from deblive import config, metapackage
-from deblive.metapackage import MetapackageError
+from deblive.build import metapackage
+from deblive.build.metapackage import MetapackageError
+from deblive.model import config
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from deblive.log import BuildLog
-from deblive.pkgcache import PackageCache
+from deblive.apt.pkgcache import PackageCache
+from deblive.core.log import BuildLog
 
 
 def test_links_in_counts_and_links_back(tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from debian import deb822
 
-from deblive import config, plan
-from deblive.plan import Package, PlanError
+from deblive.apt import plan
+from deblive.apt.plan import Package, PlanError
+from deblive.model import config
 
 needs_tools = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("gpg", "gpgv", "apt-get")),

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import pytest
 
-from deblive import boottest, qemu
-from deblive.boottest import (
+from deblive.boottest import run as boottest
+from deblive.boottest.run import (
     BadInput,
     failed_units,
     marked_command,
@@ -24,8 +24,9 @@ from deblive.boottest import (
     root_locked,
     secure_boot_value,
 )
-from deblive.log import BuildLog
-from deblive.qemu import (
+from deblive.core.log import BuildLog
+from deblive.vm import qemu
+from deblive.vm.qemu import (
     AccelSelector,
     Firmware,
     ProbeOutcome,
@@ -671,7 +672,7 @@ def test_run_tests_rejects_missing_iso(tmp_path: Path) -> None:
 
 
 def test_milestone_patterns_match_real_console_lines() -> None:
-    from deblive.boottest import MILESTONES
+    from deblive.boottest.run import MILESTONES
 
     samples = {
         "firmware": "BdsDxe: loading Boot0001 \"UEFI QEMU DVD-ROM\"",

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from deblive.log import BuildLog, format_seconds
-from deblive.runner import CommandError, Runner
+from deblive.core.log import BuildLog, format_seconds
+from deblive.core.runner import CommandError, Runner
 
 
 def make(tmp_path: Path) -> tuple[Runner, BuildLog]:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from deblive import sandbox
+from deblive.host import sandbox
 
 
 def test_mounts_under_parses_escapes_and_sorts_deepest_first(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from deblive import suites
+from deblive.model import suites
 
 CSV = """version,codename,series,created,release,eol,eol-lts,eol-elts
 10,Buster,buster,2017-06-17,2019-07-06,2022-09-10,2024-06-30,2029-06-30

@@ -1,0 +1,456 @@
+"""`deblive plan`: resolve an image's package set against the mirror, without building.
+
+A wrong package name or an image three times the expected size should show
+in seconds, not after a half-hour build. So the same package list the
+packages stage installs is resolved by the host's own apt-get in simulation
+mode (-s), against the target suite and architecture, with a private apt
+configuration:
+
+- APT_CONFIG points at a generated apt.conf, so nothing of the host's apt
+  setup (its sources, apt.conf.d, preferences, dpkg status) takes part;
+- Dir::State, Dir::Cache and Dir::Etc live in a cache directory per suite,
+  architecture and sources, holding the suite's downloaded package lists
+  (apt-get update refreshes them; the Release signature is checked against
+  Debian's archive keyring, as the build does);
+- APT::Architecture is the target's, so foreign architectures resolve the
+  same way (apt only reads their Packages indexes, it never runs them);
+- two simulated runs mirror the build: first the bootstrap variant's base
+  (Essential and Priority: required, plus apt, and important/standard for
+  those variants; Recommends off, as mmdebstrap installs it), whose result
+  becomes the dpkg status file of the second run, which installs the live
+  system, tasks and extras with Recommends on, as the chroot does.
+
+No root is needed (apt runs as the calling user, in the user's cache). The
+sizes are those of the Packages indexes: Size (download) and Installed-Size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from debian import deb822
+
+from deblive.build.stages import packages as packages_stage
+from deblive.build.stages import sources as sources_stage
+from deblive.core.log import BuildLog
+from deblive.core.runner import DebliveError
+from deblive.host import hostapt
+from deblive.model.config import ImageConfig
+
+KEYRING: Final = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+# apt pattern for a variant's base: what mmdebstrap (and debootstrap) install.
+VARIANT_PATTERNS: Final = {
+    "minbase": "?or(?priority(required),?essential)",
+    "required": "?or(?priority(required),?essential)",
+    "important": "?or(?priority(required),?priority(important),?essential)",
+    "standard": "?or(?priority(required),?priority(important),?priority(standard),?essential)",
+}
+# Fields a dpkg status entry needs for apt to resolve against it.
+STATUS_FIELDS: Final = (
+    "Package", "Essential", "Priority", "Section", "Installed-Size", "Maintainer",
+    "Architecture", "Multi-Arch", "Source", "Version", "Replaces", "Provides", "Depends",
+    "Pre-Depends", "Breaks", "Conflicts", "Description",
+)
+INST_RE: Final = re.compile(
+    r"^Inst (?P<name>[^\s:]+)(?::\S+)? (?:\[[^\]]*\] )?"
+    r"\((?P<version>\S+) [^\[]*\[(?P<arch>[^\]]+)\]"
+)
+UNKNOWN_RES: Final = (
+    re.compile(r"^E: Unable to locate package (?P<name>\S+)$", re.MULTILINE),
+    re.compile(r"^E: Package '(?P<name>[^']+)' has no installation candidate$", re.MULTILINE),
+    re.compile(r"^E: Couldn't find any package by (?:glob|regex) '(?P<name>[^']+)'$", re.MULTILINE),
+)
+NETBOOT_RE: Final = re.compile(r"^debian-installer-(?P<version>\d+)-netboot-(?P<arch>[a-z0-9]+)$")
+
+
+class PlanError(DebliveError):
+    """The package set does not resolve: unknown names or broken dependencies."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, unknown: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.unknown = list(unknown)
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    architecture: str
+    size: int = 0  # bytes to download
+    installed_size: int = 0  # KiB, as dpkg counts
+
+
+@dataclass
+class PackageSet:
+    packages: list[Package] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.packages)
+
+    @property
+    def download_bytes(self) -> int:
+        return sum(p.size for p in self.packages)
+
+    @property
+    def installed_bytes(self) -> int:
+        return sum(p.installed_size for p in self.packages) * 1024
+
+
+@dataclass
+class Plan:
+    name: str
+    codename: str
+    architecture: str
+    variant: str
+    requested: list[str]
+    base: PackageSet
+    added: PackageSet
+    installer_package: str | None = None
+
+    @property
+    def count(self) -> int:
+        return self.base.count + self.added.count
+
+    @property
+    def download_bytes(self) -> int:
+        return self.base.download_bytes + self.added.download_bytes
+
+    @property
+    def installed_bytes(self) -> int:
+        return self.base.installed_bytes + self.added.installed_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        def summary(s: PackageSet) -> dict[str, int]:
+            return {"packages": s.count, "download_bytes": s.download_bytes,
+                    "installed_bytes": s.installed_bytes}
+
+        return {
+            "name": self.name, "codename": self.codename, "architecture": self.architecture,
+            "variant": self.variant, "requested": self.requested,
+            "base": summary(self.base), "added": summary(self.added),
+            "total": {"packages": self.count, "download_bytes": self.download_bytes,
+                      "installed_bytes": self.installed_bytes},
+            "installer_package": self.installer_package,
+            "packages": [asdict(p) for p in sorted(
+                [*self.base.packages, *self.added.packages], key=lambda p: p.name)],
+        }
+
+
+def human(size: int) -> str:
+    """Bytes as MiB or GiB with one decimal, as people compare image sizes."""
+    if size >= 2**30:
+        return f"{size / 2**30:.2f} GiB"
+    return f"{size / 2**20:.1f} MiB"
+
+
+def format_plan(plan: Plan) -> str:
+    lines = [
+        f"{plan.name}: {plan.codename} {plan.architecture}",
+        f"  base ({plan.variant}): {plan.base.count} packages, "
+        f"download {human(plan.base.download_bytes)}, "
+        f"installed {human(plan.base.installed_bytes)}",
+        f"  live system, tasks, extras: {plan.added.count} packages, "
+        f"download {human(plan.added.download_bytes)}, "
+        f"installed {human(plan.added.installed_bytes)}",
+        f"  image: {plan.count} packages, download {human(plan.download_bytes)}, "
+        f"installed {human(plan.installed_bytes)}",
+    ]
+    if plan.installer_package:
+        lines.append(f"  installer package (on the medium, not installed): "
+                     f"{plan.installer_package}")
+    return "\n".join(lines)
+
+
+# -- the private apt ------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """root: beside the build's package cache; anyone else: their own cache."""
+    if os.geteuid() == 0:
+        return Path(os.environ.get("DEBLIVE_CACHE", "/var/cache/deblive")) / "plan"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "deblive" / "plan"
+
+
+def sources_text(config: ImageConfig, keyring: Path = KEYRING) -> str:
+    """The build's sources (suite, -updates, -security), as the chroot's apt sees them,
+    each signed by keyring."""
+    assert config.mirror is not None
+    security = sources_stage.build_security_mirror(config, hostapt.host_security_mirror())
+    paragraphs = []
+    for para in deb822.Deb822.iter_paragraphs(
+        sources_stage.render_sources(config, config.mirror, security)
+    ):
+        para["Signed-By"] = str(keyring)
+        paragraphs.append(para.dump())
+    return "\n".join(paragraphs)
+
+
+class PrivateApt:
+    """apt-get and apt-cache for one suite, architecture and set of sources, in root."""
+
+    def __init__(self, root: Path, architecture: str, sources: str,
+                 keyring: Path = KEYRING) -> None:
+        self.root = root
+        self.architecture = architecture
+        self.sources = sources
+        self.keyring = keyring
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "apt.conf"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status"
+
+    def apt_conf(self) -> str:
+        r = self.root
+        sandbox = 'APT::Sandbox::User "root";\n' if os.geteuid() == 0 else ""
+        return (
+            "// deblive plan: a private apt; nothing of the host's apt setup takes part\n"
+            'Dir "/";\n'
+            f'Dir::Etc "{r}/etc";\n'
+            f'Dir::Etc::Parts "{r}/etc/apt.conf.d";\n'
+            'Dir::Etc::main "/dev/null";\n'
+            f'Dir::Etc::Trusted "{self.keyring}";\n'
+            f'Dir::Etc::TrustedParts "{r}/etc/trusted.gpg.d";\n'
+            f'Dir::State "{r}/state";\n'
+            f'Dir::State::status "{self.status}";\n'
+            f'Dir::Cache "{r}/cache";\n'
+            f'APT::Architecture "{self.architecture}";\n'
+            f'APT::Architectures {{ "{self.architecture}"; }};\n'
+            'Acquire::Languages "none";\n'
+            'Acquire::Retries "3";\n'
+            'APT::Color "0";\n'
+            # Simulation as a normal user must not ask for dpkg's lock.
+            'Debug::NoLocking "true";\n'
+            + sandbox
+        )
+
+    def prepare(self) -> None:
+        for sub in ("etc/apt.conf.d", "etc/preferences.d", "etc/sources.list.d",
+                    "etc/trusted.gpg.d", "state/lists/partial", "cache/archives/partial"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(self.apt_conf(), encoding="utf-8")
+        (self.root / "etc/sources.list").write_text("", encoding="utf-8")
+        (self.root / "etc/sources.list.d/build.sources").write_text(
+            self.sources, encoding="utf-8")
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
+        env.update({"APT_CONFIG": str(self.conf), "LC_ALL": "C.UTF-8"})
+        return env
+
+    def run(self, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            list(argv), env=self.env(), capture_output=True, text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise PlanError(
+                f"{' '.join(argv[:3])} failed with exit status {proc.returncode}:\n"
+                + _tail(proc.stdout + proc.stderr)
+            )
+        return proc
+
+    def update(self) -> None:
+        """Fetch (or refresh) the suite's lists; apt checks the Release signature."""
+        proc = self.run(["apt-get", "-q", "update"], check=False)
+        problems = [line for line in (proc.stdout + proc.stderr).splitlines()
+                    if line.startswith(("E:", "W:", "Err:"))]
+        if proc.returncode != 0 or any(line.startswith(("E:", "Err:")) for line in problems):
+            raise PlanError("cannot read the mirror's package lists for the plan:\n"
+                            + "\n".join(problems or _tail(proc.stdout + proc.stderr).splitlines()))
+
+    def simulate(self, names: Sequence[str], *, recommends: bool) -> list[Package]:
+        """Packages apt would install (name, version, arch); PlanError naming unknown ones."""
+        proc = self.run(
+            ["apt-get", "-s", "-q", "-o", f"APT::Install-Recommends={str(recommends).lower()}",
+             "install", *names],
+            check=False,
+        )
+        text = proc.stdout + proc.stderr
+        unknown = unknown_packages(text)
+        if unknown:
+            raise PlanError(
+                "unknown packages (not in the suite for this architecture): "
+                + ", ".join(unknown),
+                unknown,
+            )
+        if proc.returncode != 0:
+            raise PlanError("the package set does not resolve:\n" + apt_problems(text))
+        return parse_inst_lines(text)
+
+    def show(self, packages: Sequence[Package]) -> list[deb822.Packages]:
+        """The index entries of exactly these versions (apt-cache show name:arch=version)."""
+        if not packages:
+            return []
+        proc = self.run(["apt-cache", "show",
+                         *(f"{p.name}:{p.architecture}={p.version}" for p in packages)])
+        return list(deb822.Packages.iter_paragraphs(proc.stdout, use_apt_pkg=False))
+
+    def pkgnames(self, prefix: str) -> list[str]:
+        return sorted(self.run(["apt-cache", "pkgnames", prefix]).stdout.split())
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def unknown_packages(apt_output: str) -> list[str]:
+    """Names apt could not find (or that have no candidate), in the order apt named them."""
+    found: dict[str, None] = {}
+    hits: list[tuple[int, str]] = []
+    for regex in UNKNOWN_RES:
+        hits += [(m.start(), m.group("name")) for m in regex.finditer(apt_output)]
+    for _pos, name in sorted(hits):
+        found.setdefault(name, None)
+    return list(found)
+
+
+def apt_problems(apt_output: str) -> str:
+    """apt's explanation of a failed resolution: the unmet dependencies and E: lines."""
+    lines = apt_output.splitlines()
+    keep: list[str] = []
+    inside = False
+    for line in lines:
+        if line.startswith("The following packages have unmet dependencies"):
+            inside = True
+        if inside or line.startswith("E:"):
+            keep.append(line)
+    return "\n".join(keep) or _tail(apt_output)
+
+
+def parse_inst_lines(apt_output: str) -> list[Package]:
+    """The 'Inst name (version release [arch])' lines of apt-get -s."""
+    out = []
+    for line in apt_output.splitlines():
+        match = INST_RE.match(line)
+        if match:
+            out.append(Package(match["name"], match["version"], match["arch"]))
+    return out
+
+
+def with_sizes(packages: Sequence[Package], entries: Sequence[deb822.Packages]) -> PackageSet:
+    """Sizes from the index entries; PlanError if apt's chosen version has no entry."""
+    by_key = {(e["Package"], e["Version"]): e for e in entries}
+    result = []
+    for p in packages:
+        entry = by_key.get((p.name, p.version))
+        if entry is None:
+            raise PlanError(f"no index entry for {p.name} {p.version} ({p.architecture})")
+        result.append(Package(p.name, p.version, p.architecture,
+                              int(entry.get("Size", 0)), int(entry.get("Installed-Size", 0))))
+    return PackageSet(result)
+
+
+def status_text(entries: Sequence[deb822.Packages]) -> str:
+    """A dpkg status file claiming these index entries installed."""
+    paragraphs = []
+    for entry in entries:
+        para = deb822.Deb822()
+        for key in STATUS_FIELDS:
+            if key in entry:
+                para[key] = entry[key]
+            if key == "Package":
+                para["Status"] = "install ok installed"
+        paragraphs.append(para.dump())
+    return "\n".join(paragraphs)
+
+
+def requested_packages(config: ImageConfig) -> list[str]:
+    """What the packages stage installs (live system, tasks, extras), in its order."""
+    return packages_stage.install_list(config)
+
+
+def cache_key(config: ImageConfig, sources: str) -> str:
+    digest = hashlib.sha256(sources.encode()).hexdigest()[:12]
+    return f"{config.codename}-{config.architecture}-{digest}"
+
+
+@contextlib.contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """One plan at a time per cache directory (apt's own list lock would fail the second)."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".deblive-plan.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def make_plan(config: ImageConfig, cache_dir: Path | None = None, *,
+              update: bool = True, keyring: Path = KEYRING) -> Plan:
+    """Resolve config's package set; PlanError (exit 2) for unknown names or conflicts.
+
+    keyring: the keys the suite's Release must be signed with (Debian's archive keys).
+    """
+    sources = sources_text(config, keyring)
+    root = (cache_dir or default_cache_dir()) / cache_key(config, sources)
+    apt = PrivateApt(root, config.architecture, sources, keyring)
+    requested = requested_packages(config)
+    with locked(root):
+        apt.prepare()
+        apt.status.write_text("", encoding="utf-8")
+        if update or not any((root / "state/lists").glob("*_Packages*")):
+            apt.update()
+        base_pkgs = apt.simulate(
+            [VARIANT_PATTERNS[config.bootstrap.variant], "apt",
+             *bootstrap_extras(config)],
+            recommends=False,
+        )
+        base_entries = apt.show(base_pkgs)
+        base = with_sizes(base_pkgs, base_entries)
+        apt.status.write_text(status_text(base_entries), encoding="utf-8")
+        added_pkgs = apt.simulate(requested, recommends=True)
+        added = with_sizes(added_pkgs, apt.show(added_pkgs))
+        installer_package = None
+        if config.installer is not None and "package" in config.installer.sources:
+            installer_package = netboot_package(apt.pkgnames("debian-installer-"),
+                                                config.architecture)
+    return Plan(config.name, config.codename, config.architecture, config.bootstrap.variant,
+                requested, base, added, installer_package)
+
+
+def bootstrap_extras(config: ImageConfig) -> list[str]:
+    from deblive.build.stages import bootstrap
+
+    return bootstrap.bootstrap_packages(config)
+
+
+def netboot_package(names: Sequence[str], architecture: str) -> str | None:
+    """debian-installer-<version>-netboot-<arch> of the suite: the highest version listed."""
+    best: tuple[int, str] | None = None
+    for name in names:
+        match = NETBOOT_RE.match(name)
+        if match and match["arch"] == architecture:
+            candidate = (int(match["version"]), name)
+            best = candidate if best is None or candidate > best else best
+    return best[1] if best else None
+
+
+def precheck(config: ImageConfig, cache: Path, log: BuildLog) -> Plan:
+    """The build's early stop: the same resolution as `deblive plan`, logged in one line.
+
+    cache is the build's cache directory; the plan's lists live in cache/plan.
+    """
+    plan = make_plan(config, cache / "plan")
+    log.info(
+        f"plan: {plan.count} packages, download {human(plan.download_bytes)}, "
+        f"installed {human(plan.installed_bytes)}"
+    )
+    return plan

@@ -1,0 +1,196 @@
+"""Step 10: boot loaders onto the medium tree: ISOLINUX for BIOS, shim + grub for UEFI.
+
+UEFI: the firmware starts /EFI/boot/boot<arch>.efi, which is Debian's signed
+shim; shim starts grub<arch>.efi beside it, which is Debian's signed CD grub
+(gcd<arch>.efi). That grub has a built-in prefix of /EFI/debian and an
+embedded config that sources $prefix/grub.cfg. On a CD or USB stick the
+device it starts from is the FAT image efi.img (El Torito image or appended
+partition), so efi.img holds /EFI/debian/grub.cfg, which finds the ISO 9660
+filesystem by this build's marker /.disk/id/<uuid> (never /.disk/info:
+Debian #1024346) and sources the real menu from /boot/grub/grub.cfg there.
+
+efi.img is made without root or loop devices (mkfs.vfat -C plus mtools),
+sized from its contents, with a fixed volume id, --invariant and file dates
+from SOURCE_DATE_EPOCH so that two builds give the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import struct
+from importlib import resources
+from pathlib import Path
+
+from deblive.build import bootfiles
+from deblive.build.bootfiles import BiosFiles, BootFiles, EfiFiles
+from deblive.build.context import BuildContext
+from deblive.core.runner import DebliveError, Runner
+from deblive.model import bootmenu
+
+ISOLINUX_DIR = "isolinux"
+GRUB_DIR = "boot/grub"
+EFI_IMAGE = "boot/grub/efi.img"  # path on the medium, also the El Torito EFI image
+EFI_VOLUME_ID = "0de811fe"  # mkfs.vfat -i (8 hex digits): fixed, else random per build
+EFI_LABEL = "DEBLIVE_EFI"
+# FAT overhead beyond the files' clusters: boot sector, two FATs, root
+# directory and the directory clusters, with room to spare for rounding.
+EFI_SLACK_KIB = 512
+CLUSTER = 4096
+
+
+class BootloaderError(DebliveError):
+    """A boot loader file or the EFI image could not be made."""
+
+
+def default_splash() -> Path:
+    """The splash shipped with deblive (a real file: the package is installed unzipped)."""
+    return Path(str(resources.files("deblive").joinpath("data/splash.png")))
+
+
+def check_splash(path: Path) -> None:
+    """Both loaders show the same PNG: 640x480 (vesamenu's MENU RESOLUTION), 8 or 16
+    bits per channel and not interlaced (grub's PNG reader refuses anything else)."""
+    try:
+        head = path.read_bytes()[:33]
+    except OSError as exc:
+        raise BootloaderError(f"cannot read the splash {path}: {exc.strerror}") from None
+    if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise BootloaderError(f"splash {path} is not a PNG file")
+    width, height, depth, _colour, _comp, _filt, interlace = struct.unpack(">IIBBBBB", head[16:29])
+    if (width, height) != (640, 480):
+        raise BootloaderError(f"splash {path} is {width}x{height}; it must be 640x480")
+    if depth not in (8, 16) or interlace != 0:
+        raise BootloaderError(
+            f"splash {path} must have 8 or 16 bits per channel and no interlacing "
+            "(grub cannot show it otherwise)"
+        )
+
+
+def efi_early_config(build_id: str) -> str:
+    """/EFI/debian/grub.cfg in efi.img: find this build's ISO 9660 tree, use its menu."""
+    return (
+        "# deblive: the signed grub sources this from its prefix /EFI/debian.\n"
+        "# Find this very build's medium by its marker, then read the real menu.\n"
+        f"if search --no-floppy --file --set=root /.disk/id/{build_id} ; then\n"
+        "\tset prefix=($root)/boot/grub\n"
+        "\tsource $prefix/grub.cfg\n"
+        "else\n"
+        f'\techo "deblive: no medium with /.disk/id/{build_id} found"\n'
+        "\tsleep 30\n"
+        "fi\n"
+    )
+
+
+def install_isolinux(medium: Path, bios: BiosFiles, menu: bootmenu.Menu, splash: Path) -> None:
+    """isolinux.bin, its modules (one syslinux build), splash and configs into /isolinux."""
+    target = medium / ISOLINUX_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    _copy(bios.isolinux_bin, target / "isolinux.bin")
+    for name, path in bios.modules.items():
+        _copy(path, target / name)
+    if menu.splash:
+        _copy(splash, target / bootmenu.SPLASH_NAME)
+    for name, text in bootmenu.render_isolinux(menu).items():
+        (target / name).write_text(text, encoding="utf-8")
+
+
+def install_grub_configs(medium: Path, menu: bootmenu.Menu, splash: Path) -> None:
+    """/boot/grub/grub.cfg, loopback.cfg and the splash on the ISO 9660 tree."""
+    target = medium / GRUB_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "grub.cfg").write_text(bootmenu.render_grub(menu), encoding="utf-8")
+    (target / "loopback.cfg").write_text(bootmenu.render_loopback(menu), encoding="utf-8")
+    if menu.splash:
+        _copy(splash, target / bootmenu.SPLASH_NAME)
+
+
+def stage_efi_tree(dest: Path, efi: EfiFiles, build_id: str) -> list[Path]:
+    """Write /EFI/boot/* and /EFI/debian/grub.cfg under dest; return the files, sorted."""
+    boot_dir = dest / "EFI" / "boot"
+    debian_dir = dest / "EFI" / "debian"
+    boot_dir.mkdir(parents=True, exist_ok=True)
+    debian_dir.mkdir(parents=True, exist_ok=True)
+    for name, src in efi.efi_boot_names().items():
+        _copy(src, boot_dir / name)
+    (debian_dir / "grub.cfg").write_text(efi_early_config(build_id), encoding="utf-8")
+    return sorted(p for p in dest.rglob("*") if p.is_file())
+
+
+def efi_image_kib(sizes: list[int], directories: int) -> int:
+    """Size of a FAT image holding files of these sizes: clusters plus overhead, in KiB."""
+    clusters = sum(max(1, math.ceil(size / CLUSTER)) for size in sizes) + directories
+    kib = clusters * CLUSTER // 1024 + EFI_SLACK_KIB
+    return math.ceil(kib / 64) * 64
+
+
+def make_efi_image(runner: Runner, tree: Path, image: Path, epoch: int) -> None:
+    """A FAT image of tree (EFI/...), made with mkfs.vfat -C and mtools, no root needed."""
+    files = sorted(p for p in tree.rglob("*") if p.is_file())
+    dirs = sorted(p for p in tree.rglob("*") if p.is_dir())
+    for path in [*files, *dirs]:
+        os.utime(path, (epoch, epoch))
+    image.parent.mkdir(parents=True, exist_ok=True)
+    image.unlink(missing_ok=True)
+    kib = efi_image_kib([p.stat().st_size for p in files], len(dirs))
+    env = {"SOURCE_DATE_EPOCH": str(epoch), "MTOOLS_SKIP_CHECK": "1"}
+    runner.run(
+        [
+            "mkfs.vfat", "-C", "--invariant", "-i", EFI_VOLUME_ID, "-n", EFI_LABEL,
+            image, str(kib),
+        ],
+        env=env,
+        what="making efi.img",
+    )
+    for directory in dirs:
+        runner.run(
+            ["mmd", "-i", image, "::/" + directory.relative_to(tree).as_posix()],
+            env=env,
+            what="making a directory in efi.img",
+        )
+    for path in files:
+        runner.run(
+            ["mcopy", "-m", "-i", image, path, "::/" + path.relative_to(tree).as_posix()],
+            env=env,
+            what="copying into efi.img",
+        )
+
+
+def install_efi(ctx: BuildContext, efi: EfiFiles) -> Path:
+    """efi.img at /boot/grub/efi.img and the same /EFI tree on the ISO 9660 filesystem."""
+    medium = ctx.work.medium
+    staging = ctx.work.root / "efi-tree"
+    if staging.exists():
+        shutil.rmtree(staging)
+    stage_efi_tree(staging, efi, ctx.build_id)
+    image = medium / EFI_IMAGE
+    make_efi_image(ctx.runner, staging, image, ctx.source_date_epoch)
+    # The same files on the ISO 9660 tree, for firmware that reads it directly.
+    shutil.copytree(staging / "EFI", medium / "EFI", dirs_exist_ok=True)
+    return image
+
+
+def install_bootloaders(ctx: BuildContext) -> BootFiles:
+    """Unpack the boot packages and install every boot loader the architecture has."""
+    arch = ctx.config.architecture
+    files = bootfiles.unpack_boot_files(ctx.runner, ctx.work.bootdebs, ctx.work.bootfiles, arch)
+    splash = ctx.config.splash_path or default_splash()
+    check_splash(splash)
+    menu = bootmenu.build_menu(ctx.config, splash=True)
+    medium = ctx.work.medium
+    if files.bios is not None:
+        install_isolinux(medium, files.bios, menu, splash)
+    install_grub_configs(medium, menu, splash)
+    image = install_efi(ctx, files.efi)
+    ctx.facts["efi_image_bytes"] = image.stat().st_size
+    ctx.log.info(
+        f"boot loaders installed: {'ISOLINUX, ' if files.bios else ''}"
+        f"shim + grub ({files.efi.grub_platform}), efi.img {image.stat().st_size // 1024} KiB"
+    )
+    return files
+
+
+def _copy(src: Path, dest: Path) -> None:
+    shutil.copyfile(src, dest)
+    os.chmod(dest, 0o644)

@@ -1,0 +1,231 @@
+"""Step 11: the hybrid ISO, made with xorriso in its native mode.
+
+Why native mode and not `xorriso -as mkisofs`: every setting is a named
+xorriso command (-boot_image, -append_partition, -volume_date), documented
+in xorriso(1) under that name, so the command recorded in /.disk/mkisofs reads
+as what it does. The mkisofs emulation maps genisoimage's terse flags
+(-isohybrid-mbr, -e, -eltorito-alt-boot...) onto those same commands and adds
+nothing we need; the reproducibility knobs (-volume_date uuid and
+all_file_dates, -iso_nowtime) are native commands anyway.
+
+What one image carries, so one file boots four ways:
+- BIOS, CD:   El Torito entry 1, ISOLINUX (isolinux.bin, 4 sectors loaded,
+              boot info table patched in).
+- BIOS, USB:  isohdpfx.bin as MBR (isohybrid), which chains to isolinux.bin.
+- UEFI, CD:   El Torito entry 2, platform EFI, no emulation: /boot/grub/efi.img.
+- UEFI, USB:  the same efi.img appended after the ISO as MBR partition 2 of
+              type 0xEF (an EFI system partition), so firmware that ignores
+              El Torito on disks finds /EFI/boot/bootx64.efi there. An appended
+              partition does not overlap the ISO 9660 partition, unlike the
+              gpt_basdat layout, which partitioning tools flag as broken.
+The EFI CD and USB paths fail independently (grml #105), so both are tested.
+
+Commands run with the work directory as cwd and relative paths, so the
+recorded command does not depend on where the build directory lives.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import time
+from pathlib import Path
+
+from deblive.build import bootfiles
+from deblive.build.context import BuildContext
+from deblive.build.stages import bootloaders, medium
+from deblive.core.runner import DebliveError, Runner
+from deblive.host import diskspace
+
+ISOLINUX_BIN = "/isolinux/isolinux.bin"
+BOOT_CATALOG = "/isolinux/boot.cat"
+BOOT_CATALOG_EFI_ONLY = "/boot/boot.cat"  # no /isolinux without BIOS boot
+MKISOFS_RECORD = ".disk/mkisofs"
+
+
+class IsoError(DebliveError):
+    """The ISO could not be made or lacks a boot path."""
+
+
+def volume_uuid(epoch: int) -> str:
+    """xorriso's -volume_date uuid: YYYYMMDDhhmmsscc in UTC (grub's --fs-uuid form)."""
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(epoch)) + "00"
+
+
+def xorriso_command(
+    medium_dir: Path,
+    output: Path,
+    *,
+    volume_id: str,
+    epoch: int,
+    efi_image: Path,
+    isohdpfx: Path | None,
+) -> list[str]:
+    """The xorriso command line for the hybrid ISO of medium_dir.
+
+    efi_image is the FAT image inside medium_dir (its ISO path is derived);
+    isohdpfx None means no BIOS boot (arm64): no ISOLINUX entry, no MBR code.
+    """
+    efi_iso_path = "/" + efi_image.relative_to(medium_dir).as_posix()
+    argv = [
+        "xorriso",
+        "-outdev", f"stdio:{output}",
+        "-volid", volume_id,
+        "-joliet", "on",
+        "-rockridge", "on",
+        # No "-hardlinks on": it records disk device/inode numbers (AAIP "isofs.di"),
+        # which differ per build; libisofs stores the data of hard-linked
+        # /live/vmlinuz and vmlinuz-<kver> once anyway.
+        # Level 3 lets a squashfs exceed 4 GiB; Joliet long names for Windows readers.
+        "-compliance", "iso_9660_level=3:joliet_long_names",
+        "-map", str(medium_dir), "/",
+        "-chown_r", "0", "/", "--",
+        "-chgrp_r", "0", "/", "--",
+    ]
+    if isohdpfx is not None:
+        argv += [
+            "-boot_image", "isolinux", f"bin_path={ISOLINUX_BIN}",
+            "-boot_image", "isolinux", f"cat_path={BOOT_CATALOG}",
+            "-boot_image", "isolinux", "load_size=2048",
+            "-boot_image", "isolinux", "boot_info_table=on",
+            "-boot_image", "isolinux", f"system_area={isohdpfx}",
+            "-boot_image", "isolinux", "partition_table=on",
+            "-boot_image", "any", "next",
+        ]
+    else:
+        argv += ["-boot_image", "any", f"cat_path={BOOT_CATALOG_EFI_ONLY}"]
+    argv += [
+        "-boot_image", "any", f"efi_path={efi_iso_path}",
+        "-boot_image", "any", "platform_id=0xef",
+        "-boot_image", "any", "emul_type=no_emulation",
+        "-append_partition", "2", "0xef", str(efi_image),
+        # Reproducibility: fixed superblock dates, file dates and ids.
+        "-iso_nowtime", f"={epoch}",
+        "-volume_date", "uuid", volume_uuid(epoch),
+        "-volume_date", "all_file_dates", f"={epoch}",
+        "-boot_image", "any", "gpt_disk_guid=volume_date_uuid",
+        "-commit",
+    ]
+    return argv
+
+
+def write_record(medium_dir: Path, argv: list[str]) -> None:
+    """/.disk/mkisofs: the exact command that made the ISO, as debian-cd records it."""
+    record = medium_dir / MKISOFS_RECORD
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(shlex.join(argv) + "\n", encoding="utf-8")
+
+
+def boot_report(runner: Runner, iso: Path) -> str:
+    """xorriso's own view of the El Torito catalog and the system area (for the log)."""
+    return runner.output(
+        [
+            "xorriso", "-indev", iso,
+            "-report_el_torito", "plain",
+            "-report_system_area", "plain",
+        ],
+        what="reading back the ISO's boot records",
+    )
+
+
+def check_boot_report(report: str, bios: bool) -> None:
+    """Fail loudly if a boot path is missing from what xorriso reads back."""
+    lines = report.splitlines()
+    needed = [("El Torito boot img", "UEFI"), ("MBR partition", "0xef")]
+    if bios:
+        needed.append(("El Torito boot img", "BIOS"))
+        needed.append(("System area summary", "MBR"))
+    for prefix, word in needed:
+        if not any(line.startswith(prefix) and word in line for line in lines):
+            raise IsoError(
+                f"the ISO lacks a boot record: no {prefix!r} line with {word!r} "
+                "in xorriso's report:\n" + report
+            )
+
+
+def _relative(path: Path, base: Path) -> Path:
+    """path relative to base when inside it (for a location-independent record)."""
+    try:
+        return path.relative_to(base)
+    except ValueError:
+        return path
+
+
+def _move_into_place(src: Path, dest: Path) -> None:
+    """Rename src to dest; across filesystems copy to dest's directory first, then rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)
+    except OSError:
+        partial = dest.with_name(dest.name + ".partial")
+        shutil.copyfile(src, partial)
+        os.replace(partial, dest)
+        src.unlink()
+
+
+def make_iso(ctx: BuildContext, output: Path) -> None:
+    """Write the ISO of WorkTree.medium to output (whole or not at all)."""
+    work = ctx.work.root
+    med = ctx.work.medium
+    files = bootfiles.locate(ctx.work.bootfiles, ctx.config.architecture)
+    partial = ctx.work.output / (output.name + ".partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.unlink(missing_ok=True)
+    isohdpfx = files.bios.isohdpfx_bin if files.bios else None
+    argv = xorriso_command(
+        _relative(med, work),
+        _relative(partial, work),
+        volume_id=ctx.config.iso_volume_id,
+        epoch=ctx.source_date_epoch,
+        efi_image=_relative(med / bootloaders.EFI_IMAGE, work),
+        isohdpfx=_relative(isohdpfx, work) if isohdpfx else None,
+    )
+    write_record(med, argv)
+    medium.write_checksums(med)
+    try:
+        ctx.runner.run(
+            argv,
+            cwd=work,
+            env={"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)},
+            what="xorriso",
+        )
+        report = boot_report(ctx.runner, partial)
+        ctx.log.debug(report)
+        check_boot_report(report, bios=files.bios is not None)
+        _move_into_place(partial, output)
+    except BaseException as exc:
+        # Whatever stopped it, a half-written ISO never stays behind: not under
+        # its name (the move is atomic) and not as .partial, taking the space.
+        partial.unlink(missing_ok=True)
+        output.with_name(output.name + ".partial").unlink(missing_ok=True)
+        if diskspace.is_disk_full(exc):
+            raise diskspace.DiskFullError(
+                f"disk full: xorriso ran out of space writing {partial} "
+                f"({diskspace.free_bytes(partial.parent) / 2**20:.0f} MiB free now on "
+                f"{diskspace.existing_ancestor(partial.parent)}); the partial ISO was removed; "
+                f"the root filesystem and the squashfs are kept in {work}\n"
+                f"{diskspace.root_error(exc)}"
+            ) from None
+        raise
+    size = output.stat().st_size
+    ctx.facts["iso_bytes"] = size
+    ctx.log.info(f"ISO written: {output} ({size / 2**20:.0f} MiB)")
+
+
+def run(ctx: BuildContext, squashfs: Path) -> Path:
+    """Medium tree, boot loaders and ISO, each its own logged stage; returns the ISO.
+
+    The ISO goes to WorkTree.output/<image_basename>.iso beside the squashfs and
+    filesystem.packages (written by the packages stage), from where the build
+    moves its results to the output directory.
+    """
+    packages_list = ctx.work.output / "filesystem.packages"
+    output = ctx.work.output / f"{ctx.image_basename}.iso"
+    with ctx.log.stage("medium"):
+        medium.lay_out_medium(ctx, squashfs, packages_list)
+    with ctx.log.stage("bootloaders"):
+        bootloaders.install_bootloaders(ctx)
+    with ctx.log.stage("iso"):
+        make_iso(ctx, output)
+    return output

@@ -1,0 +1,201 @@
+"""Step 8: squash the root filesystem in its own step, and never trust the result.
+
+mksquashfs can fail without saying so and leave a few KiB of junk (seed point
+19). So the tree is squashed into a temporary file, then checked: exit status,
+size against the tree's, `unsquashfs -s` readable, and the inode count equal
+to the tree's. Only then does it get its real name. On failure the tree stays
+for debugging and the broken file is kept under a name that is not a result,
+except when the disk filled up: then the partial file is deleted (it holds
+nothing worth reading and the space it takes is what the user needs back).
+Free space is checked against an estimate before mksquashfs starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from deblive.build.context import BuildContext
+from deblive.core.runner import DebliveError, Runner
+from deblive.host import diskspace
+from deblive.model.config import ImageConfig
+
+MIN_SQUASHFS_BYTES = 1024 * 1024
+# No compressor gets a Debian tree below this fraction of its size; smaller
+# means mksquashfs stopped early (full disk, crash) without telling us.
+MIN_RATIO = 0.08
+
+
+class SquashfsError(DebliveError):
+    """The squashfs is not a faithful copy of the tree."""
+
+
+@dataclass
+class TreeStats:
+    bytes: int
+    inodes: int
+
+
+def tree_stats(root: Path) -> TreeStats:
+    """Apparent size and distinct inodes of a tree (hard links counted once)."""
+    seen: set[int] = set()
+    total = 0
+    root_st = os.lstat(root)
+    seen.add(root_st.st_ino)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if st.st_dev != root_st.st_dev or st.st_ino in seen:
+                continue
+            seen.add(st.st_ino)
+            total += st.st_size
+    return TreeStats(total, len(seen))
+
+
+def mksquashfs_argv(config: ImageConfig, rootfs: Path, output: Path) -> list[str]:
+    squash = config.squashfs
+    argv = [
+        "mksquashfs", str(rootfs), str(output),
+        "-noappend", "-no-progress",
+        "-comp", squash.compression,
+        "-b", squash.block_size,
+        "-wildcards",
+        # The chroot's mount points are empty at this point; keep them empty.
+        "-e", "proc/*", "sys/*", "dev/*", "run/*",
+    ]
+    if squash.level is not None and squash.compression in ("zstd", "gzip"):
+        argv += ["-Xcompression-level", str(squash.level)]
+    return argv
+
+
+def parse_inode_count(superblock: str) -> int:
+    match = re.search(r"Number of inodes (\d+)", superblock)
+    if not match:
+        raise SquashfsError("unsquashfs -s did not report an inode count:\n" + superblock[-500:])
+    return int(match.group(1))
+
+
+def excluded_inodes(rootfs: Path) -> int:
+    """Inodes below the excluded mount points (normally none: they are unmounted)."""
+    count = 0
+    for rel in ("proc", "sys", "dev", "run"):
+        path = rootfs / rel
+        if path.is_dir() and not path.is_symlink():
+            count += tree_stats(path).inodes - 1
+    return count
+
+
+def verify(runner: Runner, image: Path, stats: TreeStats, expected_inodes: int) -> int:
+    size = image.stat().st_size
+    if size < MIN_SQUASHFS_BYTES or size < stats.bytes * MIN_RATIO:
+        raise SquashfsError(
+            f"squashfs {image} is {size} bytes for a tree of {stats.bytes} bytes: "
+            "implausibly small, mksquashfs must have failed (full disk?)"
+        )
+    superblock = runner.output(["unsquashfs", "-s", str(image)], what="reading the squashfs")
+    inodes = parse_inode_count(superblock)
+    if inodes != expected_inodes:
+        raise SquashfsError(
+            f"squashfs {image} holds {inodes} inodes, the tree has {expected_inodes}"
+        )
+    return inodes
+
+
+class _Progress:
+    """Shows the growing output file while mksquashfs works (it has no quiet progress)."""
+
+    def __init__(self, ctx: BuildContext, path: Path, tree_bytes: int) -> None:
+        self.ctx, self.path, self.tree_bytes = ctx, path, tree_bytes
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(5):
+            try:
+                size = self.path.stat().st_size
+            except OSError:
+                continue
+            self.ctx.log.output(
+                f"squashfs written so far: {size / 2**20:.0f} MiB "
+                f"(tree {self.tree_bytes / 2**20:.0f} MiB)"
+            )
+
+
+def check_space(ctx: BuildContext) -> TreeStats:
+    """Measure the tree and refuse to start if its squashfs cannot fit (DiskSpaceError).
+
+    Run before the squash stage starts, so the stage itself only writes.
+    """
+    stats = tree_stats(ctx.rootfs)
+    needed = diskspace.estimate_squashfs(stats.bytes, ctx.config.squashfs.compression)
+    ctx.work.output.mkdir(parents=True, exist_ok=True)
+    ctx.log.info(diskspace.require(ctx.work.output, needed, "the squashfs", stage="squash"))
+    return stats
+
+
+def run(ctx: BuildContext, stats: TreeStats | None = None) -> Path:
+    rootfs = ctx.rootfs
+    out_dir = ctx.work.output
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / "filesystem.squashfs"
+    partial = out_dir / "filesystem.squashfs.partial"
+    broken = out_dir / "filesystem.squashfs.broken"
+    for stale in (final, partial, broken):
+        stale.unlink(missing_ok=True)
+    if stats is None:
+        stats = tree_stats(rootfs)
+    expected = stats.inodes - excluded_inodes(rootfs)
+    ctx.log.info(
+        f"squashing {stats.bytes / 2**20:.0f} MiB in {stats.inodes} inodes with "
+        f"{ctx.config.squashfs.compression}"
+    )
+    env = {"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)}
+    try:
+        with _Progress(ctx, partial, stats.bytes):
+            ctx.runner.run(
+                mksquashfs_argv(ctx.config, rootfs, partial), env=env, what="mksquashfs"
+            )
+        inodes = verify(ctx.runner, partial, stats, expected)
+    except BaseException as exc:
+        if diskspace.is_disk_full(exc):
+            partial.unlink(missing_ok=True)
+            raise diskspace.DiskFullError(
+                f"disk full: mksquashfs ran out of space writing {partial} "
+                f"({diskspace.free_bytes(out_dir) / 2**20:.0f} MiB free now on "
+                f"{diskspace.existing_ancestor(out_dir)}); the partial squashfs was removed; "
+                f"the root filesystem is kept at {rootfs}\n{diskspace.root_error(exc)}"
+            ) from None
+        if not isinstance(exc, DebliveError):
+            # Interrupted or crashed: a partial squashfs is of no use to anyone.
+            partial.unlink(missing_ok=True)
+            raise
+        if partial.exists():
+            os.replace(partial, broken)
+        raise SquashfsError(
+            f"{exc}\nthe root filesystem is kept at {rootfs}"
+            + (f"; the broken squashfs at {broken}" if broken.exists() else "")
+        ) from None
+    os.replace(partial, final)
+    size = final.stat().st_size
+    ctx.facts["squashfs"] = {
+        "bytes": size,
+        "tree_bytes": stats.bytes,
+        "inodes": inodes,
+        "compression": ctx.config.squashfs.compression,
+    }
+    ctx.log.info(
+        f"squashfs verified: {size / 2**20:.0f} MiB, {inodes} inodes, "
+        f"ratio {size / max(stats.bytes, 1):.2f}"
+    )
+    return final

@@ -1,0 +1,282 @@
+"""The one place that runs external programs.
+
+Each command line is logged, its output (stdout and stderr merged) is streamed
+line by line into the build log, and a failure raises CommandError carrying
+the command, its exit status or signal, the last lines of its output and the
+path of the full log: vmdebootstrap captured everything and printed it at the
+end, which hid 30-minute apt runs and lost the output on a crash.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from deblive.core.log import BuildLog
+
+TAIL_LINES = 25
+NOTABLE_LINES = 20
+# Lines worth quoting even when they scrolled out of the tail: apt's and
+# dpkg's errors (a failed fetch names the mirror and URL), and a full disk.
+NOTABLE_PREFIXES = ("E: ", "W: ", "Err:", "dpkg: error", "FATAL ERROR")
+NOTABLE_WORDS = ("No space left on device", "Hash Sum mismatch", "NO_PUBKEY", "BADSIG")
+
+
+def is_notable(line: str) -> bool:
+    """Does this output line explain a failure (apt error, full disk, bad signature)?"""
+    stripped = line.strip()
+    return stripped.startswith(NOTABLE_PREFIXES) or any(w in stripped for w in NOTABLE_WORDS)
+
+
+class DebliveError(Exception):
+    """An error with a message fit for the user; exit_code says how the CLI ends."""
+
+    exit_code = 1
+
+
+class CommandError(DebliveError):
+    """An external command failed."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int,
+        tail: Sequence[str],
+        log_path: Path | None,
+        what: str | None = None,
+        notable: Sequence[str] = (),
+    ) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.tail = list(tail)
+        self.log_path = log_path
+        self.what = what
+        # Error lines from anywhere in the output (the tail may have lost them).
+        self.notable = list(notable)
+        super().__init__(self.describe())
+
+    @property
+    def status_text(self) -> str:
+        if self.returncode < 0:
+            try:
+                name = signal.Signals(-self.returncode).name
+            except ValueError:
+                name = str(-self.returncode)
+            return f"killed by signal {name}"
+        if self.returncode == 127:
+            return "exit status 127 (command not found)"
+        return f"exit status {self.returncode}"
+
+    def describe(self) -> str:
+        head = f"{self.what}: " if self.what else ""
+        lines = [f"{head}command failed with {self.status_text}: {shlex.join(self.argv)}"]
+        earlier = [line for line in self.notable if line not in self.tail]
+        if earlier:
+            lines.append("error lines earlier in its output:")
+            lines.extend(f"  {line}" for line in earlier)
+        if self.tail:
+            lines.append(f"last {len(self.tail)} lines of its output:")
+            lines.extend(f"  {line}" for line in self.tail)
+        if self.log_path is not None:
+            lines.append(f"full log: {self.log_path}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    returncode: int
+    output: str
+
+
+class Runner:
+    """Runs commands, logs them, and remembers live children so a signal can end them."""
+
+    def __init__(self, log: BuildLog) -> None:
+        self.log = log
+        self._children: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+        # Set when the build log could not be written (full disk): the command
+        # goes on and its own error, not the log's, is what gets reported.
+        self._log_error: OSError | ValueError | None = None
+
+    @property
+    def log_error(self) -> OSError | ValueError | None:
+        """The first failure to write the build log or a tee file (full disk), if any."""
+        return self._log_error or self.log.write_error
+
+    def _log(self, method: str, line: str) -> None:
+        try:
+            getattr(self.log, method)(line)
+        except OSError as exc:
+            if self._log_error is None:
+                self._log_error = exc
+
+    def run(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        check: bool = True,
+        capture: bool = False,
+        input_text: str | None = None,
+        what: str | None = None,
+        quiet: bool = False,
+        inherit_env: bool = True,
+        tee: Path | None = None,
+    ) -> Result:
+        """Run argv, streaming its output into the log.
+
+        env is added to the current environment, or with inherit_env=False is the
+        whole environment (chroot commands must not see the host's locale or paths).
+        capture keeps the output in the Result (it is still logged unless quiet).
+        tee appends the output to a second file too (apt's own log of the build).
+        """
+        args = [os.fspath(a) for a in argv]
+        self._log("debug", f"$ {shlex.join(args)}")
+        full_env = dict(os.environ) if inherit_env else {}
+        if env:
+            full_env.update(env)
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        notable: collections.deque[str] = collections.deque(maxlen=NOTABLE_LINES)
+        captured: list[str] = []
+        try:
+            # Its own process group: a Ctrl-C on the terminal reaches deblive
+            # only, which then ends the child's whole tree in order, instead of
+            # every process of the build getting SIGINT at once in no order.
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=cwd,
+                process_group=0,
+            )
+        except FileNotFoundError:
+            raise CommandError(
+                args, 127, [f"{args[0]}: command not found"], self.log.path, what
+            ) from None
+        with self._lock:
+            self._children.add(proc)
+        tee_file = tee.open("a", encoding="utf-8") if tee is not None else None
+        try:
+            if input_text is not None:
+                assert proc.stdin is not None
+                feeder = threading.Thread(
+                    target=_feed, args=(proc.stdin, input_text.encode()), daemon=True
+                )
+                feeder.start()
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                # apt and friends redraw lines with \r; keep the last state only.
+                line = line.rsplit("\r", 1)[-1]
+                tail.append(line)
+                if is_notable(line):
+                    notable.append(line)
+                if capture:
+                    captured.append(line)
+                if not quiet:
+                    self._log("output", line)
+                if tee_file is not None:
+                    try:
+                        tee_file.write(line + "\n")
+                    except OSError as exc:
+                        self._log_error = self._log_error or exc
+            returncode = proc.wait()
+        except BaseException:
+            # Interrupted (a signal) or a crash while the command runs: end the
+            # command's whole process tree before anything is torn down, so no
+            # apt or mksquashfs outlives the build or holds its mounts.
+            _end_tree(proc)
+            raise
+        finally:
+            if tee_file is not None:
+                tee_file.close()
+            with self._lock:
+                self._children.discard(proc)
+        self._log("debug", f"exit status {returncode}: {args[0]}")
+        if check and returncode != 0:
+            raise CommandError(args, returncode, list(tail), self.log.path, what, list(notable))
+        return Result(args, returncode, "\n".join(captured) + ("\n" if captured else ""))
+
+    def output(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> str:
+        """Run argv and return its output (logged quietly)."""
+        result = self.run(argv, capture=True, quiet=True, **kwargs)  # type: ignore[arg-type]
+        return result.output
+
+    def terminate_children(self, grace: float = 5.0) -> None:
+        """End every running child: SIGTERM, then SIGKILL after grace seconds."""
+        with self._lock:
+            children = list(self._children)
+        for proc in children:
+            _end_tree(proc, grace)
+
+    def running(self) -> list[int]:
+        """PIDs of the commands running now (for tests and diagnostics)."""
+        with self._lock:
+            return [proc.pid for proc in self._children]
+
+
+def _end_tree(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM to a command, its process group and all descendants; SIGKILL after grace."""
+    if proc.poll() is not None and not _descendants(proc.pid):
+        return
+    _signal_tree(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    # Whatever is left of the tree (a dpkg under apt, a daemon the hook started
+    # in the same group) gets SIGKILL.
+    _signal_tree(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+
+
+def _feed(stream: object, data: bytes) -> None:
+    try:
+        stream.write(data)  # type: ignore[attr-defined]
+        stream.close()  # type: ignore[attr-defined]
+    except BrokenPipeError:
+        pass
+
+
+def _descendants(pid: int) -> list[int]:
+    """All descendants of pid, from /proc (children files need CONFIG_PROC_CHILDREN)."""
+    parents: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents[ppid].append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        for child in parents.get(current, []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _signal_tree(pid: int, sig: signal.Signals) -> None:
+    """Signal pid, everything below it, and its process group (children are leaders)."""
+    for target in [*_descendants(pid), pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)

@@ -1,0 +1,323 @@
+"""Keeping the host safe: a private mount namespace, chroot mounts, safe deletion.
+
+Interrupted builds elsewhere have left /dev bind-mounted inside a chroot, and a
+later `rm -rf` went through it into the host's device nodes. deblive rules that
+out three ways:
+
+* every build runs in its own mount namespace with private propagation, so all
+  its mounts vanish when the process ends, however it ends (even SIGKILL);
+* the chroot never sees the host's /dev, /proc or /sys trees: it gets fresh
+  proc and sysfs instances, a tmpfs /dev with its own device nodes and a new
+  devpts instance; nothing is bind-mounted from the host but files deblive owns;
+* deletion refuses a tree with anything mounted below it and never crosses a
+  file system boundary.
+
+The namespace lives as long as any process in it, so a child that outlived a
+SIGKILLed deblive (an apt, a hook's daemon) would keep the mounts alive. A
+reaper process, forked when the namespace is made, waits for deblive's end
+and then kills whatever is left in the namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from deblive.core.runner import DebliveError, Runner
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+class SandboxError(DebliveError):
+    """The host could not be protected, or a tree is not safe to delete."""
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise SandboxError(f"{what}: {os.strerror(err)}")
+
+
+def mount(
+    source: str, target: Path, fstype: str | None = None, flags: int = 0, data: str | None = None
+) -> None:
+    ret = _libc.mount(
+        source.encode(),
+        os.fsencode(target),
+        fstype.encode() if fstype else None,
+        ctypes.c_ulong(flags),
+        data.encode() if data else None,
+    )
+    _check(ret, f"mount {source} on {target}")
+
+
+def umount(target: Path, lazy: bool = False) -> None:
+    ret = _libc.umount2(os.fsencode(target), MNT_DETACH if lazy else 0)
+    _check(ret, f"umount {target}")
+
+
+def in_private_namespace() -> bool:
+    return os.environ.get("DEBLIVE_MOUNT_NS") == str(os.getpid())
+
+
+def enter_private_mount_namespace() -> None:
+    """Move this process into a new mount namespace where nothing propagates back.
+
+    Must run before any thread starts (unshare(CLONE_NEWNS) refuses otherwise).
+    After it, the host never sees a mount this build makes, and the kernel tears
+    them all down when the last process of the namespace exits.
+    """
+    if in_private_namespace():
+        return
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS) (deblive must run as root)")
+    # Make every mount private, so nothing we mount propagates to the host.
+    mount("none", Path("/"), None, MS_REC | MS_PRIVATE)
+    os.environ["DEBLIVE_MOUNT_NS"] = str(os.getpid())
+    start_reaper()
+
+
+# The write end of the reaper's pipe: held (never written) until deblive ends.
+_reaper_pipe: list[int] = []
+
+
+def start_reaper() -> int:
+    """Fork the reaper: when this process ends, however, it kills what is left in the namespace.
+
+    It learns of the end from EOF on a pipe whose only writer is this process
+    (the write end is close-on-exec, so no child holds it). Must run before any
+    thread starts, like the unshare before it. Returns the reaper's PID.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        try:
+            _reaper_main(read_fd, write_fd)
+        finally:
+            os._exit(0)
+    os.close(read_fd)
+    _reaper_pipe.append(write_fd)
+    return pid
+
+
+def _reaper_main(read_fd: int, write_fd: int) -> None:  # pragma: no cover - runs forked
+    os.close(write_fd)
+    # Out of the terminal's process group and deaf to the build's signals: it
+    # must outlive deblive by a moment, whatever deblive was sent.
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    # No inherited descriptor (a test's pipe, the work-dir lock) may be kept open.
+    os.closerange(3, read_fd)
+    os.closerange(read_fd + 1, 65536)
+    while True:
+        try:
+            if not os.read(read_fd, 1):
+                break
+        except InterruptedError:
+            continue
+    kill_namespace_members()
+
+
+def namespace_members(ns: str | None = None) -> list[int]:
+    """PIDs of the processes in mount namespace ns (default: this process's), self excluded."""
+    own = ns or os.readlink("/proc/self/ns/mnt")
+    me = os.getpid()
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/mnt") == own:
+                members.append(int(entry))
+        except OSError:
+            continue
+    return members
+
+
+def kill_namespace_members(rounds: int = 50) -> None:
+    """SIGKILL everything else in this mount namespace until nothing is left."""
+    for _ in range(rounds):
+        members = namespace_members()
+        if not members:
+            return
+        for pid in members:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def _unescape(field: str) -> str:
+    """/proc/self/mounts escapes space, tab, newline and backslash as octal."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) + 1 and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mounts_under(path: Path, mounts_file: Path = Path("/proc/self/mounts")) -> list[Path]:
+    """Mount points at or below path, deepest first."""
+    base = os.path.realpath(path)
+    found = []
+    for line in mounts_file.read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        target = _unescape(fields[1])
+        if target == base or target.startswith(base.rstrip("/") + "/"):
+            found.append(Path(target))
+    return sorted(set(found), key=lambda p: (len(p.parts), str(p)), reverse=True)
+
+
+def unmount_all_under(path: Path) -> None:
+    """Unmount everything below path, deepest first; lazily as a last resort."""
+    for _ in range(5):
+        targets = mounts_under(path)
+        if not targets:
+            return
+        for target in targets:
+            try:
+                umount(target)
+            except SandboxError:
+                with suppress(SandboxError):
+                    umount(target, lazy=True)
+    left = mounts_under(path)
+    if left:
+        raise SandboxError(f"cannot unmount: {', '.join(map(str, left))}")
+
+
+def safe_rmtree(path: Path, runner: Runner | None = None) -> None:
+    """Delete a work tree, refusing if anything is mounted below it.
+
+    Deletion never crosses into another file system (rm --one-file-system), so
+    even a mount that appeared after the check is left alone, not emptied.
+    """
+    if not path.exists() and not path.is_symlink():
+        return
+    resolved = Path(os.path.realpath(path))
+    if resolved == Path("/") or len(resolved.parts) < 3:
+        raise SandboxError(f"refusing to delete {resolved}: too close to /")
+    mounted = mounts_under(resolved)
+    if mounted:
+        raise SandboxError(
+            f"refusing to delete {resolved}: still mounted below it: "
+            + ", ".join(map(str, mounted))
+        )
+    argv = ["rm", "-rf", "--one-file-system", "--", str(resolved)]
+    if runner is not None:
+        runner.run(argv, what=f"deleting {resolved}")
+    else:
+        import subprocess
+
+        subprocess.run(argv, check=True)
+
+
+# -- the chroot's own mounts --------------------------------------------------
+
+DEVICE_NODES = {
+    # name: (major, minor, mode)
+    "null": (1, 3, 0o666),
+    "zero": (1, 5, 0o666),
+    "full": (1, 7, 0o666),
+    "random": (1, 8, 0o666),
+    "urandom": (1, 9, 0o666),
+    "tty": (5, 0, 0o666),
+}
+
+
+def _make_dev(dev: Path) -> None:
+    """A minimal /dev in the chroot's own tmpfs: the host's /dev is never involved."""
+    for name, (major, minor, mode) in DEVICE_NODES.items():
+        node = dev / name
+        os.mknod(node, stat.S_IFCHR | mode, os.makedev(major, minor))
+        os.chmod(node, mode)
+    for name, target in {
+        "fd": "/proc/self/fd",
+        "stdin": "/proc/self/fd/0",
+        "stdout": "/proc/self/fd/1",
+        "stderr": "/proc/self/fd/2",
+        "ptmx": "pts/ptmx",
+    }.items():
+        os.symlink(target, dev / name)
+    (dev / "pts").mkdir()
+    (dev / "shm").mkdir()
+
+
+@contextmanager
+def chroot_mounts(root: Path) -> Iterator[None]:
+    """proc, sys, dev, dev/pts, dev/shm and run for a chroot; unmounted deepest first."""
+    if not in_private_namespace():
+        raise SandboxError("chroot mounts need the build's private mount namespace")
+    leftovers = mounts_under(root)
+    if leftovers:
+        raise SandboxError(f"{root} already has mounts: {', '.join(map(str, leftovers))}")
+    plan: list[tuple[str, str, str, int, str | None]] = [
+        ("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
+        ("sysfs", "sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, None),
+        ("deblive-dev", "dev", "tmpfs", MS_NOSUID, "mode=0755,size=16M"),
+        ("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+         "newinstance,ptmxmode=0666,mode=620"),
+        ("shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
+        ("deblive-run", "run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64M"),
+    ]
+    try:
+        for source, rel, fstype, flags, data in plan:
+            target = root / rel
+            target.mkdir(parents=True, exist_ok=True)
+            mount(source, target, fstype, flags, data)
+            if rel == "dev":
+                _make_dev(target)
+        (root / "run" / "lock").mkdir(mode=0o1777, exist_ok=True)
+        yield
+    finally:
+        unmount_all_under_children(root)
+
+
+def unmount_all_under_children(root: Path) -> None:
+    """Unmount everything below root (not root itself, which is not a mount)."""
+    for target in mounts_under(root):
+        if target == Path(os.path.realpath(root)):
+            continue
+        try:
+            umount(target)
+        except SandboxError:
+            umount(target, lazy=True)
+
+
+@contextmanager
+def bind_mount(source: Path, target: Path) -> Iterator[None]:
+    """Bind a directory deblive owns (the package cache) into the chroot."""
+    target.mkdir(parents=True, exist_ok=True)
+    mount(str(source), target, None, MS_BIND)
+    try:
+        yield
+    finally:
+        try:
+            umount(target)
+        except SandboxError:
+            umount(target, lazy=True)
