@@ -29,6 +29,7 @@ test-extended: setup
 lint: setup
 	.venv/bin/ruff check src tests bench
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 bench: setup
 	.venv/bin/python bench/build_vs_live_build.py

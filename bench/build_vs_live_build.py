@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from deblive import hostapt  # noqa: E402
+from deblive.host import hostapt  # noqa: E402
 from deblive.model.config import default_security_mirror  # noqa: E402
 
 # What both tools install beyond their base: the same package set.

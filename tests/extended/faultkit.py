@@ -405,8 +405,22 @@ BAD_CONFIGS = [
     BadConfig("suite-override", "name: x\n", "suite", args=("--suite", "narnia")),
     BadConfig("not-a-mapping", "- name\n- x\n", "mapping"),
     BadConfig("not-yaml", "name: [x\n", "not valid YAML"),
-    BadConfig("splash-missing", "name: x\nboot: {splash: missing.png}\n", "boot.splash",
-              validate=False),
+    BadConfig("splash-missing", "name: x\nboot: {splash: missing.png}\n", "boot.splash"),
+    # Config text that would inject into a menu, a shell file or /etc/passwd.
+    BadConfig("title-newline", 'name: x\nboot: {title: "Live\\nmenuentry x {"}\n', "boot.title"),
+    BadConfig("fullname-colon", "name: x\nuser: {fullname: 'a:0:0'}\n", "user.fullname"),
+    BadConfig("password-newline", 'name: x\nuser: {password: "pw\\nroot:x"}\n',
+              "user.password"),
+    BadConfig("shell-relative", "name: x\nuser: {shell: bash}\n", "user.shell"),
+    BadConfig("sudo-none-group", "name: x\nuser: {sudo: none, groups: [sudo]}\n", "user"),
+    BadConfig("locale-newline", 'name: x\nlocale: "en_US.UTF-8\\n"\n', "locale"),
+    BadConfig("mirror-field", 'name: x\nmirror: "http://m/debian\\nSuites: x"\n', "mirror"),
+    BadConfig("splash-confined", "name: x\nconfine_paths: true\nboot: {splash: s.png}\n",
+              "boot.splash", files={"../outside.png": ("x", 0o644)},
+              symlinks={"s.png": "../outside.png"}),
+    BadConfig("preseed-confined", "name: x\nconfine_paths: true\n"
+              "installer: {preseed: ../p.cfg}\n", "installer.preseed",
+              files={"../p.cfg": ("", 0o644)}),
 ]
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from deblive.boottest.medium import read_entries
+from deblive.boottest.modes import BootMode
 from deblive.boottest.run import TestOptions, run_tests
 from deblive.core.log import BuildLog
-from deblive.vm import qemu
+from deblive.model.arch import Arch
 from tests.extended.test_flavours_extended import artifacts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,9 +44,10 @@ def arm64_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_arm64_iso_is_detected_and_boots_uefi_cd(
     arm64_iso: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    assert qemu.iso_architecture(arm64_iso) == "arm64"
+    entries = read_entries(arm64_iso)
+    assert entries is not None and entries.architecture is Arch.ARM64
     out = artifacts(tmp_path_factory, "arm64-boot")
-    results = run_tests(arm64_iso, ["uefi-cd"], TestOptions(output=out), BuildLog())
+    results = run_tests(arm64_iso, [BootMode.UEFI_CD], TestOptions(output=out), BuildLog())
     [result] = results
     assert result.result == "pass", f"{result.mode}: {result.failures}"
     assert result.accel == "tcg"

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deblive.boottest.modes import BootMode
 from deblive.boottest.run import TestOptions, run_tests
 from deblive.core.log import BuildLog
-from deblive.model.config import default_config_text
+from deblive.host.configfile import default_config_text
 from tests.integration.conftest import ARTIFACTS, Build, build
 
 pytestmark = pytest.mark.extended
@@ -65,5 +66,5 @@ def test_vm_build_reads_its_config_at_the_hosts_path(vm_build: Build) -> None:
 
 
 def test_vm_built_image_boots(vm_build: Build, tmp_path: Path) -> None:
-    results = run_tests(vm_build.iso, ["uefi-usb"], TestOptions(output=tmp_path), BuildLog())
+    results = run_tests(vm_build.iso, [BootMode.UEFI_USB], TestOptions(output=tmp_path), BuildLog())
     assert results[0].result == "pass", results[0].failures

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deblive.boottest.modes import BootMode
 from deblive.boottest.run import TestOptions, run_tests
 from deblive.core.log import BuildLog
 from tests.support import desktop as sessiontest
@@ -63,7 +64,7 @@ def test_standard_flavour_boots_bios_and_uefi(
     standard_iso: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     out = artifacts(tmp_path_factory, "standard-boot")
-    results = run_tests(standard_iso, ["bios-cd", "uefi-usb"],
+    results = run_tests(standard_iso, [BootMode.BIOS_CD, BootMode.UEFI_USB],
                         TestOptions(output=out, screenshot=True), BuildLog())
     for result in results:
         assert result.result == "pass", f"{result.mode}: {result.failures}"

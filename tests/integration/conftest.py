@@ -90,7 +90,7 @@ def default_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     base = tmp_path_factory.mktemp("default")
     config = base / "default.yaml"
     # The embedded default, written out so the test runs the same code path.
-    from deblive.model.config import default_config_text
+    from deblive.host.configfile import default_config_text
 
     config.write_text(default_config_text())
     result = build(config, base)

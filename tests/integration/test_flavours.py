@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deblive.boottest.modes import BootMode
 from deblive.boottest.run import ModeResult, TestOptions, run_tests
 from deblive.core.log import BuildLog
 from tests.support import installer as installtest
@@ -136,7 +137,8 @@ def test_image_has_metapackage_and_language_locales(
 
 
 def test_standard_flavour_boots(standard_iso: Path, tmp_path: Path) -> None:
-    results = run_tests(standard_iso, ["uefi-cd"], TestOptions(output=tmp_path), BuildLog())
+    results = run_tests(standard_iso, [BootMode.UEFI_CD], TestOptions(output=tmp_path),
+                        BuildLog())
     result: ModeResult = results[0]
     assert result.result == "pass", "\n".join(result.failures)
 

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from deblive.boottest.run import MODES, ModeResult, TestOptions, run_tests
+from deblive.boottest.medium import read_entries
+from deblive.boottest.modes import BootMode
+from deblive.boottest.run import ModeResult, TestOptions, run_tests
+from deblive.build import menus
 from deblive.core.log import BuildLog
 
 from .conftest import ARTIFACTS, Build, extract_iso, run_deblive
@@ -106,11 +109,22 @@ def boot_results(iso: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         shutil.rmtree(out)
     options = TestOptions(output=out, jobs=2, screenshot=True)
     log = BuildLog()
-    results = run_tests(iso, list(MODES), options, log)
+    results = run_tests(iso, list(BootMode), options, log)
     return {r.mode: r for r in results}
 
 
-@pytest.mark.parametrize("mode", MODES)
+def test_boot_entries_describe_the_menus_on_the_medium(iso: Path, medium: Path) -> None:
+    entries = read_entries(iso)
+    assert entries is not None and entries.menu is not None
+    assert (str(entries.architecture), entries.user, entries.sudo) == ("amd64", "user",
+                                                                       "nopasswd")
+    # The very menu both loaders were written from.
+    assert (medium / "boot/grub/grub.cfg").read_text() == menus.render_grub(entries.menu)
+    assert (medium / "isolinux/menu.cfg").read_text() == \
+        menus.render_isolinux(entries.menu)["menu.cfg"]
+
+
+@pytest.mark.parametrize("mode", [str(m) for m in BootMode])
 def test_boots_to_a_working_live_session(boot_results: dict[str, ModeResult], mode: str) -> None:
     result = boot_results[mode]
     assert result.result == "pass", "\n".join(result.failures) + "\n" + result.serial_log

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from deblive.vm import qemu
+from deblive.boottest.run import boot_vm_spec
+from deblive.core.log import BuildLog
+from deblive.core.runner import Runner
+from deblive.model.arch import Arch
+from deblive.vm import screen
+from deblive.vm.accel import AccelDecision
+from deblive.vm.command import Accel
+from deblive.vm.console import clean_serial
+from deblive.vm.errors import QemuError
+from deblive.vm.machine import Machine, vm_workdir
 
 from .conftest import ARTIFACTS, Build
 
@@ -27,13 +36,11 @@ def custom_iso(custom_build: Build) -> Path:
     return custom_build.iso
 
 
-def screendump(vm: qemu.VM, dest: Path) -> tuple[int, int]:
+def screendump(vm: Machine, dest: Path) -> tuple[int, int]:
     """Save the screen as PNG; returns its width and number of colours."""
-    ppm = vm.workdir / "screen.ppm"
-    vm.qmp("screendump", {"filename": str(ppm)})
-    width, height, pixels = qemu.parse_ppm(ppm.read_bytes())
-    dest.write_bytes(qemu.encode_png(width, height, pixels))
-    return width, qemu.count_colours(pixels)
+    width, height, pixels = vm.screendump()
+    dest.write_bytes(screen.encode_png(width, height, pixels))
+    return width, screen.count_colours(pixels)
 
 
 def test_menu_and_console_login_without_serial(custom_iso: Path) -> None:
@@ -41,9 +48,10 @@ def test_menu_and_console_login_without_serial(custom_iso: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    with qemu.vm_workdir() as workdir:
-        spec = qemu.prepare_spec(custom_iso, "uefi", "cd", "tcg", workdir)
-        with qemu.VM(spec=spec, serial_log=out / "serial.log", workdir=workdir) as vm:
+    with vm_workdir() as workdir:
+        spec = boot_vm_spec(custom_iso, "uefi", "cd", AccelDecision(Accel.TCG, "test"),
+                            Arch.AMD64, workdir)
+        with Machine(spec, Runner(BuildLog()), out / "serial.log", workdir) as vm:
             # The grub menu: its 640x480 graphics mode (the firmware's screen is
             # larger), a splash background and menu text, so many colours.
             width, colours = 0, 0
@@ -52,7 +60,7 @@ def test_menu_and_console_login_without_serial(custom_iso: Path) -> None:
                 time.sleep(2)
                 try:
                     width, colours = screendump(vm, out / "menu.png")
-                except qemu.QemuError:
+                except QemuError:
                     continue
             assert width == 640 and colours > 2, "no boot menu on the screen"
             serial = (out / "serial.log").read_text(errors="replace")
@@ -70,9 +78,9 @@ def test_menu_and_console_login_without_serial(custom_iso: Path) -> None:
                 try:
                     vm.expect(MARKER, timeout=20)
                     break
-                except qemu.QemuError:
+                except QemuError:
                     continue
             else:
                 pytest.fail(f"no login on the VGA console; screenshots in {out}")
             screendump(vm, out / "logged-in.png")
-            assert "login:" not in qemu.clean_serial((out / "serial.log").read_text())
+            assert "login:" not in clean_serial((out / "serial.log").read_text())

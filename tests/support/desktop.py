@@ -13,14 +13,19 @@ The PNG is kept as the test's artifact.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deblive.boottest import run as boottest
-from deblive.boottest.run import SerialShell
-from deblive.vm import qemu
-from deblive.vm.qemu import VM, QemuError
+from deblive.boottest.run import boot_vm_spec
+from deblive.boottest.shell import LOGIN_PROMPT, SerialShell, login
+from deblive.core.log import BuildLog
+from deblive.core.runner import Runner
+from deblive.host.hostapt import host_architecture
+from deblive.model.arch import Arch
+from deblive.vm import screen
+from deblive.vm.accel import AccelRequest, AccelSelector
+from deblive.vm.errors import QemuError
+from deblive.vm.machine import Machine, vm_workdir
 
 # Session processes of Debian's desktop tasks (what `pgrep -u user -x NAME` finds).
 SESSION_PROCESSES = (
@@ -53,19 +58,21 @@ def boot_desktop(
     draw_timeout: float = 600.0, memory_mib: int = 3072,
 ) -> SessionResult:
     """Boot iso (BIOS, CD), wait for the desktop session, screenshot it."""
-    selector = qemu.AccelSelector(accel)  # type: ignore[arg-type]
+    runner = Runner(BuildLog())
+    selector = AccelSelector(AccelRequest(accel), runner, host_architecture())
     decision = selector.get()
     out_dir.mkdir(parents=True, exist_ok=True)
     serial_log = out_dir / "serial-desktop.log"
     shot = out_dir / "screen-desktop.png"
-    result = SessionResult(False, decision.accel, None, None, None, None, serial_log=serial_log)
-    with qemu.vm_workdir() as work:
-        spec = qemu.prepare_spec(iso, "bios", "cd", decision.accel, work,
-                                 memory_mib=memory_mib, smp=2, name="deblive-desktop")
-        with VM(spec, serial_log, work) as vm:
+    result = SessionResult(False, str(decision.accel), None, None, None, None,
+                           serial_log=serial_log)
+    with vm_workdir() as work:
+        spec = boot_vm_spec(iso, "bios", "cd", decision, Arch.AMD64, work,
+                            memory_mib=memory_mib, smp=2, name="deblive-desktop")
+        with Machine(spec, runner, serial_log, work) as vm:
             try:
-                vm.expect(boottest.LOGIN_PROMPT, login_timeout, None, "login prompt")
-                boottest.login(vm, user, password, 120.0)
+                vm.expect(LOGIN_PROMPT, login_timeout, None, "login prompt")
+                login(vm, user, password, 120.0)
                 shell = SerialShell(vm)
                 shell.prepare()
                 shell.run("sudo -n dmesg -n 1")
@@ -112,33 +119,17 @@ def boot_desktop(
     return result
 
 
-def screen_stats(vm: VM, dest: Path) -> tuple[int, float]:
+def screen_stats(vm: Machine, dest: Path) -> tuple[int, float]:
     """Dump the screen to dest (PNG); its colour count (capped) and the commonest
     colour's share of all pixels.
 
     The share tells a drawn desktop (wallpaper, panel) from a black X screen
     with only a notification on it, which already has many colours.
     """
-    ppm = vm.workdir / "session-screen.ppm"
-    vm.qmp("screendump", {"filename": str(ppm)})
-    try:
-        width, height, pixels = qemu.parse_ppm(ppm.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise QemuError(f"unreadable screendump: {exc}") from exc
-    finally:
-        ppm.unlink(missing_ok=True)
+    width, height, pixels = vm.screendump()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(qemu.encode_png(width, height, pixels))
-    return pixel_stats(pixels)
-
-
-def pixel_stats(pixels: bytes, step: int = 7) -> tuple[int, float]:
-    """(distinct colours, commonest colour's share) of RGB bytes, every step-th pixel."""
-    counts = Counter(pixels[i : i + 3] for i in range(0, len(pixels) - 2, 3 * step))
-    total = sum(counts.values())
-    if not total:
-        return 0, 1.0
-    return len(counts), counts.most_common(1)[0][1] / total
+    dest.write_bytes(screen.encode_png(width, height, pixels))
+    return screen.pixel_stats(pixels)
 
 
 def looks_like_desktop(colours: int, background_share: float) -> bool:

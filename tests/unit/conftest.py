@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from deblive.host import hostapt
+from deblive.host import configfile, hostapt
+from deblive.model import config
+from deblive.model.arch import Arch
+from deblive.model.config import HostDefaults, ImageConfig
 
 FAKE_MIRROR = "http://mirror.invalid/debian"
 
@@ -26,5 +30,19 @@ def fake_host_apt(
     )
     monkeypatch.setattr(hostapt, "APT_ETC", etc)
     monkeypatch.setattr(hostapt, "host_codename", lambda: "bookworm")
-    monkeypatch.setattr(hostapt, "host_architecture", lambda: "amd64")
+    monkeypatch.setattr(hostapt, "host_architecture", lambda machine=None: Arch.AMD64)
     return etc
+
+
+def host() -> HostDefaults:
+    """The (faked) host's defaults, as the CLI gathers them."""
+    return hostapt.host_defaults()
+
+
+def parse(data: dict[str, Any], source: Path | None = Path("/cfg/demo.yaml"),
+          overrides: dict[str, Any] | None = None) -> ImageConfig:
+    return config.parse(data, source, host(), overrides)
+
+
+def load(path: Path, overrides: dict[str, Any] | None = None) -> ImageConfig:
+    return configfile.load(path, overrides)

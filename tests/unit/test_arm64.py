@@ -1,6 +1,6 @@
 """arm64 boot tests: qemu command line, firmware, accelerator, modes and consoles.
 
-No qemu is started, no root needed (the style of test_qemu.py).
+No qemu is started, no root needed (the style of test_vm.py).
 """
 
 from __future__ import annotations
@@ -13,27 +13,36 @@ from typing import Any
 import pytest
 
 from deblive.boottest import run as boottest
-from deblive.boottest.run import BadInput
+from deblive.boottest.medium import BootEntries
+from deblive.boottest.modes import BadInput, BootMode
+from deblive.build import menus
+from deblive.core.errors import DebliveError
 from deblive.core.log import BuildLog
+from deblive.core.runner import Runner
+from deblive.host import hostapt
 from deblive.model import bootmenu, config
-from deblive.vm import qemu
-from deblive.vm.qemu import ARM64, AccelSelector, Firmware, QemuError, VMSpec, build_command
-from tests.unit.test_qemu import option_value
+from deblive.model.arch import Arch
+from deblive.vm.accel import AccelRequest, AccelSelector, ProbeOutcome, ProbeResult
+from deblive.vm.command import Accel, Media, VMSpec, build_command
+from deblive.vm.errors import QemuError
+from deblive.vm.firmware import Firmware, select_firmware
+from tests.unit.test_vm import option_value
+
+from . import conftest
 
 AAVMF = Path("/usr/share/AAVMF")
 PLAIN = Firmware(AAVMF / "AAVMF_CODE.fd", AAVMF / "AAVMF_VARS.fd", False, False, "t")
+ARM64 = Arch.ARM64.qemu
+X86 = Arch.AMD64.qemu
+assert ARM64 is not None and X86 is not None
+RUNNER = Runner(BuildLog())
 
 
-def spec(**kw: Any) -> VMSpec:
+def spec(media: str = "cd", **kw: Any) -> VMSpec:
     base: dict[str, Any] = {
-        "iso": Path("/img/live-arm64.iso"),
-        "firmware_kind": "uefi",
-        "media": "cd",
-        "accel": "tcg",
-        "qmp_socket": Path("/run/t/qmp.sock"),
-        "firmware": PLAIN,
-        "vars_file": Path("/run/t/vars.fd"),
-        "arch": "arm64",
+        "arch": Arch.ARM64, "accel": Accel.TCG, "qmp_socket": Path("/run/t/qmp.sock"),
+        "media": Media(Path("/img/live-arm64.iso"), media),  # type: ignore[arg-type]
+        "firmware": PLAIN, "vars_file": Path("/run/t/vars.fd"),
     }
     base.update(kw)
     return VMSpec(**base)
@@ -79,12 +88,12 @@ def test_arm64_usb_shares_the_one_xhci() -> None:
 
 
 def test_arm64_under_kvm_uses_host_cpu() -> None:
-    argv = build_command(spec(accel="kvm"))
+    argv = build_command(spec(accel=Accel.KVM))
     assert option_value(argv, "-cpu") == ["host"]
 
 
 def test_amd64_command_is_unchanged_by_the_arch_field() -> None:
-    argv = build_command(spec(arch="amd64", firmware=None, vars_file=None, firmware_kind="bios"))
+    argv = build_command(spec(arch=Arch.AMD64, firmware=None, vars_file=None))
     assert argv[0] == "qemu-system-x86_64"
     assert option_value(argv, "-machine") == ["q35"]
     assert "-cpu" not in argv
@@ -93,8 +102,8 @@ def test_amd64_command_is_unchanged_by_the_arch_field() -> None:
 
 
 def test_unknown_arch_is_an_error() -> None:
-    with pytest.raises(QemuError, match="cannot boot-test armhf"):
-        build_command(spec(arch="armhf"))
+    with pytest.raises(QemuError, match="cannot run armhf"):
+        build_command(spec(arch=Arch.ARMHF))
 
 
 # -- firmware
@@ -143,186 +152,131 @@ def always(_: Path) -> bool:
 
 
 def test_arm64_firmware_from_aarch64_descriptors(firmware_dir: Path) -> None:
-    fw = qemu.select_firmware("uefi", [firmware_dir], exists=always, profile=ARM64)
+    fw = select_firmware("uefi", ARM64, [firmware_dir], exists=always)
     assert fw is not None and fw.code == Path("/aa/CODE.fd") and not fw.secure_boot
-    sb = qemu.select_firmware("secureboot", [firmware_dir], exists=always, profile=ARM64)
+    sb = select_firmware("secureboot", ARM64, [firmware_dir], exists=always)
     assert sb is not None
     assert (sb.code, sb.vars_template) == (Path("/aa/CODE.ms.fd"), Path("/aa/VARS.ms.fd"))
     assert sb.secure_boot and not sb.requires_smm
     # The x86 ones are untouched by the arm64 descriptors.
-    x86 = qemu.select_firmware("uefi", [firmware_dir], exists=always)
+    x86 = select_firmware("uefi", X86, [firmware_dir], exists=always)
     assert x86 is not None and x86.code == Path("/x/CODE.fd")
 
 
 def test_arm64_firmware_known_paths_and_missing(tmp_path: Path) -> None:
-    fw = qemu.select_firmware(
-        "secureboot", [tmp_path], exists=lambda p: str(p).startswith("/usr/share/AAVMF/"),
-        profile=ARM64,
+    fw = select_firmware(
+        "secureboot", ARM64, [tmp_path], exists=lambda p: str(p).startswith("/usr/share/AAVMF/"),
     )
     assert fw is not None and fw.code == AAVMF / "AAVMF_CODE.ms.fd" and not fw.requires_smm
     with pytest.raises(QemuError, match="qemu-efi-aarch64"):
-        qemu.select_firmware("uefi", [tmp_path], exists=lambda _: False, profile=ARM64)
+        select_firmware("uefi", ARM64, [tmp_path], exists=lambda _: False)
     with pytest.raises(QemuError, match="enrolled keys"):
-        qemu.select_firmware("secureboot", [tmp_path], exists=lambda _: False, profile=ARM64)
+        select_firmware("secureboot", ARM64, [tmp_path], exists=lambda _: False)
 
 
 def test_arm64_has_no_bios() -> None:
     with pytest.raises(QemuError, match="UEFI only"):
-        qemu.select_firmware("bios", [], exists=always, profile=ARM64)
+        select_firmware("bios", ARM64, [], exists=always)
 
 
 # -- accelerator: a foreign architecture is TCG without a probe
 
 
-def test_foreign_arch_is_tcg_without_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(qemu, "host_arch", lambda machine=None: "amd64")
+def test_foreign_arch_is_tcg_without_probe() -> None:
     looked: list[str] = []
 
     def kvm_usable() -> bool:
         looked.append("kvm")
         return True
 
-    def probe() -> qemu.ProbeResult:
+    def probe() -> ProbeResult:
         looked.append("probe")
-        return qemu.ProbeResult(qemu.ProbeOutcome.OK)
+        return ProbeResult(ProbeOutcome.OK)
 
-    selector = AccelSelector("auto", kvm_usable=kvm_usable, probe=probe, foreign="arm64")
+    selector = AccelSelector(AccelRequest.AUTO, RUNNER, Arch.AMD64, foreign=Arch.ARM64,
+                             kvm_usable=kvm_usable, probe=probe)
     decision = selector.get()
-    assert decision.accel == "tcg" and not decision.fell_back
-    assert "arm64 guest on an amd64 host is always TCG" in decision.reason
+    assert decision.accel is Accel.TCG and not decision.fell_back
+    assert "arm64 guest on another host architecture is always TCG" in decision.reason
     assert "no KVM probe" in decision.reason
     assert looked == [] and not selector.can_fall_back
     with pytest.raises(QemuError, match="KVM cannot run arm64"):
-        AccelSelector("kvm", kvm_usable=kvm_usable, probe=probe, foreign="arm64").get()
-    assert AccelSelector("tcg", foreign="arm64").get().accel == "tcg"
+        AccelSelector(AccelRequest.KVM, RUNNER, Arch.AMD64, foreign=Arch.ARM64,
+                      kvm_usable=kvm_usable, probe=probe).get()
 
 
 def test_is_foreign() -> None:
-    assert qemu.host_arch("x86_64") == "amd64" and qemu.host_arch("aarch64") == "arm64"
-    assert qemu.is_foreign("arm64", host="amd64")
-    assert not qemu.is_foreign("arm64", host="arm64")
-    assert not qemu.is_foreign("amd64", host="amd64")
-
-
-# -- which architecture an ISO is for
-
-
-def test_arch_from_efi_names() -> None:
-    names = ["/EFI/boot/bootaa64.efi", "/EFI/boot/grubaa64.efi", "/EFI/boot/mmaa64.efi"]
-    assert qemu.arch_from_efi_names(names) == "arm64"
-    assert qemu.arch_from_efi_names(["/EFI/BOOT/BOOTX64.EFI"]) == "amd64"
-    assert qemu.arch_from_efi_names(["/EFI/boot/bootaa64.efi", "/EFI/boot/bootx64.efi"]) == (
-        "amd64"
-    )
-    assert qemu.arch_from_efi_names(["/EFI/boot/grubx64.efi"]) is None
-    assert qemu.arch_from_efi_names([]) is None
-
-
-def test_arch_from_text() -> None:
-    info = 'Debian GNU/Linux 12.15 "Bookworm" - Unofficial arm64 deblive deblive 20261126-07:59'
-    assert qemu.arch_from_text(info) == "arm64"
-    assert qemu.arch_from_text("deblive-bookworm-arm64.iso") == "arm64"
-    assert qemu.arch_from_text("debian-live-12.8.0-amd64-standard.iso") == "amd64"
-    assert qemu.arch_from_text("xarm64y.iso") is None
-    assert qemu.arch_from_text("") is None
-
-
-def test_iso_architecture_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    files = {"efi": ["/EFI/boot/bootaa64.efi"], "info": "Debian amd64"}
-    monkeypatch.setattr(qemu, "_iso_efi_names", lambda iso: files["efi"])
-    monkeypatch.setattr(qemu, "_iso_text_file", lambda iso, path: files["info"])
-    iso = Path("/x/live-i386.iso")
-    assert qemu.iso_architecture(iso) == "arm64"  # the EFI boot file first
-    files["efi"] = []
-    assert qemu.iso_architecture(iso) == "amd64"  # then .disk/info
-    files["info"] = ""
-    assert qemu.iso_architecture(iso) == "i386"  # then the file name
-    assert qemu.iso_architecture(Path("/x/live.iso")) == "amd64"  # then the default
-
-
-def test_iso_architecture_of_a_non_iso(tmp_path: Path) -> None:
-    if shutil.which("xorriso") is None:
-        pytest.skip("xorriso not installed")
-    iso = tmp_path / "empty-arm64.iso"
-    iso.write_bytes(b"")
-    assert qemu.iso_architecture(iso) == "arm64"  # from the name; xorriso's failure is quiet
+    assert Arch.ARM64.is_foreign(Arch.AMD64)
+    assert not Arch.ARM64.is_foreign(Arch.ARM64)
+    assert not Arch.AMD64.is_foreign(Arch.AMD64)
 
 
 # -- modes and timeouts
 
 
 def test_not_applicable_modes(monkeypatch: pytest.MonkeyPatch) -> None:
-    def mode(name: str) -> boottest.Mode:
-        return boottest.mode_from_name(name)
-
-    reason = boottest.not_applicable(mode("bios-cd"), ARM64)
+    reason = BootMode.BIOS_CD.not_applicable(Arch.ARM64)
     assert reason is not None and "not applicable to arm64" in reason and "UEFI only" in reason
-    assert boottest.not_applicable(mode("uefi-usb"), ARM64) is None
-    assert boottest.not_applicable(mode("bios-usb"), qemu.AMD64) is None
+    assert BootMode.UEFI_USB.not_applicable(Arch.ARM64) is None
+    assert BootMode.BIOS_USB.not_applicable(Arch.AMD64) is None
 
     def no_firmware(*args: Any, **kwargs: Any) -> Firmware:
         raise QemuError("no aarch64 secureboot firmware with enrolled keys found")
 
-    monkeypatch.setattr(qemu, "select_firmware", no_firmware)
-    reason = boottest.not_applicable(mode("secureboot-cd"), ARM64)
+    monkeypatch.setattr("deblive.boottest.modes.select_firmware", no_firmware)
+    reason = BootMode.SECUREBOOT_CD.not_applicable(Arch.ARM64)
     assert reason is not None and reason.startswith("secureboot-cd: not applicable: no aarch64")
     # amd64 keeps failing loudly on a missing OVMF instead of skipping.
-    assert boottest.not_applicable(mode("secureboot-cd"), qemu.AMD64) is None
+    assert BootMode.SECUREBOOT_CD.not_applicable(Arch.AMD64) is None
 
 
 def test_foreign_timeouts_are_scaled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(qemu, "host_arch", lambda machine=None: "amd64")
-    native = boottest.TestOptions(arch="amd64")
-    arm = boottest.TestOptions(arch="arm64")
-    assert native.slowdown == 1.0 and boottest.TestOptions().slowdown == 1.0
-    assert arm.slowdown == ARM64.foreign_slowdown > 1
-    assert arm.login_timeout("tcg") == boottest.LOGIN_TIMEOUT["tcg"] * ARM64.foreign_slowdown
-    assert boottest.TestOptions(arch="arm64", timeout=50).login_timeout("tcg") == 50
-    monkeypatch.setattr(qemu, "host_arch", lambda machine=None: "arm64")
-    assert arm.slowdown == 1.0
+    options = boottest.TestOptions()
+    assert options.slowdown(Arch.AMD64) == 1.0
+    assert options.slowdown(Arch.ARM64) == ARM64.foreign_slowdown > 1
+    assert options.login_timeout("tcg", Arch.ARM64) == \
+        boottest.LOGIN_TIMEOUT["tcg"] * ARM64.foreign_slowdown
+    assert boottest.TestOptions(timeout=50).login_timeout("tcg", Arch.ARM64) == 50
+    monkeypatch.setattr(hostapt, "host_architecture", lambda machine=None: Arch.ARM64)
+    monkeypatch.setattr(boottest, "host_architecture", lambda machine=None: Arch.ARM64)
+    assert options.slowdown(Arch.ARM64) == 1.0
 
 
 @pytest.fixture
-def fake_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None, float]]:
-    """run_tests with an arm64 ISO, a fake run_mode and a fake qemu on PATH."""
-    runs: list[tuple[str, str | None, float]] = []
+def fake_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Arch, float]]:
+    """run_tests with an arm64 ISO (its boot entries), a fake run_mode and qemu on PATH."""
+    runs: list[tuple[str, Arch, float]] = []
 
-    def fake_run_mode(
-        iso: Path,
-        mode: boottest.Mode,
-        selector: AccelSelector,
-        options: boottest.TestOptions,
-        out: Path,
-        log: BuildLog,
-        smp: int,
-    ) -> boottest.ModeResult:
-        runs.append((mode.name, options.arch, options.login_timeout("tcg")))
+    def fake_run_mode(target: boottest.Target, mode: BootMode, selector: AccelSelector,
+                      options: boottest.TestOptions, runner: Runner,
+                      smp: int) -> boottest.ModeResult:
+        arch = target.entries.architecture
+        runs.append((str(mode), arch, options.login_timeout("tcg", arch)))
         decision = selector.get()
-        return boottest.ModeResult(
-            mode.name, result="pass", accel=decision.accel, accel_reason=decision.reason
-        )
+        return boottest.ModeResult(str(mode), result="pass", accel=str(decision.accel),
+                                   accel_reason=decision.reason)
 
     monkeypatch.setattr(boottest, "run_mode", fake_run_mode)
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(qemu, "iso_architecture", lambda iso: "arm64")
-    monkeypatch.setattr(qemu, "host_arch", lambda machine=None: "amd64")
+    monkeypatch.setattr(boottest, "read_entries",
+                        lambda iso: BootEntries(Arch.ARM64, "user", "nopasswd", True, False, None))
     return runs
 
 
 def test_default_modes_of_an_arm64_iso_skip_bios(
-    fake_runs: list[tuple[str, str | None, float]], tmp_path: Path
+    fake_runs: list[tuple[str, Arch, float]], tmp_path: Path
 ) -> None:
     iso = tmp_path / "live.iso"
     iso.write_bytes(b"")
-    results = boottest.run_tests(iso, list(boottest.MODES), boottest.TestOptions(), BuildLog())
-    assert [r.mode for r in results] == list(boottest.MODES)
+    results = boottest.run_tests(iso, list(BootMode), boottest.TestOptions(), BuildLog())
+    assert [r.mode for r in results] == [str(m) for m in BootMode]
     by_mode = {r.mode: r for r in results}
     for name in ("bios-cd", "bios-usb"):
         assert by_mode[name].result == "skipped"
         assert "not applicable to arm64" in by_mode[name].notes[0]
     ran = [name for name, _arch, _timeout in fake_runs]
     assert "bios-cd" not in ran and "uefi-cd" in ran and "uefi-usb" in ran
-    assert all(arch == "arm64" for _name, arch, _t in fake_runs)
+    assert all(arch is Arch.ARM64 for _name, arch, _t in fake_runs)
     assert all(t == 300.0 * ARM64.foreign_slowdown for _n, _a, t in fake_runs)
     assert by_mode["uefi-cd"].accel == "tcg" and "no KVM probe" in by_mode["uefi-cd"].accel_reason
     data = json.loads((tmp_path / "test-live" / "results.json").read_text())
@@ -331,12 +285,13 @@ def test_default_modes_of_an_arm64_iso_skip_bios(
 
 
 def test_only_bios_modes_for_arm64_is_bad_input(
-    fake_runs: list[tuple[str, str | None, float]], tmp_path: Path
+    fake_runs: list[tuple[str, Arch, float]], tmp_path: Path
 ) -> None:
     iso = tmp_path / "live.iso"
     iso.write_bytes(b"")
     with pytest.raises(BadInput, match="no mode to test for this arm64 ISO"):
-        boottest.run_tests(iso, ["bios-cd", "bios-usb"], boottest.TestOptions(), BuildLog())
+        boottest.run_tests(iso, [BootMode.BIOS_CD, BootMode.BIOS_USB], boottest.TestOptions(),
+                           BuildLog())
     assert fake_runs == []
 
 
@@ -346,26 +301,27 @@ def test_missing_qemu_names_the_arm_package(
     iso = tmp_path / "live.iso"
     iso.write_bytes(b"")
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    options = boottest.TestOptions(arch="arm64")
-    with pytest.raises(boottest.DebliveError, match="install qemu-system-arm"):
-        boottest.run_tests(iso, ["uefi-cd"], options, BuildLog())
+    options = boottest.TestOptions(arch=Arch.ARM64)
+    with pytest.raises(DebliveError, match="install qemu-system-arm"):
+        boottest.run_tests(iso, [BootMode.UEFI_CD], options, BuildLog())
 
 
 # -- the serial console on the kernel command line and in grub
 
 
 def make_config(arch: str, **boot: Any) -> config.ImageConfig:
-    return config.parse(
+    return conftest.parse(
         {"name": "demo", "architecture": arch, "boot": boot}, Path("/cfg/demo.yaml")
     )
 
 
 @pytest.mark.parametrize(
     ("arch", "tty"),
-    [("amd64", "ttyS0"), ("i386", "ttyS0"), ("arm64", "ttyAMA0"), ("armhf", "ttyAMA0")],
+    [(Arch.AMD64, "ttyS0"), (Arch.I386, "ttyS0"), (Arch.ARM64, "ttyAMA0"),
+     (Arch.ARMHF, "ttyAMA0")],
 )
-def test_serial_console_per_arch(arch: str, tty: str) -> None:
-    assert bootmenu.serial_tty(arch) == tty
+def test_serial_console_per_arch(arch: Arch, tty: str) -> None:
+    assert arch.serial_tty == tty
     assert bootmenu.serial_args(arch) == ("console=tty0", f"console={tty},115200n8")
 
 
@@ -377,7 +333,7 @@ def test_arm64_menu_uses_ttyama0_last() -> None:
 
 
 def test_arm64_grub_uses_the_efi_serial_port() -> None:
-    grub = bootmenu.render_grub(bootmenu.build_menu(make_config("arm64", serial_console=True)))
+    grub = menus.render_grub(bootmenu.build_menu(make_config("arm64", serial_console=True)))
     assert "serial --unit" not in grub  # grub arm64-efi has no com0
     assert "if serial --speed=115200 efi0 ; then" in grub
     assert "terminal_output gfxterm $deblive_serial\n" in grub
@@ -388,12 +344,12 @@ def test_arm64_grub_uses_the_efi_serial_port() -> None:
 
 
 def test_arm64_grub_without_serial() -> None:
-    grub = bootmenu.render_grub(bootmenu.build_menu(make_config("arm64", serial_console=False)))
+    grub = menus.render_grub(bootmenu.build_menu(make_config("arm64", serial_console=False)))
     assert "serial" not in grub and "ttyAMA0" not in grub
 
 
 def test_amd64_grub_keeps_the_uart() -> None:
-    grub = bootmenu.render_grub(bootmenu.build_menu(make_config("amd64", serial_console=True)))
+    grub = menus.render_grub(bootmenu.build_menu(make_config("amd64", serial_console=True)))
     assert "serial --unit=0 --speed=115200\n" in grub
     assert "terminal_output gfxterm serial\n" in grub
     assert "efi0" not in grub

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from deblive.build import menus
 from deblive.model import bootmenu, config
 from deblive.model.bootmenu import Entry, MenuError, Submenu
 
+from . import conftest
+
 
 def make_config(**boot: Any) -> config.ImageConfig:
-    return config.parse({"name": "demo", "boot": boot}, Path("/cfg/demo.yaml"))
+    return conftest.parse({"name": "demo", "boot": boot}, Path("/cfg/demo.yaml"))
 
 
 def linux_lines(grub_cfg: str) -> list[str]:
@@ -43,8 +48,8 @@ def test_live_and_failsafe_entries_with_serial_console_last() -> None:
 
 def test_no_serial_console_anywhere_when_off() -> None:
     menu = bootmenu.build_menu(make_config(serial_console=False))
-    files = bootmenu.render_isolinux(menu)
-    grub = bootmenu.render_grub(menu)
+    files = menus.render_isolinux(menu)
+    grub = menus.render_grub(menu)
     assert "SERIAL" not in files["isolinux.cfg"]
     assert "ttyS0" not in files["menu.cfg"] and "ttyS0" not in grub
     assert "serial" not in grub
@@ -54,11 +59,11 @@ def test_no_serial_console_anywhere_when_off() -> None:
 
 def test_serial_console_in_both_loaders() -> None:
     menu = bootmenu.build_menu(make_config(serial_console=True))
-    files = bootmenu.render_isolinux(menu)
+    files = menus.render_isolinux(menu)
     # ISOLINUX wants SERIAL as the first directive.
     first = next(line for line in files["isolinux.cfg"].splitlines() if line and line[0] != "#")
     assert first == "SERIAL 0 115200"
-    grub = bootmenu.render_grub(menu)
+    grub = menus.render_grub(menu)
     assert "serial --unit=0 --speed=115200" in grub
     assert "terminal_input console serial" in grub
     assert "terminal_output gfxterm serial" in grub
@@ -70,53 +75,53 @@ def test_serial_console_in_both_loaders() -> None:
 @pytest.mark.parametrize(("seconds", "tenths"), [(5, 50), (1, 10), (30, 300), (0, 1)])
 def test_timeout(seconds: int, tenths: int) -> None:
     menu = bootmenu.build_menu(make_config(timeout=seconds))
-    assert f"TIMEOUT {tenths}\n" in bootmenu.render_isolinux(menu)["isolinux.cfg"]
-    assert f"set timeout={seconds}\n" in bootmenu.render_grub(menu)
-    assert f"set timeout={seconds}\n" in bootmenu.render_loopback(menu)
+    assert f"TIMEOUT {tenths}\n" in menus.render_isolinux(menu)["isolinux.cfg"]
+    assert f"set timeout={seconds}\n" in menus.render_grub(menu)
+    assert f"set timeout={seconds}\n" in menus.render_loopback(menu)
 
 
 def test_splash_in_both_loaders() -> None:
     menu = bootmenu.build_menu(make_config(), splash=True)
-    isolinux = bootmenu.render_isolinux(menu)["isolinux.cfg"]
+    isolinux = menus.render_isolinux(menu)["isolinux.cfg"]
     assert "UI vesamenu.c32" in isolinux
     assert "MENU BACKGROUND /isolinux/splash.png" in isolinux
     assert "MENU RESOLUTION 640 480" in isolinux
-    assert "background_image $prefix/splash.png" in bootmenu.render_grub(menu)
+    assert "background_image $prefix/splash.png" in menus.render_grub(menu)
 
 
 def test_no_splash_uses_text_menu() -> None:
     menu = bootmenu.build_menu(make_config(), splash=False)
-    isolinux = bootmenu.render_isolinux(menu)["isolinux.cfg"]
+    isolinux = menus.render_isolinux(menu)["isolinux.cfg"]
     assert "UI menu.c32" in isolinux
     assert "BACKGROUND" not in isolinux
-    assert "background_image" not in bootmenu.render_grub(menu)
+    assert "background_image" not in menus.render_grub(menu)
 
 
 def test_default_entry_in_both_loaders() -> None:
     menu = bootmenu.build_menu(make_config(default="failsafe"))
-    files = bootmenu.render_isolinux(menu)
+    files = menus.render_isolinux(menu)
     assert "DEFAULT failsafe\n" in files["isolinux.cfg"]
     block = files["menu.cfg"].split("\nLABEL failsafe", 1)[1].split("\nLABEL", 1)[0]
     assert "MENU DEFAULT" in block
-    assert "set default=failsafe\n" in bootmenu.render_grub(menu)
+    assert "set default=failsafe\n" in menus.render_grub(menu)
 
 
 def test_isolinux_and_grub_entries_agree() -> None:
     menu = bootmenu.build_menu(make_config(cmdline="quiet2 x=1"))
     isolinux_args = [line.removeprefix("APPEND ") for line in append_lines(
-        bootmenu.render_isolinux(menu)["menu.cfg"])]
+        menus.render_isolinux(menu)["menu.cfg"])]
     grub_args = [line.removeprefix("linux /live/vmlinuz ") for line in linux_lines(
-        bootmenu.render_grub(menu))]
+        menus.render_grub(menu))]
     assert isolinux_args == grub_args == [e.cmdline_text for e in menu.entries()]
 
 
 def test_loopback_entries_carry_findiso() -> None:
     menu = bootmenu.build_menu(make_config())
-    loopback = bootmenu.render_loopback(menu)
+    loopback = menus.render_loopback(menu)
     lines = linux_lines(loopback)
     assert len(lines) == 2
     assert all("findiso=${iso_path}" in line for line in lines)
-    assert "findiso" not in bootmenu.render_grub(menu)
+    assert "findiso" not in menus.render_grub(menu)
     # loopback.cfg is sourced by a foreign grub: it must not reset its terminal.
     assert "terminal_output" not in loopback and "loadfont" not in loopback
 
@@ -129,29 +134,45 @@ def test_submenus_render_in_both_loaders() -> None:
                ("priority=low",)),),
     )
     menu = bootmenu.build_menu(make_config(), extra=[install])
-    isolinux = bootmenu.render_isolinux(menu)["menu.cfg"]
+    isolinux = menus.render_isolinux(menu)["menu.cfg"]
     assert re.search(
         r"MENU BEGIN install\n\s*MENU TITLE Install\n.*LABEL install-text.*MENU EXIT\nMENU END",
         isolinux,
         re.S,
     )
-    grub = bootmenu.render_grub(menu)
+    grub = menus.render_grub(menu)
     assert re.search(r'submenu "Install" --id install \{.*menuentry "Text install"', grub, re.S)
     assert "linux /install/vmlinuz priority=low" in grub
-    assert "findiso=${iso_path}" in bootmenu.render_loopback(menu).split("Text install")[1]
+    assert "findiso=${iso_path}" in menus.render_loopback(menu).split("Text install")[1]
 
 
 def test_duplicate_ids_and_unknown_default_are_refused() -> None:
     with pytest.raises(MenuError, match="used twice"):
         bootmenu.build_menu(make_config(), extra=[Entry("live", "again", "/k", "/i", ())])
-    menu = bootmenu.build_menu(make_config())
-    menu.default = "nothing"
+    menu = dataclasses.replace(bootmenu.build_menu(make_config()), default="nothing")
     with pytest.raises(MenuError, match="default entry"):
-        bootmenu.render_grub(menu)
+        menus.render_grub(menu)
 
 
-def test_grub_quoting_keeps_user_arguments_literal() -> None:
-    assert bootmenu.grub_quote("console=ttyS0,115200n8") == "console=ttyS0,115200n8"
-    assert bootmenu.grub_quote("x=$y") == "'x=$y'"
-    assert bootmenu.grub_quote("a;b") == "'a;b'"
-    assert bootmenu.grub_string('say "hi" $x') == '"say \\"hi\\" \\$x"'
+def test_the_menu_round_trips_through_json() -> None:
+    cfg = conftest.parse({"name": "demo", "installer": {"sources": ["package"]},
+                          "languages": [{"locale": "de_DE.UTF-8", "keyboard": "de",
+                                         "label": "Deutsch"}]})
+    menu = bootmenu.build_menu(cfg)
+    again = bootmenu.Menu.from_json(json.loads(json.dumps(menu.to_json())))
+    assert again == menu
+    assert again.entry("install").kernel == "/install.amd/vmlinuz"
+    with pytest.raises(MenuError, match="not a boot menu"):
+        bootmenu.Menu.from_json({"title": "x"})
+
+
+def test_config_text_cannot_leave_its_line_in_either_loader() -> None:
+    title = 'It\'s "$HOME" {x} ^hot \\'
+    menu = bootmenu.build_menu(make_config(title=title, cmdline="a=$x;b"))
+    grub = menus.render_grub(menu)
+    # The title only in a comment, quoted: a trailing backslash cannot continue it.
+    assert grub.splitlines()[0] == '# "It\'s \\"\\$HOME\\" {x} ^hot \\\\": written by deblive ' \
+        "from its boot-menu model"
+    assert "linux /live/vmlinuz boot=live components quiet splash 'a=$x;b'" in grub
+    isolinux = menus.render_isolinux(menu)["isolinux.cfg"]
+    assert 'MENU TITLE It\'s "$HOME" {x} hot \\\n' in isolinux

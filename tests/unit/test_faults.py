@@ -15,15 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from deblive.apt import mirrorfault
-from deblive.build.pipeline import failed_stage, workdir_lock
+from deblive.apt import archive, mirrorfault
+from deblive.build.failure import failed_stage
+from deblive.core import http as dl_http
 from deblive.core import interrupt
+from deblive.core.errors import BadInputError
 from deblive.core.log import BuildLog
 from deblive.core.runner import CommandError, Runner
 from deblive.host import diskspace, preflight
 from deblive.host import workbase as clean
+from deblive.host.workbase import workdir_lock
 from deblive.model import config
 from tests.extended.faultkit import BAD_CONFIGS, BadConfig
+
+from . import conftest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "deblive"
 
@@ -228,7 +233,7 @@ def test_apt_mirror_faults_are_named_with_their_url(kind: str) -> None:
 
 
 def test_explain_names_mirror_and_keeps_the_exit_status() -> None:
-    cfg = config.parse({"name": "x", "mirror": "http://127.0.0.1:8/x/debian"}, None)
+    cfg = conftest.parse({"name": "x", "mirror": "http://127.0.0.1:8/x/debian"}, None)
     error = CommandError(["mmdebstrap"], 1, APT_LINES["bad signature"], None)
     explained = mirrorfault.explain(error, cfg)
     assert str(explained).startswith("mirror http://127.0.0.1:8/x/debian: bad signature")
@@ -265,7 +270,7 @@ class _Mirror(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def local_mirror(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setattr(preflight, "RETRY_DELAY", 0.01)
+    monkeypatch.setattr(dl_http, "RETRY_DELAY", 0.01)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Mirror)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -275,15 +280,15 @@ def local_mirror(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_unsigned_mirror_is_refused_naming_the_file(local_mirror: str) -> None:
-    with pytest.raises(preflight.PreflightError) as info:
-        preflight.fetch_release(local_mirror + "/unsigned/debian", "bookworm")
+    with pytest.raises(archive.ArchiveError) as info:
+        archive.fetch_release(local_mirror + "/unsigned/debian", "bookworm")
     text = str(info.value)
     assert text.startswith(f"mirror {local_mirror}/unsigned/debian: ")
     assert "dists/bookworm/Release is not signed" in text and "Release.gpg" in text
 
 
 def test_transient_errors_are_retried_a_bounded_number_of_times(local_mirror: str) -> None:
-    release = preflight.fetch_release(local_mirror + "/flaky/debian", "bookworm")
+    release = archive.fetch_release(local_mirror + "/flaky/debian", "bookworm")
     assert release["Architectures"] == "amd64"
     assert _Mirror.hits["/flaky/debian/dists/bookworm/InRelease"] == 2
 
@@ -291,15 +296,15 @@ def test_transient_errors_are_retried_a_bounded_number_of_times(local_mirror: st
 def test_unreachable_mirror_names_url_after_bounded_retries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(preflight, "RETRY_DELAY", 0.01)
+    monkeypatch.setattr(dl_http, "RETRY_DELAY", 0.01)
     from tests.extended.faultkit import free_port
 
     mirror = f"http://127.0.0.1:{free_port()}/debian"
-    with pytest.raises(preflight.PreflightError) as info:
-        preflight.fetch_release(mirror, "bookworm")
+    with pytest.raises(archive.ArchiveError) as info:
+        archive.fetch_release(mirror, "bookworm")
     text = str(info.value)
     assert text.startswith(f"mirror {mirror} is unreachable: {mirror}/dists/bookworm/InRelease")
-    assert f"tried {preflight.RETRIES + 1} times" in text
+    assert f"tried {dl_http.RETRIES + 1} times" in text
 
 
 # -- bad input --------------------------------------------------------------------------
@@ -312,11 +317,8 @@ FILE_CASES = [c for c in BAD_CONFIGS if not c.args and c.validate]
 @pytest.mark.parametrize("case", FILE_CASES, ids=lambda c: c.id)
 def test_bad_config_names_file_and_key(case: BadConfig, tmp_path: Path) -> None:
     path = case.write(tmp_path)
-    with pytest.raises(config.ConfigError) as info:
-        cfg = config.load(path)
-        from deblive.build.stages.hook import check_hook
-
-        check_hook(cfg)
+    with pytest.raises((config.ConfigError, BadInputError)) as info:
+        preflight.check_paths(conftest.load(path))
     text = str(info.value)
     assert text.startswith(f"{path.resolve()}: ") or text.startswith(f"{path}: ")
     assert case.key in text
@@ -332,15 +334,17 @@ def test_confined_hook_inside_the_tree_is_accepted(tmp_path: Path) -> None:
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks/h.sh").write_text("#!/bin/sh\n")
     (tmp_path / "c.yaml").write_text("name: x\nhook_confined: true\nhook: hooks/h.sh\n")
-    cfg = config.load(tmp_path / "c.yaml")
-    assert cfg.hook_path == (tmp_path / "hooks/h.sh").resolve()
+    cfg = conftest.load(tmp_path / "c.yaml")
+    assert cfg.hook_path == tmp_path / "hooks/h.sh"
+    (tmp_path / "hooks/h.sh").chmod(0o755)
+    preflight.check_paths(cfg)
 
 
 def test_unconfined_hook_may_live_elsewhere(tmp_path: Path) -> None:
     (tmp_path / "c").mkdir()
     (tmp_path / "h.sh").write_text("#!/bin/sh\n")
     (tmp_path / "c/c.yaml").write_text("name: x\nhook: ../h.sh\n")
-    assert config.load(tmp_path / "c/c.yaml").hook_path == (tmp_path / "h.sh").resolve()
+    assert conftest.load(tmp_path / "c/c.yaml").hook_path.resolve() == tmp_path / "h.sh"
 
 
 # -- clean, loop devices, signatures ----------------------------------------------------
@@ -357,7 +361,9 @@ def test_clean_refuses_a_tree_that_is_not_deblives(tmp_path: Path) -> None:
 def test_clean_refuses_a_busy_tree_naming_the_holder(tmp_path: Path) -> None:
     tree = tmp_path / "base" / "w"
     (tree / "rootfs").mkdir(parents=True)
+    (tmp_path / "base").chmod(0o700)
     (tree / clean.MARKER).write_text("1\n")
+    (tree / "build.log").write_text("12:00:00 [main] building w\n")
     with workdir_lock(tree):
         outcomes = clean.clean(None, tmp_path / "base")
         assert [o.removed for o in outcomes] == [False]

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deblive.model import bootmenu, config
+from deblive.model import bootmenu
+
+from . import conftest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DESKTOPS = ("xfce", "gnome", "kde", "lxqt", "mate", "cinnamon", "lxde")
@@ -17,7 +19,7 @@ FLAVOURS = ("standard", *DESKTOPS)
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_flavour_config_is_valid(flavour: str) -> None:
-    cfg = config.load(EXAMPLES / f"{flavour}.yaml")
+    cfg = conftest.load(EXAMPLES / f"{flavour}.yaml")
     assert cfg.name == flavour
     assert f"live-task-{flavour}" in cfg.tasks
     assert "wpasupplicant" in cfg.packages
@@ -29,7 +31,7 @@ def test_flavour_config_is_valid(flavour: str) -> None:
 
 @pytest.mark.parametrize("flavour", DESKTOPS)
 def test_desktop_flavour_uses_the_desktop_task(flavour: str) -> None:
-    cfg = config.load(EXAMPLES / f"{flavour}.yaml")
+    cfg = conftest.load(EXAMPLES / f"{flavour}.yaml")
     assert f"task-{flavour}-desktop" in cfg.tasks
 
 
@@ -41,11 +43,12 @@ def test_validate_command_accepts_it(flavour: str) -> None:
 
 
 def test_desktop_screen_criterion() -> None:
+    from deblive.vm import screen
     from tests.support import desktop as sessiontest
 
     black = bytes(3 * 1000)
     popup = black[: 3 * 900] + bytes(range(256))[: 3 * 80] + b"\xff" * 3 * 20
     wallpaper = bytes((i * 7) % 256 for i in range(3 * 1000))
     for pixels, desktop in ((black, False), (popup, False), (wallpaper, True)):
-        colours, share = sessiontest.pixel_stats(pixels, step=1)
+        colours, share = screen.pixel_stats(pixels, step=1)
         assert sessiontest.looks_like_desktop(colours, share) is desktop, (colours, share)

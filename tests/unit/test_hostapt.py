@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from deblive.host import hostapt
+from deblive.model.arch import Arch
 
 
 def test_deb822_sources(fake_host_apt: Path) -> None:
@@ -32,3 +35,19 @@ def test_disabled_and_source_only_entries_are_skipped(tmp_path: Path) -> None:
         "Components: main\n"
     )
     assert hostapt.host_mirror(tmp_path) is None
+
+
+@pytest.mark.parametrize(("machine", "arch"), [
+    ("x86_64", Arch.AMD64), ("aarch64", Arch.ARM64), ("i686", Arch.I386),
+    ("armv7l", Arch.ARMHF), ("ppc64le", Arch.PPC64EL), ("riscv64", Arch.RISCV64),
+])
+def test_one_host_architecture_detector(monkeypatch: pytest.MonkeyPatch, machine: str,
+                                        arch: Arch) -> None:
+    monkeypatch.undo()  # the real detector, not the unit tests' fake
+    assert hostapt.host_architecture(machine) is arch
+
+
+def test_an_unknown_machine_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="unknown host architecture"):
+        hostapt.host_architecture("pdp11")

@@ -11,16 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from deblive.build import installer
+from deblive.build import installer, menus
 from deblive.build.installer import InstallerError
+from deblive.core.log import BuildLog
+from deblive.core.runner import Runner
+from deblive.host import preflight
 from deblive.model import bootmenu, config
+from deblive.model.arch import Arch
 
+from . import conftest
 from .test_plan import make_key, release_text, sign_release
 
 needs_gpg = pytest.mark.skipif(
     not (shutil.which("gpg") and shutil.which("gpgv")), reason="needs gpg and gpgv"
 )
 
+RUNNER = Runner(BuildLog())
 IMAGES = "main/installer-amd64/current/images"
 FILES = {
     "netboot/debian-installer/amd64/linux": b"text kernel",
@@ -62,7 +68,7 @@ def test_mirror_images_checked_along_the_chain(signer: tuple[Path, Path],
                                                tmp_path: Path) -> None:
     home, keyring = signer
     mirror = make_mirror(tmp_path / "m", home, FILES)
-    images = installer.from_mirror(mirror, "bookworm", "amd64", tmp_path / "out",
+    images = installer.from_mirror(RUNNER, mirror, "bookworm", Arch.AMD64, tmp_path / "out",
                                    graphical=True, keyring=keyring)
     assert images.text_kernel.read_bytes() == b"text kernel"
     assert images.gtk_initrd is not None and images.gtk_initrd.read_bytes() == b"gtk initrd"
@@ -77,7 +83,7 @@ def test_a_tampered_image_is_refused(signer: tuple[Path, Path], tmp_path: Path) 
                          sums_override={"netboot/debian-installer/amd64/initrd.gz":
                                         sha(b"text initrd")})
     with pytest.raises(InstallerError, match="does not match"):
-        installer.from_mirror(mirror, "bookworm", "amd64", tmp_path / "out",
+        installer.from_mirror(RUNNER, mirror, "bookworm", Arch.AMD64, tmp_path / "out",
                               graphical=False, keyring=keyring)
 
 
@@ -88,7 +94,7 @@ def test_a_sha256sums_the_release_does_not_vouch_for_is_refused(
     home, keyring = signer
     mirror = make_mirror(tmp_path / "m", home, FILES, release_sums=b"other content")
     with pytest.raises(InstallerError, match="SHA256SUMS: sha256"):
-        installer.from_mirror(mirror, "bookworm", "amd64", tmp_path / "out",
+        installer.from_mirror(RUNNER, mirror, "bookworm", Arch.AMD64, tmp_path / "out",
                               graphical=False, keyring=keyring)
 
 
@@ -100,7 +106,7 @@ def test_an_inrelease_signed_by_another_key_is_refused(
     other = make_key(tmp_path / "other")
     mirror = make_mirror(tmp_path / "m", home, FILES)
     with pytest.raises(InstallerError, match="signature not valid"):
-        installer.from_mirror(mirror, "bookworm", "amd64", tmp_path / "out",
+        installer.from_mirror(RUNNER, mirror, "bookworm", Arch.AMD64, tmp_path / "out",
                               graphical=False, keyring=other)
 
 
@@ -110,7 +116,7 @@ def test_a_mirror_without_images_says_so(signer: tuple[Path, Path], tmp_path: Pa
     mirror = make_mirror(tmp_path / "m", home, FILES)
     shutil.rmtree(tmp_path / "m/debian/dists/bookworm" / IMAGES / "netboot")
     with pytest.raises(InstallerError, match="does not serve the installer images"):
-        installer.from_mirror(mirror, "bookworm", "amd64", tmp_path / "out",
+        installer.from_mirror(RUNNER, mirror, "bookworm", Arch.AMD64, tmp_path / "out",
                               graphical=False, keyring=keyring)
 
 
@@ -129,9 +135,9 @@ def write_tree(base: Path, graphical: bool = True) -> Path:
 
 def test_directory_source_names_a_missing_file(tmp_path: Path) -> None:
     tree = write_tree(tmp_path / "d", graphical=False)
-    assert installer.from_tree(tree, "dir", graphical=False).gtk_initrd is None
+    assert installer.from_directory(tree, "dir", graphical=False).gtk_initrd is None
     with pytest.raises(InstallerError, match="gtk/linux missing"):
-        installer.from_tree(tree, "dir", graphical=True)
+        installer.from_directory(tree, "dir", graphical=True)
 
 
 def test_netboot_package_layout_is_found(tmp_path: Path) -> None:
@@ -140,9 +146,22 @@ def test_netboot_package_layout_is_found(tmp_path: Path) -> None:
         d.mkdir(parents=True)
         (d / "linux").write_bytes(b"k")
         (d / "initrd.gz").write_bytes(flavour.encode())
-    flat = installer.netboot_tree(tmp_path, "amd64")
-    images = installer.from_tree(flat, "pkg", graphical=True)
+    images = installer.from_unpacked(tmp_path, Arch.AMD64, tmp_path / "out", "pkg",
+                                     graphical=True)
     assert images.gtk_initrd is not None and images.gtk_initrd.read_bytes() == b"gtk"
+    assert images.gtk_initrd.parent.parent == tmp_path / "out"
+
+
+def test_a_package_image_that_is_a_symlink_to_a_host_file_is_not_taken(tmp_path: Path) -> None:
+    secret = tmp_path / "host-initrd"
+    secret.write_bytes(b"host")
+    d = tmp_path / "pkg/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64"
+    d.mkdir(parents=True)
+    (d / "linux").write_bytes(b"k")
+    (d / "initrd.gz").symlink_to(secret)
+    with pytest.raises(InstallerError, match=r"initrd\.gz missing"):
+        installer.from_unpacked(tmp_path / "pkg", Arch.AMD64, tmp_path / "out", "pkg",
+                                graphical=False)
 
 
 def test_preseed_initrd_is_a_cpio_holding_preseed_cfg(tmp_path: Path) -> None:
@@ -155,13 +174,13 @@ def test_preseed_initrd_is_a_cpio_holding_preseed_cfg(tmp_path: Path) -> None:
 
 
 def make_config(tmp_path: Path, **inst: object) -> config.ImageConfig:
-    return config.parse({"name": "demo", "installer": inst}, tmp_path / "demo.yaml")
+    return conftest.parse({"name": "demo", "installer": inst}, tmp_path / "demo.yaml")
 
 
 def test_medium_layout_with_preseed(tmp_path: Path) -> None:
     (tmp_path / "preseed.cfg").write_text("d-i netcfg/get_hostname string live\n")
     cfg = make_config(tmp_path, preseed="preseed.cfg")
-    images = installer.from_tree(write_tree(tmp_path / "imgs"), "dir", graphical=True)
+    images = installer.from_directory(write_tree(tmp_path / "imgs"), "dir", graphical=True)
     medium = tmp_path / "medium"
     files = installer.place_on_medium(medium, cfg, images, epoch=0)
     assert files == [
@@ -178,8 +197,8 @@ def test_medium_layout_with_preseed(tmp_path: Path) -> None:
 
 
 def test_config_refuses_a_missing_preseed(tmp_path: Path) -> None:
-    with pytest.raises(config.ConfigError, match=r"installer\.preseed"):
-        make_config(tmp_path, preseed="nope.cfg")
+    with pytest.raises(preflight.PreflightError, match=r"installer\.preseed"):
+        preflight.check_paths(make_config(tmp_path, preseed="nope.cfg"))
     with pytest.raises(config.ConfigError, match="directory"):
         make_config(tmp_path, sources=["directory"])
 
@@ -199,11 +218,11 @@ def test_menu_has_debian_installer_entries_in_both_loaders(tmp_path: Path) -> No
     assert install.cmdline == ("vga=788", "---", "quiet")
     assert install.initrds == ("/install.amd/initrd.gz",)
     assert not any("ttyS0" in a for a in install.cmdline)  # d-i's UI stays on the screen
-    grub = bootmenu.render_grub(menu)
+    grub = menus.render_grub(menu)
     assert "menuentry \"Graphical install\" --id installgui {" in grub
     assert "linux /install.amd/gtk/vmlinuz vga=788 --- quiet" in grub
     assert "submenu \"Advanced options\" --id advanced {" in grub
-    iso = bootmenu.render_isolinux(menu)["menu.cfg"]
+    iso = menus.render_isolinux(menu)["menu.cfg"]
     assert "LABEL install\n\tMENU LABEL Install\n\tLINUX /install.amd/vmlinuz\n" in iso
     assert "MENU BEGIN advanced" in iso
 
@@ -213,30 +232,26 @@ def test_preseed_is_a_second_initrd_in_both_loaders(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, preseed="p.cfg", graphical=False)
     menu = bootmenu.build_menu(cfg)
     assert "installgui" not in {e.id for e in menu.entries()}
-    iso = bootmenu.render_isolinux(menu)["menu.cfg"]
+    iso = menus.render_isolinux(menu)["menu.cfg"]
     assert "INITRD /install.amd/initrd.gz,/install.amd/preseed.cpio.gz" in iso
-    grub = bootmenu.render_grub(menu)
+    grub = menus.render_grub(menu)
     assert "initrd /install.amd/initrd.gz /install.amd/preseed.cpio.gz" in grub
     # Live entries keep their single initrd.
     assert "INITRD /live/initrd.img\n" in iso
 
 
 def test_no_installer_no_entries(tmp_path: Path) -> None:
-    cfg = config.parse({"name": "demo"}, tmp_path / "demo.yaml")
+    cfg = conftest.parse({"name": "demo"}, tmp_path / "demo.yaml")
     assert [e.id for e in bootmenu.build_menu(cfg).entries()] == ["live", "failsafe"]
 
 
-def test_installer_test_reads_the_entry_from_the_isolinux_menu(tmp_path: Path) -> None:
-    from tests.support import installer as installtest
-
+def test_installer_test_takes_the_entry_from_the_menu_model(tmp_path: Path) -> None:
     (tmp_path / "p.cfg").write_text("")
-    cfg = make_config(tmp_path, preseed="p.cfg")
-    menu_cfg = bootmenu.render_isolinux(bootmenu.build_menu(cfg))["menu.cfg"]
-    entry = installtest.parse_isolinux_entry(menu_cfg, "install")
+    menu = bootmenu.build_menu(make_config(tmp_path, preseed="p.cfg"))
+    entry = menu.entry("install")
     assert entry.kernel == "/install.amd/vmlinuz"
     assert entry.initrds == ("/install.amd/initrd.gz", "/install.amd/preseed.cpio.gz")
-    assert entry.append == "vga=788 --- quiet"
-    expert = installtest.parse_isolinux_entry(menu_cfg, "expert")  # inside the submenu
-    assert expert.append == "priority=low vga=788 ---"
-    with pytest.raises(installtest.InstallTestError):
-        installtest.parse_isolinux_entry(menu_cfg, "advanced")  # a submenu, not an entry
+    assert entry.cmdline_text == "vga=788 --- quiet"
+    assert menu.entry("expert").cmdline_text == "priority=low vga=788 ---"  # in the submenu
+    with pytest.raises(bootmenu.MenuError):
+        menu.entry("advanced")  # a submenu, not an entry

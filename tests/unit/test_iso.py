@@ -9,6 +9,8 @@ import pytest
 from deblive.build import bootfiles
 from deblive.build.bootfiles import BootFilesError
 from deblive.build.stages import bootloaders, iso, medium
+from deblive.host.imagetree import ImageTree
+from deblive.model.arch import Arch
 
 MEDIUM = Path("medium")
 EFI_IMG = MEDIUM / "boot/grub/efi.img"
@@ -104,15 +106,15 @@ def test_boot_report_check() -> None:
 
 
 def test_boot_packages_per_architecture() -> None:
-    assert bootfiles.boot_packages("amd64") == [
+    assert bootfiles.arch_boot(Arch.AMD64).packages == (
         "isolinux", "syslinux-common", "grub-efi-amd64-signed", "shim-signed",
         "shim-helpers-amd64-signed",
-    ]
-    arm = bootfiles.boot_packages("arm64")
+    )
+    arm = bootfiles.arch_boot(Arch.ARM64).packages
     assert "grub-efi-arm64-signed" in arm and "shim-helpers-arm64-signed" in arm
     assert "isolinux" not in arm and "syslinux-common" not in arm
     with pytest.raises(BootFilesError, match="s390x"):
-        bootfiles.boot_packages("s390x")
+        bootfiles.arch_boot(Arch.S390X)
 
 
 def test_select_debs_names_missing_packages(tmp_path: Path) -> None:
@@ -123,10 +125,10 @@ def test_select_debs_names_missing_packages(tmp_path: Path) -> None:
     ]
     debs = [tmp_path / n for n in names]
     with pytest.raises(BootFilesError, match="shim-helpers-amd64-signed"):
-        bootfiles.select_debs(debs, "amd64")
+        bootfiles.select_debs(debs, Arch.AMD64)
     debs.append(tmp_path / "shim-helpers-amd64-signed_1+16.1_amd64.deb")
-    chosen = bootfiles.select_debs(debs, "amd64")
-    assert [bootfiles.package_of_deb(d) for d in chosen] == bootfiles.boot_packages("amd64")
+    chosen = bootfiles.select_debs(debs, Arch.AMD64)
+    assert tuple(bootfiles.package_of_deb(d) for d in chosen) == Arch.AMD64.boot.packages
 
 
 def _touch(path: Path) -> None:
@@ -134,25 +136,40 @@ def _touch(path: Path) -> None:
     path.write_bytes(b"x")
 
 
-def test_locate_finds_amd64_files(tmp_path: Path) -> None:
+def test_locate_copies_the_amd64_files_out(tmp_path: Path) -> None:
+    unpacked, files = tmp_path / "unpacked", tmp_path / "files"
     for rel in (
         "usr/lib/ISOLINUX/isolinux.bin", "usr/lib/ISOLINUX/isohdpfx.bin",
         "usr/lib/shim/shimx64.efi.signed", "usr/lib/shim/mmx64.efi.signed",
         "usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed",
         *(f"usr/lib/syslinux/modules/bios/{m}" for m in bootfiles.ISOLINUX_MODULES),
     ):
-        _touch(tmp_path / rel)
-    found = bootfiles.locate(tmp_path, "amd64")
+        _touch(unpacked / rel)
+    found = bootfiles.locate(unpacked, files, Arch.AMD64)
     assert found.bios is not None
-    assert found.bios.ldlinux.name == "ldlinux.c32"
+    assert found.bios.ldlinux == files / "ldlinux.c32"
     assert found.efi.efi_boot_names() == {
-        "bootx64.efi": tmp_path / "usr/lib/shim/shimx64.efi.signed",
-        "grubx64.efi": tmp_path / "usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed",
-        "mmx64.efi": tmp_path / "usr/lib/shim/mmx64.efi.signed",
+        "bootx64.efi": files / "shimx64.efi.signed",
+        "grubx64.efi": files / "gcdx64.efi.signed",
+        "mmx64.efi": files / "mmx64.efi.signed",
     }
-    (tmp_path / "usr/lib/syslinux/modules/bios/vesamenu.c32").unlink()
+    (unpacked / "usr/lib/syslinux/modules/bios/vesamenu.c32").unlink()
     with pytest.raises(BootFilesError, match="vesamenu"):
-        bootfiles.locate(tmp_path, "amd64")
+        bootfiles.locate(unpacked, files, Arch.AMD64)
+
+
+def test_a_boot_file_that_is_a_symlink_to_a_host_file_is_not_copied(tmp_path: Path) -> None:
+    unpacked, files = tmp_path / "unpacked", tmp_path / "files"
+    secret = tmp_path / "host-secret"
+    secret.write_text("host")
+    for rel in ("usr/lib/shim/shimaa64.efi.signed", "usr/lib/shim/mmaa64.efi.signed"):
+        _touch(unpacked / rel)
+    grub = unpacked / "usr/lib/grub/arm64-efi-signed/gcdaa64.efi.signed"
+    grub.parent.mkdir(parents=True)
+    grub.symlink_to(secret)
+    with pytest.raises(BootFilesError, match="gcdaa64"):
+        bootfiles.locate(unpacked, files, Arch.ARM64)
+    assert not any("host" in p.read_text() for p in files.rglob("*") if p.is_file())
 
 
 # -- EFI image and medium ------------------------------------------------------------
@@ -184,14 +201,18 @@ def test_splash_must_be_640x480_png(tmp_path: Path) -> None:
 
 
 def test_kernels_sorted_by_debian_version(tmp_path: Path) -> None:
+    boot = tmp_path / "boot"
+    boot.mkdir()
     for version in ("6.1.0-9-amd64", "6.1.0-10-amd64", "5.10.0-28-amd64"):
-        (tmp_path / f"vmlinuz-{version}").write_bytes(b"k")
-        (tmp_path / f"initrd.img-{version}").write_bytes(b"i")
-    kernels = medium.find_kernels(tmp_path)
-    assert [k.version for k in kernels] == ["5.10.0-28-amd64", "6.1.0-9-amd64", "6.1.0-10-amd64"]
-    (tmp_path / "initrd.img-6.1.0-9-amd64").unlink()
-    with pytest.raises(medium.MediumError, match="initrd"):
-        medium.find_kernels(tmp_path)
+        (boot / f"vmlinuz-{version}").write_bytes(b"k")
+        (boot / f"initrd.img-{version}").write_bytes(b"i")
+    with ImageTree(tmp_path) as tree:
+        kernels = medium.find_kernels(tree)
+        assert [k.version for k in kernels] == [
+            "5.10.0-28-amd64", "6.1.0-9-amd64", "6.1.0-10-amd64"]
+        (boot / "initrd.img-6.1.0-9-amd64").unlink()
+        with pytest.raises(medium.MediumError, match="initrd"):
+            medium.find_kernels(tree)
 
 
 def test_checksums_skip_patched_and_own_files(tmp_path: Path) -> None:

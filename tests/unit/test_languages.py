@@ -7,15 +7,19 @@ from typing import Any
 
 import pytest
 
+from deblive.build import menus
 from deblive.build.stages import packages
 from deblive.model import bootmenu, config
+from deblive.model.packages import PackageSelection
+
+from . import conftest
 
 DE = {"locale": "de_DE.UTF-8", "keyboard": "de", "label": "Deutsch"}
 SR = {"locale": "sr_RS.UTF-8@latin", "keyboard": "rs(latin)", "label": "Srpski"}
 
 
 def make_config(languages: list[dict[str, Any]], **data: Any) -> config.ImageConfig:
-    return config.parse({"name": "demo", "languages": languages, **data}, Path("/c/d.yaml"))
+    return conftest.parse({"name": "demo", "languages": languages, **data}, Path("/c/d.yaml"))
 
 
 def test_languages_submenu_in_both_loaders() -> None:
@@ -27,10 +31,10 @@ def test_languages_submenu_in_both_loaders() -> None:
     assert de.label == "Live system (Deutsch)"
     assert de.cmdline[-2:] == ("console=tty0", "console=ttyS0,115200n8")  # serial stays last
     assert "locales=de_DE.UTF-8" in de.cmdline and "keyboard-layouts=de" in de.cmdline
-    grub = bootmenu.render_grub(menu)
+    grub = menus.render_grub(menu)
     assert 'submenu "Languages" --id languages {' in grub
     assert "'keyboard-layouts=rs(latin)'" in grub  # grub quoting of the parentheses
-    iso = bootmenu.render_isolinux(menu)["menu.cfg"]
+    iso = menus.render_isolinux(menu)["menu.cfg"]
     assert "MENU BEGIN languages" in iso and "MENU LABEL Live system (Srpski)" in iso
     assert "locales=sr_RS.UTF-8@latin keyboard-layouts=rs(latin)" in iso
 
@@ -68,7 +72,8 @@ def test_locales_generated_for_every_language_but_the_images_own() -> None:
     assert packages.language_locales(cfg) == ["de_DE.UTF-8", "sr_RS.UTF-8@latin"]
     assert packages.localedef_argv("sr_RS.UTF-8@latin") == [
         "localedef", "--no-archive", "-i", "sr_RS@latin", "-f", "UTF-8", "sr_RS.UTF-8@latin"]
-    assert "locales" in packages.install_list(make_config([DE], locale="C.UTF-8"))
+    selection = PackageSelection.from_config(make_config([DE], locale="C.UTF-8"))
+    assert "locales" in selection.install
 
 
 def test_no_languages_no_submenu() -> None:

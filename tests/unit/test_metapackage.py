@@ -11,13 +11,18 @@ from debian import deb822
 
 from deblive.build import metapackage
 from deblive.build.metapackage import MetapackageError
+from deblive.core.log import BuildLog
+from deblive.core.runner import Runner
 from deblive.model import config
 
+from . import conftest
+
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+RUNNER = Runner(BuildLog())
 
 
 def make_config(**data: object) -> config.ImageConfig:
-    return config.parse({"name": "demo_img", "tasks": ["task-ssh-server", "live-task-standard"],
+    return conftest.parse({"name": "demo_img", "tasks": ["task-ssh-server", "live-task-standard"],
                          "packages": ["wpasupplicant", "task-ssh-server"], **data}, None)
 
 
@@ -28,7 +33,7 @@ def info(deb: Path) -> deb822.Deb822:
 
 
 def test_control_fields(tmp_path: Path) -> None:
-    deb = metapackage.build(make_config(metapackage={"version": "1.2"}), tmp_path, epoch=0)
+    deb = metapackage.build(make_config(metapackage={"version": "1.2"}), tmp_path, RUNNER, epoch=0)
     assert deb.name == "demo-img-live-task_1.2_all.deb"
     fields = info(deb)
     assert fields["Package"] == "demo-img-live-task"
@@ -39,7 +44,7 @@ def test_control_fields(tmp_path: Path) -> None:
 
 
 def test_contents_are_root_owned_docs_only(tmp_path: Path) -> None:
-    deb = metapackage.build(make_config(), tmp_path, epoch=0)
+    deb = metapackage.build(make_config(), tmp_path, RUNNER, epoch=0)
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], check=True, capture_output=True,
                              text=True).stdout
     files = [line.split()[-1] for line in listing.splitlines() if line.startswith("-")]
@@ -50,16 +55,16 @@ def test_contents_are_root_owned_docs_only(tmp_path: Path) -> None:
 
 def test_default_version_is_the_date_and_reproducible(tmp_path: Path) -> None:
     epoch = 1_700_000_000
-    first = metapackage.build(make_config(), tmp_path / "a", epoch=epoch)
-    second = metapackage.build(make_config(), tmp_path / "b", epoch=epoch)
+    first = metapackage.build(make_config(), tmp_path / "a", RUNNER, epoch=epoch)
+    second = metapackage.build(make_config(), tmp_path / "b", RUNNER, epoch=epoch)
     assert info(first)["Version"] == "20231114.2213"
     assert first.read_bytes() == second.read_bytes()
 
 
 def test_nothing_to_depend_on_is_an_error(tmp_path: Path) -> None:
-    cfg = config.parse({"name": "empty"}, None)
+    cfg = conftest.parse({"name": "empty"}, None)
     with pytest.raises(MetapackageError, match="no tasks and no packages"):
-        metapackage.build(cfg, tmp_path)
+        metapackage.build(cfg, tmp_path, RUNNER)
 
 
 def test_config_accepts_true_and_a_mapping() -> None:

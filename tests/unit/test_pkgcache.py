@@ -40,4 +40,23 @@ def test_other_filesystem_uses_the_shared_directory_locked(
     assert cache.archives == shared
     (shared / "new_1_all.deb").write_bytes(b"n" * 7)
     assert cache.stage_out() == 7
-    assert cache._lock_fd is None
+    assert cache._lock is None
+
+
+def test_only_regular_package_files_move_between_caches(tmp_path: Path) -> None:
+    shared, work = tmp_path / "cache", tmp_path / "work" / "archives"
+    shared.mkdir()
+    secret = tmp_path / "host-secret"
+    secret.write_text("not a package")
+    (shared / "planted_1_all.deb").symlink_to(secret)
+    cache = PackageCache(shared, work, BuildLog())
+    cache.stage_in()
+    assert not (work / "planted_1_all.deb").exists()
+    # What the chroot leaves in its archives directory: a symlink to a host
+    # file, a file not named like a package, and one real download.
+    (work / "evil_1_all.deb").symlink_to(secret)
+    (work / "notes.txt").write_text("x")
+    (work / "good_1_all.deb").write_bytes(b"g" * 3)
+    assert cache.stage_out() == 3
+    assert sorted(p.name for p in shared.iterdir()) == ["good_1_all.deb", "planted_1_all.deb"]
+    assert not (shared / "evil_1_all.deb").exists()

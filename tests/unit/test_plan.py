@@ -19,7 +19,11 @@ from debian import deb822
 
 from deblive.apt import plan
 from deblive.apt.plan import Package, PlanError
+from deblive.core.log import BuildLog
+from deblive.core.runner import Runner
 from deblive.model import config
+
+from . import conftest
 
 needs_tools = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("gpg", "gpgv", "apt-get")),
@@ -39,6 +43,8 @@ Inst wpasupplicant (2:2.10-12+deb12u3 Debian:12.15/oldstable, Debian-Security [a
 Inst tzdata [2024a-0+deb12u1] (2025b-0+deb12u2 Debian:12.15/oldstable [all])
 Conf libc6 (2.36-9+deb12u14 Debian:12.15/oldstable [arm64])
 """
+
+RUNNER = Runner(BuildLog())
 
 
 def test_inst_lines_give_name_version_and_arch() -> None:
@@ -198,14 +204,14 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
 
 
 def repo_config(repo: Repo, **data: object) -> config.ImageConfig:
-    return config.parse({"name": "demo", "suite": "bookworm", "mirror": repo.mirror,
+    return conftest.parse({"name": "demo", "suite": "bookworm", "mirror": repo.mirror,
                          "security": False, "updates": False, **data}, None)
 
 
 @needs_tools
 def test_plan_resolves_base_then_tasks_with_recommends(repo: Repo, tmp_path: Path) -> None:
     cfg = repo_config(repo, tasks=["task-demo"])
-    result = plan.make_plan(cfg, tmp_path, keyring=repo.keyring)
+    result = plan.make_plan(cfg, RUNNER, tmp_path, keyring=repo.keyring)
     assert sorted(p.name for p in result.base.packages) == ["apt", "base-files", "libapt"]
     added = sorted(p.name for p in result.added.packages)
     # Recommends on (extra-tool), the base not counted twice, broken never asked for.
@@ -220,7 +226,7 @@ def test_plan_resolves_base_then_tasks_with_recommends(repo: Repo, tmp_path: Pat
 def test_plan_names_every_unknown_package(repo: Repo, tmp_path: Path) -> None:
     cfg = repo_config(repo, packages=["no-such-thing", "tool", "nor-this"])
     with pytest.raises(PlanError) as err:
-        plan.make_plan(cfg, tmp_path, keyring=repo.keyring)
+        plan.make_plan(cfg, RUNNER, tmp_path, keyring=repo.keyring)
     assert err.value.unknown == ["no-such-thing", "nor-this"]
     assert err.value.exit_code == 2
 
@@ -229,7 +235,7 @@ def test_plan_names_every_unknown_package(repo: Repo, tmp_path: Path) -> None:
 def test_plan_reports_unresolvable_dependencies(repo: Repo, tmp_path: Path) -> None:
     cfg = repo_config(repo, packages=["broken"])
     with pytest.raises(PlanError, match="not-there"):
-        plan.make_plan(cfg, tmp_path, keyring=repo.keyring)
+        plan.make_plan(cfg, RUNNER, tmp_path, keyring=repo.keyring)
 
 
 @needs_tools
@@ -239,13 +245,13 @@ def test_plan_refuses_a_release_signed_by_an_unknown_key(
     other = make_key(tmp_path / "other-gnupg")
     cfg = repo_config(repo, tasks=["task-demo"])
     with pytest.raises(PlanError, match="cannot read the mirror"):
-        plan.make_plan(cfg, tmp_path / "cache", keyring=other)
+        plan.make_plan(cfg, RUNNER, tmp_path / "cache", keyring=other)
 
 
 @needs_tools
 def test_plan_for_a_foreign_architecture_reads_its_index(repo: Repo, tmp_path: Path) -> None:
     cfg = repo_config(repo, architecture="arm64", tasks=["task-demo"])
-    result = plan.make_plan(cfg, tmp_path, keyring=repo.keyring)
+    result = plan.make_plan(cfg, RUNNER, tmp_path, keyring=repo.keyring)
     arches = {p.architecture for p in [*result.base.packages, *result.added.packages]}
     assert arches == {"arm64", "all"}
     assert result.count == 11
@@ -256,4 +262,4 @@ def test_plan_for_an_architecture_the_suite_lacks(repo: Repo, tmp_path: Path) ->
     cfg = repo_config(repo, architecture="riscv64")
     # No riscv64 index: apt must not quietly fall back to another architecture's.
     with pytest.raises(PlanError, match=r"unknown packages.*apt"):
-        plan.make_plan(cfg, tmp_path, keyring=repo.keyring)
+        plan.make_plan(cfg, RUNNER, tmp_path, keyring=repo.keyring)

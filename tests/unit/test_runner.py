@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def test_clean_environment_and_input(tmp_path: Path) -> None:
     runner, _ = make(tmp_path)
     out = runner.output(["/usr/bin/env"], env={"ONLY": "1"}, inherit_env=False)
     assert out.strip() == "ONLY=1"
-    assert runner.output(["cat"], input_text="fed\n") == "fed\n"
+    assert runner.output(["cat"], input_data="fed\n") == "fed\n"
 
 
 def test_failed_stage_is_recorded(tmp_path: Path) -> None:
@@ -72,3 +73,39 @@ def test_failed_stage_is_recorded(tmp_path: Path) -> None:
 def test_format_seconds() -> None:
     assert format_seconds(3.21) == "3.2 s"
     assert format_seconds(125) == "2 min 05 s"
+
+
+def test_standard_error_kept_apart_for_parsers(tmp_path: Path) -> None:
+    runner, _ = make(tmp_path)
+    result = runner.run(["sh", "-c", "echo out; echo err >&2; exit 3"], capture=True,
+                        check=False, stderr="capture")
+    assert result.returncode == 3
+    assert result.output == "out\n" and result.errors == "err\n"
+
+
+def test_input_is_never_logged(tmp_path: Path) -> None:
+    runner, log = make(tmp_path)
+    runner.run(["sh", "-c", "cat > /dev/null"], input_data="user:s3cret\n")
+    log.close()
+    assert "s3cret" not in (tmp_path / "build.log").read_text()
+
+
+def test_spawned_process_is_a_child_the_runner_can_end(tmp_path: Path) -> None:
+    runner, log = make(tmp_path)
+    with runner.spawn(["sh", "-c", "echo started; exec sleep 60"]) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"started\n"
+        assert proc.pid in runner.running()
+        runner.terminate_children(grace=1.0)
+        assert proc.wait(5) is not None
+    assert runner.running() == []
+    log.close()
+    assert "$ sh -c 'echo started; exec sleep 60'" in (tmp_path / "build.log").read_text()
+
+
+def test_markup_in_messages_is_printed_as_text() -> None:
+    log = BuildLog()
+    log.console.file = io.StringIO()
+    log.info("guest said [/x] and [bold]")
+    log.warn("[/]")
+    assert "[/x] and [bold]" in log.console.file.getvalue()

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from deblive.host import sandbox
+from deblive.host import deletion, sandbox, workbase
+from deblive.host.imagetree import ImageTree
 
 
 def test_mounts_under_parses_escapes_and_sorts_deepest_first(tmp_path: Path) -> None:
@@ -26,32 +27,52 @@ def test_mounts_under_parses_escapes_and_sorts_deepest_first(tmp_path: Path) -> 
     }
 
 
-def test_safe_rmtree_refuses_near_root() -> None:
-    with pytest.raises(sandbox.SandboxError, match="too close to /"):
-        sandbox.safe_rmtree(Path("/var"))
+def test_remove_tree_refuses_near_root() -> None:
+    with pytest.raises(deletion.DeletionError, match="too close to /"):
+        deletion.remove_tree(Path("/var"))
 
 
-def test_safe_rmtree_refuses_mounted_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remove_refuses_mounted_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tree = tmp_path / "work"
     (tree / "rootfs/proc").mkdir(parents=True)
     monkeypatch.setattr(sandbox, "mounts_under", lambda p: [tree / "rootfs/proc"])
-    with pytest.raises(sandbox.SandboxError, match="still mounted below it"):
-        sandbox.safe_rmtree(tree)
+    with pytest.raises(deletion.DeletionError, match="still mounted below it"):
+        workbase.remove(tree)
     assert tree.exists()
 
 
-def test_safe_rmtree_deletes(tmp_path: Path) -> None:
+def test_remove_tree_deletes_and_never_follows(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "keep").mkdir(parents=True)
+    (outside / "keep" / "f").write_text("host data")
     tree = tmp_path / "work"
     (tree / "a/b").mkdir(parents=True)
     (tree / "a/b/f").write_text("x")
-    sandbox.safe_rmtree(tree)
+    (tree / "a/link-dir").symlink_to(outside / "keep")
+    (tree / "a/link-abs").symlink_to("/")
+    deletion.remove_tree(tree)
     assert not tree.exists()
+    assert (outside / "keep" / "f").read_text() == "host data"
+
+
+def test_a_symlinked_work_root_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "victim"
+    target.mkdir()
+    (target / "f").write_text("host data")
+    link = tmp_path / "work"
+    link.symlink_to(target)
+    with pytest.raises(deletion.DeletionError, match="is a symlink"):
+        deletion.remove_tree(link)
+    with pytest.raises(workbase.WorkBaseError, match="symlink"):
+        workbase.make_work_tree(link)
+    assert (target / "f").read_text() == "host data"
 
 
 def test_chroot_mounts_demand_the_private_namespace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("DEBLIVE_MOUNT_NS", raising=False)
-    with pytest.raises(sandbox.SandboxError, match="private mount namespace"), \
-            sandbox.chroot_mounts(tmp_path):
+    with ImageTree(tmp_path) as tree, \
+            pytest.raises(sandbox.SandboxError, match="private mount namespace"), \
+            sandbox.chroot_mounts(tree):
         pass

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from deblive.host import distroinfo
 from deblive.model import suites
 
 CSV = """version,codename,series,created,release,eol,eol-lts,eol-elts
@@ -20,10 +21,8 @@ CSV = """version,codename,series,created,release,eol,eol-lts,eol-elts
 
 
 @pytest.fixture
-def csv_path(tmp_path: Path) -> Path:
-    path = tmp_path / "debian.csv"
-    path.write_text(CSV)
-    return path
+def table() -> suites.ReleaseTable:
+    return suites.ReleaseTable.from_csv(CSV)
 
 
 @pytest.mark.parametrize(
@@ -39,25 +38,38 @@ def csv_path(tmp_path: Path) -> Path:
         ("2026-11-26", "forky", "forky"),
     ],
 )
-def test_resolve(csv_path: Path, day: str, name: str, expected: str) -> None:
-    assert suites.resolve(name, dt.date.fromisoformat(day), csv_path) == expected
+def test_resolve(table: suites.ReleaseTable, day: str, name: str, expected: str) -> None:
+    assert table.resolve(name, dt.date.fromisoformat(day)) == expected
 
 
-def test_unknown_and_too_old(csv_path: Path) -> None:
+def test_unknown_and_too_old(table: suites.ReleaseTable) -> None:
     with pytest.raises(suites.SuiteError, match="unknown suite"):
-        suites.resolve("woody", path=csv_path)
+        table.resolve("woody")
     with pytest.raises(suites.SuiteError, match="older than bullseye"):
-        suites.resolve("buster", path=csv_path)
+        table.resolve("buster")
     with pytest.raises(suites.SuiteError, match="unknown suite"):
-        suites.resolve("experimental", path=csv_path)
+        table.resolve("experimental")
 
 
-def test_supported_names_leave_out_future(csv_path: Path) -> None:
-    names = suites.supported_names(dt.date(2026, 11, 26), csv_path)
+def test_supported_names_leave_out_future(table: suites.ReleaseTable) -> None:
+    names = table.supported_names(dt.date(2026, 11, 26))
     assert names[:4] == ["bullseye", "bookworm", "trixie", "forky"]
     assert "duke" not in names and "sid" in names and "stable" in names
 
 
+def test_versions_and_order(table: suites.ReleaseTable) -> None:
+    assert table.version_of("bookworm") == "12" and table.version_of("sid") == ""
+    assert table.is_older("bullseye", "bookworm") and not table.is_older("sid", "bookworm")
+
+
 def test_missing_data(tmp_path: Path) -> None:
     with pytest.raises(suites.SuiteError, match="distro-info-data"):
-        suites.resolve("stable", path=tmp_path / "none.csv")
+        distroinfo.load(tmp_path / "none.csv")
+
+
+def test_the_table_is_read_once_per_file(tmp_path: Path) -> None:
+    path = tmp_path / "debian.csv"
+    path.write_text(CSV)
+    first = distroinfo.load(path)
+    path.write_text("")
+    assert distroinfo.load(path) is first

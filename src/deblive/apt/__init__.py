@@ -1,0 +1,3 @@
+"""Debian archives: signatures, sources, package resolution (the plan), mirror faults
+and the package cache.
+"""

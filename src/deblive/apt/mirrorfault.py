@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from deblive.core.runner import CommandError, DebliveError
+from deblive.core.errors import DebliveError
+from deblive.core.runner import CommandError
 from deblive.model.config import ImageConfig
 
 # A URL, with the "<suite> InRelease" that apt writes after a mirror's base URL.

@@ -7,6 +7,11 @@ So a second build of a config downloads nothing, two builds can run side by
 side (apt locks each build's own directory), a hook's `apt-get clean` cannot
 empty the shared cache, and no package is ever copied.
 
+Only regular files named like packages (name_version_arch.deb) are linked in
+either direction: what the chroot left in its archives directory (a symlink,
+a device node, a file named anything) never enters the shared cache. apt
+checks every package against the signed indexes before it uses it.
+
 Where the cache and the work tree are on different file systems, hard links
 are impossible: the build then uses the shared directory itself, holding an
 exclusive lock on it for the whole time apt may use it, so side-by-side builds
@@ -17,13 +22,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
+import re
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
+from deblive.core.files import exclusive_lock
 from deblive.core.log import BuildLog
 
 LOCK_NAME = ".deblive-cache.lock"
+DEB_NAME = re.compile(r"[a-z0-9][a-z0-9.+-]*_[A-Za-z0-9.+~%-]+_[a-z0-9-]+\.deb")
+
+
+def package_files(directory: Path) -> Iterator[Path]:
+    """The regular files named like Debian packages in directory (symlinks skipped)."""
+    if not directory.is_dir() or directory.is_symlink():
+        return
+    for entry in os.scandir(directory):
+        if DEB_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            yield Path(entry.path)
 
 
 class PackageCache:
@@ -31,14 +49,14 @@ class PackageCache:
         self.shared = shared
         self.work_archives = work_archives
         self.log = log
-        self._lock_fd: int | None = None
+        self._lock: contextlib.ExitStack | None = None
         self._linked: set[str] = set()
         self.downloaded_bytes = 0
 
     @property
     def archives(self) -> Path:
         """The directory to bind into the chroot as /var/cache/apt/archives."""
-        return self.work_archives if self._lock_fd is None else self.shared
+        return self.work_archives if self._lock is None else self.shared
 
     def _same_filesystem(self) -> bool:
         return os.stat(self.shared).st_dev == os.stat(self.work_archives.parent).st_dev
@@ -49,12 +67,11 @@ class PackageCache:
         self.work_archives.mkdir(parents=True, exist_ok=True)
         if not self._same_filesystem():
             self._lock_shared()
-            self._linked = {p.name for p in self.shared.glob("*.deb")}
+            self._linked = {p.name for p in package_files(self.shared)}
             return
-        for deb in self.shared.glob("*.deb"):
-            target = self.work_archives / deb.name
+        for deb in package_files(self.shared):
             try:
-                os.link(deb, target)
+                os.link(deb, self.work_archives / deb.name, follow_symlinks=False)
             except FileExistsError:
                 pass
             except OSError as exc:
@@ -64,13 +81,13 @@ class PackageCache:
         self.log.debug(f"package cache: {len(self._linked)} packages linked in from {self.shared}")
 
     def _lock_shared(self) -> None:
-        fd = os.open(self.shared / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.log.info(f"waiting for the package cache {self.shared} (another build uses it)")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        self._lock_fd = fd
+        stack = contextlib.ExitStack()
+        stack.enter_context(exclusive_lock(
+            self.shared / LOCK_NAME, wait=True,
+            on_wait=lambda: self.log.info(
+                f"waiting for the package cache {self.shared} (another build uses it)"),
+        ))
+        self._lock = stack
         self.log.info(
             f"package cache {self.shared} is on another file system than the work tree: "
             "using it directly, locked for this build"
@@ -79,19 +96,22 @@ class PackageCache:
     def stage_out(self) -> int:
         """Keep what this build downloaded; returns the bytes downloaded."""
         new_bytes = 0
-        if self._lock_fd is not None:
-            for deb in self.shared.glob("*.deb"):
+        if self._lock is not None:
+            for deb in package_files(self.shared):
                 if deb.name not in self._linked:
                     new_bytes += deb.stat().st_size
-            os.close(self._lock_fd)
-            self._lock_fd = None
-        elif self.work_archives.is_dir():
-            for deb in self.work_archives.glob("*.deb"):
+            self._lock.close()
+            self._lock = None
+        else:
+            for deb in package_files(self.work_archives):
                 if deb.name in self._linked:
                     continue
-                new_bytes += deb.stat().st_size
+                st = deb.lstat()
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                new_bytes += st.st_size
                 with contextlib.suppress(FileExistsError):
-                    os.link(deb, self.shared / deb.name)
+                    os.link(deb, self.shared / deb.name, follow_symlinks=False)
         self.downloaded_bytes = new_bytes
         self.log.debug(f"package cache: {new_bytes} bytes downloaded by this build")
         return new_bytes

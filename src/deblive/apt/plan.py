@@ -26,34 +26,25 @@ sizes are those of the Packages indexes: Size (download) and Installed-Size.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import re
-import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from debian import deb822
 
-from deblive.build.stages import packages as packages_stage
-from deblive.build.stages import sources as sources_stage
+from deblive.apt.keyring import DEBIAN_ARCHIVE_KEYRING
+from deblive.apt.sources import build_sources
+from deblive.core.errors import BadInputError
+from deblive.core.files import exclusive_lock
 from deblive.core.log import BuildLog
-from deblive.core.runner import DebliveError
-from deblive.host import hostapt
+from deblive.core.runner import Result, Runner
 from deblive.model.config import ImageConfig
+from deblive.model.packages import PackageSelection
 
-KEYRING: Final = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-# apt pattern for a variant's base: what mmdebstrap (and debootstrap) install.
-VARIANT_PATTERNS: Final = {
-    "minbase": "?or(?priority(required),?essential)",
-    "required": "?or(?priority(required),?essential)",
-    "important": "?or(?priority(required),?priority(important),?essential)",
-    "standard": "?or(?priority(required),?priority(important),?priority(standard),?essential)",
-}
 # Fields a dpkg status entry needs for apt to resolve against it.
 STATUS_FIELDS: Final = (
     "Package", "Essential", "Priority", "Section", "Installed-Size", "Maintainer",
@@ -72,10 +63,8 @@ UNKNOWN_RES: Final = (
 NETBOOT_RE: Final = re.compile(r"^debian-installer-(?P<version>\d+)-netboot-(?P<arch>[a-z0-9]+)$")
 
 
-class PlanError(DebliveError):
+class PlanError(BadInputError):
     """The package set does not resolve: unknown names or broken dependencies."""
-
-    exit_code = 2
 
     def __init__(self, message: str, unknown: Sequence[str] = ()) -> None:
         super().__init__(message)
@@ -184,28 +173,15 @@ def default_cache_dir() -> Path:
     return Path(base) / "deblive" / "plan"
 
 
-def sources_text(config: ImageConfig, keyring: Path = KEYRING) -> str:
-    """The build's sources (suite, -updates, -security), as the chroot's apt sees them,
-    each signed by keyring."""
-    assert config.mirror is not None
-    security = sources_stage.build_security_mirror(config, hostapt.host_security_mirror())
-    paragraphs = []
-    for para in deb822.Deb822.iter_paragraphs(
-        sources_stage.render_sources(config, config.mirror, security)
-    ):
-        para["Signed-By"] = str(keyring)
-        paragraphs.append(para.dump())
-    return "\n".join(paragraphs)
-
-
 class PrivateApt:
     """apt-get and apt-cache for one suite, architecture and set of sources, in root."""
 
-    def __init__(self, root: Path, architecture: str, sources: str,
-                 keyring: Path = KEYRING) -> None:
+    def __init__(self, root: Path, architecture: str, sources: str, runner: Runner,
+                 keyring: Path = DEBIAN_ARCHIVE_KEYRING) -> None:
         self.root = root
         self.architecture = architecture
         self.sources = sources
+        self.runner = runner
         self.keyring = keyring
 
     @property
@@ -254,26 +230,27 @@ class PrivateApt:
         env.update({"APT_CONFIG": str(self.conf), "LC_ALL": "C.UTF-8"})
         return env
 
-    def run(self, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            list(argv), env=self.env(), capture_output=True, text=True,
-            stdin=subprocess.DEVNULL,
+    def run(self, argv: Sequence[str], *, check: bool = True) -> Result:
+        """apt with the private configuration: standard output kept apart (parsed)."""
+        result = self.runner.run(
+            argv, env=self.env(), inherit_env=False, capture=True, quiet=True, check=False,
+            stderr="capture",
         )
-        if check and proc.returncode != 0:
+        if check and result.returncode != 0:
             raise PlanError(
-                f"{' '.join(argv[:3])} failed with exit status {proc.returncode}:\n"
-                + _tail(proc.stdout + proc.stderr)
+                f"{' '.join(argv[:3])} failed with exit status {result.returncode}:\n"
+                + _tail(result.output + result.errors)
             )
-        return proc
+        return result
 
     def update(self) -> None:
         """Fetch (or refresh) the suite's lists; apt checks the Release signature."""
-        proc = self.run(["apt-get", "-q", "update"], check=False)
-        problems = [line for line in (proc.stdout + proc.stderr).splitlines()
-                    if line.startswith(("E:", "W:", "Err:"))]
-        if proc.returncode != 0 or any(line.startswith(("E:", "Err:")) for line in problems):
+        result = self.run(["apt-get", "-q", "update"], check=False)
+        text = result.output + result.errors
+        problems = [line for line in text.splitlines() if line.startswith(("E:", "W:", "Err:"))]
+        if result.returncode != 0 or any(line.startswith(("E:", "Err:")) for line in problems):
             raise PlanError("cannot read the mirror's package lists for the plan:\n"
-                            + "\n".join(problems or _tail(proc.stdout + proc.stderr).splitlines()))
+                            + "\n".join(problems or _tail(text).splitlines()))
 
     def simulate(self, names: Sequence[str], *, recommends: bool) -> list[Package]:
         """Packages apt would install (name, version, arch); PlanError naming unknown ones."""
@@ -282,7 +259,7 @@ class PrivateApt:
              "install", *names],
             check=False,
         )
-        text = proc.stdout + proc.stderr
+        text = proc.output + proc.errors
         unknown = unknown_packages(text)
         if unknown:
             raise PlanError(
@@ -300,10 +277,10 @@ class PrivateApt:
             return []
         proc = self.run(["apt-cache", "show",
                          *(f"{p.name}:{p.architecture}={p.version}" for p in packages)])
-        return list(deb822.Packages.iter_paragraphs(proc.stdout, use_apt_pkg=False))
+        return list(deb822.Packages.iter_paragraphs(proc.output, use_apt_pkg=False))
 
     def pkgnames(self, prefix: str) -> list[str]:
-        return sorted(self.run(["apt-cache", "pkgnames", prefix]).stdout.split())
+        return sorted(self.run(["apt-cache", "pkgnames", prefix]).output.split())
 
 
 def _tail(text: str, lines: int = 20) -> str:
@@ -371,65 +348,48 @@ def status_text(entries: Sequence[deb822.Packages]) -> str:
     return "\n".join(paragraphs)
 
 
-def requested_packages(config: ImageConfig) -> list[str]:
-    """What the packages stage installs (live system, tasks, extras), in its order."""
-    return packages_stage.install_list(config)
-
-
 def cache_key(config: ImageConfig, sources: str) -> str:
     digest = hashlib.sha256(sources.encode()).hexdigest()[:12]
     return f"{config.codename}-{config.architecture}-{digest}"
 
 
-@contextlib.contextmanager
-def locked(root: Path) -> Iterator[None]:
-    """One plan at a time per cache directory (apt's own list lock would fail the second)."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".deblive-plan.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def private_apt(config: ImageConfig, runner: Runner, cache_dir: Path | None = None,
+                keyring: Path = DEBIAN_ARCHIVE_KEYRING) -> PrivateApt:
+    """The private apt of config's suite, architecture and build sources (not yet updated)."""
+    sources = build_sources(config, keyring)
+    root = (cache_dir or default_cache_dir()) / cache_key(config, sources)
+    return PrivateApt(root, str(config.architecture), sources, runner, keyring)
 
 
-def make_plan(config: ImageConfig, cache_dir: Path | None = None, *,
-              update: bool = True, keyring: Path = KEYRING) -> Plan:
+def make_plan(config: ImageConfig, runner: Runner, cache_dir: Path | None = None, *,
+              update: bool = True, keyring: Path = DEBIAN_ARCHIVE_KEYRING) -> Plan:
     """Resolve config's package set; PlanError (exit 2) for unknown names or conflicts.
 
     keyring: the keys the suite's Release must be signed with (Debian's archive keys).
     """
-    sources = sources_text(config, keyring)
-    root = (cache_dir or default_cache_dir()) / cache_key(config, sources)
-    apt = PrivateApt(root, config.architecture, sources, keyring)
-    requested = requested_packages(config)
-    with locked(root):
+    selection = PackageSelection.from_config(config)
+    apt = private_apt(config, runner, cache_dir, keyring)
+    root = apt.root
+    requested = list(selection.install)
+    root.mkdir(parents=True, exist_ok=True)
+    # One plan at a time per cache directory (apt's own list lock would fail the second).
+    with exclusive_lock(root / ".deblive-plan.lock", wait=True):
         apt.prepare()
         apt.status.write_text("", encoding="utf-8")
         if update or not any((root / "state/lists").glob("*_Packages*")):
             apt.update()
-        base_pkgs = apt.simulate(
-            [VARIANT_PATTERNS[config.bootstrap.variant], "apt",
-             *bootstrap_extras(config)],
-            recommends=False,
-        )
+        base_pkgs = apt.simulate(list(selection.base_request), recommends=False)
         base_entries = apt.show(base_pkgs)
         base = with_sizes(base_pkgs, base_entries)
         apt.status.write_text(status_text(base_entries), encoding="utf-8")
         added_pkgs = apt.simulate(requested, recommends=True)
         added = with_sizes(added_pkgs, apt.show(added_pkgs))
         installer_package = None
-        if config.installer is not None and "package" in config.installer.sources:
+        if selection.netboot_installer:
             installer_package = netboot_package(apt.pkgnames("debian-installer-"),
-                                                config.architecture)
-    return Plan(config.name, config.codename, config.architecture, config.bootstrap.variant,
+                                                str(config.architecture))
+    return Plan(config.name, config.codename, str(config.architecture), selection.variant,
                 requested, base, added, installer_package)
-
-
-def bootstrap_extras(config: ImageConfig) -> list[str]:
-    from deblive.build.stages import bootstrap
-
-    return bootstrap.bootstrap_packages(config)
 
 
 def netboot_package(names: Sequence[str], architecture: str) -> str | None:
@@ -448,7 +408,7 @@ def precheck(config: ImageConfig, cache: Path, log: BuildLog) -> Plan:
 
     cache is the build's cache directory; the plan's lists live in cache/plan.
     """
-    plan = make_plan(config, cache / "plan")
+    plan = make_plan(config, Runner(log), cache / "plan")
     log.info(
         f"plan: {plan.count} packages, download {human(plan.download_bytes)}, "
         f"installed {human(plan.installed_bytes)}"

@@ -1,29 +1,36 @@
-"""What every stage of a build sees: the config, the runner, and the work tree's paths."""
+"""What every stage of a build sees: the config, the runner, the work tree, the image
+tree, and the typed facts stages learn for the report."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
+from deblive.host.imagetree import ImageTree
 from deblive.model.config import ImageConfig
 
 if TYPE_CHECKING:
+    from deblive.build.bootfiles import BootFiles
     from deblive.build.chroot import InitramfsDeferral
+    from deblive.build.installer import InstallerImages
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkTree:
-    """Paths of one build's work directory.
+    """Paths of one build's work directory (private to root, 0700).
 
     rootfs/      the image's root filesystem (kept on failure, for debugging)
+    archives/    this build's package cache (hard links into the shared one)
     medium/      the ISO's file tree
     bootdebs/    boot loader packages of the target release, downloaded, not installed
     bootfiles/   those packages unpacked
+    installer/   debian-installer images on their way to the medium
     output/      results being written (moved to the output directory when complete)
     """
 
@@ -32,6 +39,10 @@ class WorkTree:
     @property
     def rootfs(self) -> Path:
         return self.root / "rootfs"
+
+    @property
+    def archives(self) -> Path:
+        return self.root / "archives"
 
     @property
     def medium(self) -> Path:
@@ -46,12 +57,49 @@ class WorkTree:
         return self.root / "bootfiles"
 
     @property
+    def installer(self) -> Path:
+        return self.root / "installer"
+
+    @property
     def output(self) -> Path:
         return self.root / "output"
 
     @property
+    def logs(self) -> Path:
+        return self.output / "logs"
+
+    @property
     def log(self) -> Path:
         return self.root / "build.log"
+
+
+@dataclass
+class SquashfsFacts:
+    bytes: int
+    tree_bytes: int
+    inodes: int
+    compression: str
+
+
+@dataclass
+class BuildFacts:
+    """What the stages learned, for the log and report.json."""
+
+    downloaded_bytes: int | None = None
+    boot_packages: list[str] = field(default_factory=list)
+    kernels: list[str] = field(default_factory=list)  # versions, oldest first
+    kernel: str | None = None  # the one the menus boot
+    initramfs: list[str] = field(default_factory=list)  # kernels whose initramfs was made
+    package_count: int | None = None
+    password_hash: str | None = None  # the live user's hash scheme (yescrypt...)
+    squashfs: SquashfsFacts | None = None
+    efi_image_bytes: int | None = None
+    iso_bytes: int | None = None
+    installer_origin: str | None = None
+    installer_package: str | None = None
+    installer_files: list[str] = field(default_factory=list)
+    metapackage: str | None = None
+    language_locales: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -62,23 +110,40 @@ class BuildContext:
     work: WorkTree
     outdir: Path
     cache: Path
-    # The apt archives directory bound into the chroot (see pkgcache).
-    archives: Path | None = None
-    initramfs: InitramfsDeferral | None = None  # set while the chroot session lasts
+    make_iso: bool = True
     build_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     source_date_epoch: int = field(default_factory=lambda: int(time.time()))
-    # Facts stages learn and the report carries (kernel version, byte counts...).
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: BuildFacts = field(default_factory=BuildFacts)
+    # Files to publish, in the order stages made them.
+    outputs: list[Path] = field(default_factory=list)
+    # Undone when the build ends, however it ends, last registered first.
+    teardown: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    # The chroot session's temporary changes (mounts, service block...): undone
+    # by the chroot-teardown stage, or by the teardown on a failure before it.
+    session: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    # The apt archives directory bound into the chroot (see apt.pkgcache).
+    archives: Path | None = None
+    initramfs: InitramfsDeferral | None = None  # set while the chroot session lasts
+    installer_images: InstallerImages | None = None  # from the packages stage, for the medium
+    boot_files: BootFiles | None = None  # from the bootloaders stage, for the ISO
+    _tree: ImageTree | None = None
 
     @property
     def rootfs(self) -> Path:
         return self.work.rootfs
 
     @property
-    def apt_archives(self) -> Path:
-        return self.archives if self.archives is not None else self.cache / "archives"
+    def tree(self) -> ImageTree:
+        """The image tree, the way into rootfs (open from the bootstrap on)."""
+        if self._tree is None:
+            raise RuntimeError("the image tree is not open yet (before the bootstrap)")
+        return self._tree
+
+    def open_tree(self) -> ImageTree:
+        """Open rootfs as the image tree, closed with the build's teardown."""
+        self._tree = self.teardown.enter_context(ImageTree(self.rootfs))
+        return self._tree
 
     @property
     def image_basename(self) -> str:
-        cfg = self.config
-        return f"{cfg.name}-{cfg.codename}-{cfg.architecture}"
+        return self.config.image_basename

@@ -31,14 +31,10 @@ d-i never mounts the CD, so preseed/file=/cdrom/... would not find it.)
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import shutil
-import subprocess
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -46,16 +42,19 @@ from typing import Final
 from debian import deb822
 
 from deblive.apt import plan
-from deblive.build.chroot import Chroot
-from deblive.build.context import BuildContext
-from deblive.core.runner import DebliveError
+from deblive.apt.keyring import DEBIAN_ARCHIVE_KEYRING, SignatureError, verify_clearsigned
+from deblive.build.chroot import Chroot, download_packages
+from deblive.core import http
+from deblive.core.errors import DebliveError
+from deblive.core.files import sha256_bytes
+from deblive.core.log import BuildLog
+from deblive.core.runner import Runner
+from deblive.host import deletion
+from deblive.host.imagetree import ImageTree
 from deblive.model import bootmenu
+from deblive.model.arch import Arch
 from deblive.model.config import ImageConfig
 
-KEYRING: Final = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-WORK_DIR: Final = "installer"  # below the work tree
-CHOSEN: Final = "chosen"  # below WORK_DIR: the images the medium gets
-DEBS_IN_CHROOT: Final = "var/tmp/deblive-installer-debs"
 # Paths inside the images/ tree of the mirror (as SHA256SUMS lists them).
 MIRROR_FILES: Final = {
     "text": ("netboot/debian-installer/{arch}/linux", "netboot/debian-installer/{arch}/initrd.gz"),
@@ -84,32 +83,12 @@ class InstallerImages:
 # -- the mirror: InRelease -> Release SHA256 -> SHA256SUMS -> files ---------------
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def fetch(url: str, timeout: float = 60) -> bytes:
-    """GET url (http, https or file); InstallerError naming the URL on any failure."""
+def fetch(url: str) -> bytes:
+    """GET url; InstallerError naming the URL on any failure."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            data: bytes = response.read()
-            return data
-    except urllib.error.HTTPError as exc:
-        raise InstallerError(f"{url}: HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise InstallerError(f"{url}: {getattr(exc, 'reason', exc)}") from None
-
-
-def verify_inrelease(signed: bytes, keyring: Path) -> str:
-    """The Release text that gpgv found signed by a key in keyring (only that part)."""
-    proc = subprocess.run(
-        ["gpgv", "--keyring", str(keyring), "--output", "-", "-"],
-        input=signed, capture_output=True,
-    )
-    if proc.returncode != 0:
-        detail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-        raise InstallerError(f"InRelease signature not valid with {keyring}: {detail[0]}")
-    return proc.stdout.decode("utf-8", errors="replace")
+        return http.get(url, timeout=60, retries=1)
+    except (http.HttpStatusError, http.UnreachableError) as exc:
+        raise InstallerError(str(exc)) from None
 
 
 def release_sha256(release_text: str) -> dict[str, tuple[str, int]]:
@@ -137,12 +116,15 @@ def check_digest(what: str, data: bytes, expected: str | None) -> None:
 
 
 def from_mirror(
-    mirror: str, codename: str, arch: str, dest: Path, *, graphical: bool,
-    keyring: Path = KEYRING, get: Callable[[str], bytes] = fetch,
+    runner: Runner, mirror: str, codename: str, arch: Arch, dest: Path, *, graphical: bool,
+    keyring: Path = DEBIAN_ARCHIVE_KEYRING, get: Callable[[str], bytes] = fetch,
 ) -> InstallerImages:
     """Download the netboot kernel and initrds, each checked along the signed chain."""
     dists = f"{mirror.rstrip('/')}/dists/{codename}"
-    release = release_sha256(verify_inrelease(get(f"{dists}/InRelease"), keyring))
+    try:
+        release = release_sha256(verify_clearsigned(runner, get(f"{dists}/InRelease"), keyring))
+    except SignatureError as exc:
+        raise InstallerError(str(exc)) from None
     sums_rel = f"main/installer-{arch}/current/images/SHA256SUMS"
     if sums_rel not in release:
         raise InstallerError(
@@ -177,8 +159,9 @@ def from_mirror(
 # -- a directory, or the netboot package unpacked -----------------------------------
 
 
-def from_tree(tree: Path, origin: str, *, graphical: bool) -> InstallerImages:
-    """text/linux, text/initrd.gz, gtk/linux, gtk/initrd.gz below tree."""
+def from_directory(tree: Path, origin: str, *, graphical: bool) -> InstallerImages:
+    """text/linux, text/initrd.gz, gtk/linux, gtk/initrd.gz below a directory the
+    config names (the config's author vouches for it)."""
     def need(rel: str) -> Path:
         path = tree / rel
         if not path.is_file():
@@ -193,106 +176,74 @@ def from_tree(tree: Path, origin: str, *, graphical: bool) -> InstallerImages:
     )
 
 
-def netboot_tree(unpacked: Path, arch: str) -> Path:
-    """The text/ and gtk/ trees of an unpacked netboot package, per image tree layout:
-    usr/lib/debian-installer/images/<version>/<arch>/{text,gtk}/debian-installer/<arch>/."""
-    candidates = sorted(unpacked.glob(f"usr/lib/debian-installer/images/*/{arch}"))
-    if not candidates:
-        raise InstallerError(f"no usr/lib/debian-installer/images/*/{arch} in the package")
-    base = candidates[-1]
-    flat = unpacked / "flat"
-    for flavour in ("text", "gtk"):
-        src = base / flavour / "debian-installer" / arch
-        if src.is_dir():
-            (flat / flavour).mkdir(parents=True, exist_ok=True)
+def from_unpacked(unpacked: Path, arch: Arch, dest: Path, origin: str, *,
+                  graphical: bool) -> InstallerImages:
+    """The images of an unpacked netboot package, copied out into dest's layout.
+
+    The package lays them out as usr/lib/debian-installer/images/<version>/
+    <arch>/{text,gtk}/debian-installer/<arch>/{linux,initrd.gz}; they are read
+    through an ImageTree, so a symlink in the package cannot point elsewhere.
+    """
+    images_dir = "/usr/lib/debian-installer/images"
+    with ImageTree(unpacked) as tree:
+        versions = [v for v in tree.listdir(images_dir) if tree.is_dir(f"{images_dir}/{v}/{arch}")]
+        if not versions:
+            raise InstallerError(f"no {images_dir}/*/{arch} in the package")
+        base = f"{images_dir}/{versions[-1]}/{arch}"
+        for flavour in ("text", "gtk"):
             for name in ("linux", "initrd.gz"):
-                if (src / name).is_file():
-                    os.replace(src / name, flat / flavour / name)
-    return flat
+                inside = f"{base}/{flavour}/debian-installer/{arch}/{name}"
+                if tree.is_file(inside):
+                    (dest / flavour).mkdir(parents=True, exist_ok=True)
+                    tree.copy_out(inside, dest / flavour / name)
+    return from_directory(dest, origin, graphical=graphical)
 
 
-def from_package(ctx: BuildContext, dest: Path, *, graphical: bool) -> InstallerImages:
+def from_package(config: ImageConfig, chroot: Chroot, dest: Path) -> InstallerImages:
     """apt-get download of the suite's netboot package in the chroot, unpacked on the host."""
-    chroot = Chroot(ctx.rootfs, ctx.runner)
+    arch = config.architecture
     names = chroot.run(["apt-cache", "pkgnames", "debian-installer-"], capture=True,
-                       what="listing the installer packages").output.split()
-    name = plan.netboot_package(names, ctx.config.architecture)
+                       quiet=True, what="listing the installer packages").output.split()
+    name = plan.netboot_package(names, str(arch))
     if name is None:
         raise InstallerError(
-            f"no debian-installer-<version>-netboot-{ctx.config.architecture} package in "
-            f"{ctx.config.codename}"
-        )
-    inside = ctx.rootfs / DEBS_IN_CHROOT
-    inside.mkdir(parents=True, exist_ok=True)
-    os.chmod(inside, 0o777)  # apt downloads as the _apt user
-    try:
-        chroot.run(["sh", "-c", f'cd /{DEBS_IN_CHROOT} && exec apt-get -q download "$1"',
-                    "sh", name], what=f"downloading {name}")
-        debs = sorted(inside.glob(f"{name}_*.deb"))
-        if not debs:
-            raise InstallerError(f"apt-get download {name} left no .deb")
-        unpacked = dest / "unpacked"
-        if unpacked.exists():
-            shutil.rmtree(unpacked)
-        unpacked.mkdir(parents=True)
-        ctx.runner.run(["dpkg-deb", "-x", debs[-1], unpacked], what=f"unpacking {debs[-1].name}")
-    finally:
-        shutil.rmtree(inside, ignore_errors=True)
-    flat = netboot_tree(unpacked, ctx.config.architecture)
-    images = from_tree(flat, f"package {debs[-1].name}", graphical=graphical)
-    ctx.facts["installer_package"] = debs[-1].name
-    return images
+            f"no debian-installer-<version>-netboot-{arch} package in {config.codename}")
+    debs = download_packages(chroot, [name], dest / "debs", f"downloading {name}")
+    if not debs:
+        raise InstallerError(f"apt-get download {name} left no .deb")
+    unpacked = dest / "unpacked"
+    unpacked.mkdir(parents=True)
+    chroot.runner.run(["dpkg-deb", "-x", debs[-1], unpacked], what=f"unpacking {debs[-1].name}")
+    assert config.installer is not None
+    return from_unpacked(unpacked, arch, dest / "images", f"package {debs[-1].name}",
+                         graphical=config.installer.graphical)
 
 
-def obtain(ctx: BuildContext) -> InstallerImages:
+def obtain(config: ImageConfig, chroot: Chroot, log: BuildLog, dest: Path) -> InstallerImages:
     """Try the config's sources in order; InstallerError with every source's reason."""
-    config = ctx.config
     assert config.installer is not None and config.mirror is not None
     graphical = config.installer.graphical
-    dest = ctx.work.root / WORK_DIR
-    if dest.exists():
-        shutil.rmtree(dest)
+    deletion.remove_tree(dest)
     dest.mkdir(parents=True)
     reasons = []
     for source in config.installer.sources:
         try:
             if source == "mirror":
-                images = from_mirror(config.mirror, config.codename, config.architecture,
-                                     dest / "mirror", graphical=graphical)
+                images = from_mirror(chroot.runner, config.mirror, config.codename,
+                                     config.architecture, dest / "mirror", graphical=graphical)
             elif source == "package":
-                images = from_package(ctx, dest / "package", graphical=graphical)
+                images = from_package(config, chroot, dest / "package")
             else:
                 directory = config.installer_directory
                 assert directory is not None
-                images = from_tree(directory, f"directory {directory}", graphical=graphical)
+                images = from_directory(directory, f"directory {directory}", graphical=graphical)
         except InstallerError as exc:
-            ctx.log.warn(f"installer source {source}: {exc}")
+            log.warn(f"installer source {source}: {exc}")
             reasons.append(f"{source}: {exc}")
             continue
-        ctx.log.info(f"installer images from {images.origin}")
-        ctx.facts["installer_origin"] = images.origin
-        return keep(images, dest / CHOSEN)
+        log.info(f"installer images from {images.origin}")
+        return images
     raise InstallerError("no installer source worked:\n  " + "\n  ".join(reasons))
-
-
-def keep(images: InstallerImages, dest: Path) -> InstallerImages:
-    """Copy the chosen images to dest in the directory layout, for the medium stage."""
-    pairs = [("text/linux", images.text_kernel), ("text/initrd.gz", images.text_initrd),
-             ("gtk/linux", images.gtk_kernel), ("gtk/initrd.gz", images.gtk_initrd)]
-    for rel, src in pairs:
-        if src is not None:
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dest / rel)
-    (dest / "ORIGIN").write_text(images.origin + "\n", encoding="utf-8")
-    return from_tree(dest, images.origin, graphical=images.gtk_initrd is not None)
-
-
-def chosen(work_root: Path, graphical: bool) -> InstallerImages:
-    """The images obtain() kept in the work tree."""
-    tree = work_root / WORK_DIR / CHOSEN
-    origin_file = tree / "ORIGIN"
-    origin = origin_file.read_text().strip() if origin_file.is_file() else str(tree)
-    return from_tree(tree, origin, graphical=graphical)
 
 
 # -- onto the medium ---------------------------------------------------------------
@@ -347,14 +298,7 @@ def place_on_medium(medium: Path, config: ImageConfig, images: InstallerImages,
                   (p.is_relative_to(top) or p.name == bootmenu.PRESEED_NAME))
 
 
-def check_preseed(config: ImageConfig) -> None:
-    """A preseed that is named must exist (checked before the build touches anything)."""
-    path = config.preseed_path
-    if path is not None and not path.is_file():
-        raise InstallerError(f"installer.preseed: {path} does not exist")
-
-
-def needed_files(arch: str, graphical: bool) -> Sequence[str]:
+def needed_files(arch: Arch, graphical: bool) -> list[str]:
     """The medium paths the installer entries use (for tests and checks)."""
     top = bootmenu.installer_dir(arch)
     files = [f"{top}/vmlinuz", f"{top}/initrd.gz"]

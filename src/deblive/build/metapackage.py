@@ -18,15 +18,15 @@ import datetime as dt
 import gzip
 import io
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 from email.utils import format_datetime
 from pathlib import Path
 
-from deblive.core.runner import DebliveError
+from deblive.core.errors import DebliveError
+from deblive.core.runner import Runner
 from deblive.model.config import ImageConfig
+from deblive.model.packages import PackageSelection
 
 
 class MetapackageError(DebliveError):
@@ -44,7 +44,7 @@ def default_version(epoch: int) -> str:
 
 def depends(config: ImageConfig) -> list[str]:
     """The tasks, then the extras, each once."""
-    return list(dict.fromkeys([*config.tasks, *config.packages]))
+    return list(PackageSelection.from_config(config).metapackage_depends)
 
 
 def version(config: ImageConfig, epoch: int) -> str:
@@ -55,7 +55,7 @@ def control(config: ImageConfig, epoch: int) -> str:
     deps = depends(config)
     if not deps:
         raise MetapackageError(
-            f"{config.source or '<config>'}: no tasks and no packages: the metapackage "
+            f"{config.where}: no tasks and no packages: the metapackage "
             "would depend on nothing"
         )
     return (
@@ -111,7 +111,7 @@ def deb_name(config: ImageConfig, epoch: int) -> str:
     return f"{config.metapackage_name}_{version(config, epoch)}_all.deb"
 
 
-def build(config: ImageConfig, outdir: Path, epoch: int | None = None) -> Path:
+def build(config: ImageConfig, outdir: Path, runner: Runner, epoch: int | None = None) -> Path:
     """Write <name>-live-task_<version>_all.deb into outdir; returns its path."""
     epoch = build_epoch() if epoch is None else epoch
     outdir.mkdir(parents=True, exist_ok=True)
@@ -131,19 +131,11 @@ def build(config: ImageConfig, outdir: Path, epoch: int | None = None) -> Path:
             path.chmod(0o755 if path.is_dir() else 0o644)
             os.utime(path, (epoch, epoch))
         target = outdir / deb_name(config, epoch)
-        env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
-        proc = subprocess.run(
+        result = runner.run(
             ["dpkg-deb", "--root-owner-group", "--build", str(root), str(target)],
-            capture_output=True, text=True, env=env,
+            env={"SOURCE_DATE_EPOCH": str(epoch)}, check=False, capture=True, quiet=True,
+            what="dpkg-deb --build",
         )
-        if proc.returncode != 0:
-            raise MetapackageError(f"dpkg-deb --build failed: {proc.stderr.strip()}")
+        if result.returncode != 0:
+            raise MetapackageError(f"dpkg-deb --build failed: {result.output.strip()}")
     return target
-
-
-def copy_into_image(deb: Path, rootfs: Path) -> Path:
-    """Copy deb into the image's /var/tmp; returns its path as the chroot sees it."""
-    inside = rootfs / "var/tmp" / deb.name
-    inside.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(deb, inside)
-    return Path("/var/tmp") / deb.name

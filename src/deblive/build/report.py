@@ -2,35 +2,39 @@
 
 The report is the machine-readable record of a build: the config's digest,
 each stage's duration, the package manifest, bytes downloaded, and every
-output's size and sha256, so CI and people can compare builds.
+output's size and sha256, so CI and people can compare builds. It never
+holds the live user's password: only that one is set and which hash scheme
+the image stores it with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from deblive import __version__
 from deblive.build.context import BuildContext
 from deblive.build.stages.clean import installed_packages
+from deblive.core.errors import DebliveError
+from deblive.core.files import sha256_file, write_atomic
+from deblive.host.imagetree import ImageTree
+from deblive.model.config import ImageConfig
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def config_digest(config: ImageConfig) -> str:
+    """sha256 of the resolved config (password masked) and the content of the files it
+    names: what made this image, safe to publish."""
+    data = config.public_dump()
+    data["codename"] = config.codename
+    for key, path in config.referenced_paths().items():
+        if path.is_file():
+            data[f"{key}.sha256"] = sha256_file(path)
+    blob = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
 def sha256sums(files: list[Path], dest: Path) -> None:
@@ -39,19 +43,27 @@ def sha256sums(files: list[Path], dest: Path) -> None:
     write_atomic(dest, "".join(lines))
 
 
+def _manifest(rootfs: Path) -> list[dict[str, str]]:
+    if not rootfs.is_dir():
+        return []
+    try:
+        with ImageTree(rootfs) as tree:
+            if not tree.is_file("/var/lib/dpkg/status"):
+                return []
+            return [{"name": n, "version": v, "architecture": a}
+                    for n, v, a in installed_packages(tree)]
+    except DebliveError:
+        return []
+
+
 def build_report(
     ctx: BuildContext, started: dt.datetime, outputs: list[Path], result: str,
     error: str | None = None,
 ) -> dict[str, Any]:
     finished = dt.datetime.now(dt.UTC)
-    packages: list[dict[str, str]] = []
-    status = ctx.rootfs / "var/lib/dpkg/status"
-    if status.exists():
-        packages = [
-            {"name": n, "version": v, "architecture": a}
-            for n, v, a in installed_packages(ctx.rootfs)
-        ]
+    packages = _manifest(ctx.rootfs)
     config = ctx.config
+    facts = dataclasses.asdict(ctx.facts)
     return {
         "deblive_version": __version__,
         "result": result,
@@ -60,10 +72,14 @@ def build_report(
         "name": config.name,
         "suite": config.suite,
         "codename": config.codename,
-        "architecture": config.architecture,
-        "config_digest": config.digest(),
-        "config": config.model_dump(mode="json"),
+        "architecture": str(config.architecture),
+        "config_digest": config_digest(config),
+        "config": config.public_dump(),
         "config_file": str(config.source) if config.source else None,
+        "live_user": {
+            "name": config.user.name, "password": "set",
+            "password_hash": facts.pop("password_hash"), "sudo": config.user.sudo,
+        },
         "source_date_epoch": ctx.source_date_epoch,
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
@@ -71,10 +87,7 @@ def build_report(
         "stages": [
             {"name": t.name, "seconds": t.seconds, "ok": t.ok} for t in ctx.log.timings
         ],
-        "downloaded_bytes": ctx.facts.get("downloaded_bytes"),
-        "kernels": ctx.facts.get("kernels", []),
-        "squashfs": ctx.facts.get("squashfs"),
-        "boot_packages": ctx.facts.get("bootdebs", []),
+        **facts,
         "packages": {"count": len(packages), "manifest": packages},
         "outputs": [
             {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}

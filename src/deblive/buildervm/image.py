@@ -7,40 +7,41 @@ not from whatever the build host runs. This module makes that VM's disk once
 per (release, architecture, deblive version) and keeps it in the cache:
 
 - mmdebstrap of the release with the build tools, a kernel and its initramfs;
-- deblive itself and its Python dependencies, installed from the host with
+- deblive itself and its Python dependencies, installed on the host with
   `pip install --target` for the guest's Python (wheels only, so nothing is
-  compiled and the guest needs neither pip nor a network to PyPI);
+  compiled and the guest needs neither pip nor a network to PyPI) into a
+  directory of deblive's own, then copied into the tree;
 - deblive-builder-init as PID 1 (data/builder-init.sh): mounts, network,
   shares, one build, power off;
 - an ext4 image made from the tree by `mke2fs -d`: no loop device, no mount.
 
-The VM boots that image with snapshot=on, so every build starts from the same
-pristine system and leaves nothing behind: the throwaway builder.
+The bootstrapped tree is made of packages: every host-side touch of it goes
+through an ImageTree. The cached images are never shared with a guest.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import json
 import os
-import platform
 import re
-import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from deblive.apt.keyring import DEBIAN_ARCHIVE_KEYRING
 from deblive.apt.pkgcache import PackageCache
-from deblive.build.stages.bootstrap import KEYRING
+from deblive.core.errors import DebliveError
+from deblive.core.files import exclusive_lock
 from deblive.core.log import BuildLog
-from deblive.core.runner import DebliveError, Runner
-from deblive.host import sandbox
-from deblive.model import suites
+from deblive.core.runner import Runner
+from deblive.host import deletion, sandbox
+from deblive.host.hostapt import host_architecture
+from deblive.host.imagetree import ImageTree
+from deblive.model.arch import Arch
+from deblive.model.suites import ReleaseTable
 
 # What a build needs inside the builder, beyond the apt variant's base.
 BUILDER_PACKAGES = (
@@ -50,18 +51,18 @@ BUILDER_PACKAGES = (
     "cpio", "zstd", "xz-utils", "gpgv", "gpg", "rsync", "e2fsprogs", "iproute2", "kmod",
     "initramfs-tools", "procps",
 )
-KERNEL_FLAVOUR = {"amd64": "amd64", "arm64": "arm64"}
 PYTHON_MIN = (3, 11)
 # The oldest release whose Python runs deblive; older targets are built by it
 # (the seed: a newer builder may build an older release).
 OLDEST_BUILDER = "bookworm"
 INIT_PATH = "/usr/local/sbin/deblive-builder-init"
 LIB_DIR = "/opt/deblive/lib"
-FORMAT = 1  # bump when the image's layout changes
+FORMAT = 2  # bump when the image's layout changes
+ARCHIVES = "var/cache/apt/archives"
 
 
 class BuilderImageError(DebliveError):
-    exit_code = 1
+    pass
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class BuilderImage:
 
     directory: Path
     codename: str
-    architecture: str
+    architecture: Arch
 
     @property
     def rootfs(self) -> Path:
@@ -92,20 +93,9 @@ class BuilderImage:
         return all(p.is_file() for p in (self.rootfs, self.kernel, self.initrd, self.info))
 
 
-def host_architecture() -> str:
-    """The builder runs the host's architecture (fast), foreign targets go through binfmt."""
-    machine = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
-
-
-def builder_codename(codename: str) -> str:
+def builder_codename(codename: str, releases: ReleaseTable) -> str:
     """The builder's release: the target's own, unless its Python is too old for deblive."""
-    names = [r.codename for r in suites.load_releases()]
-    if codename in names and OLDEST_BUILDER in names and (
-        names.index(codename) < names.index(OLDEST_BUILDER)
-    ):
-        return OLDEST_BUILDER
-    return codename
+    return OLDEST_BUILDER if releases.is_older(codename, OLDEST_BUILDER) else codename
 
 
 def init_script() -> bytes:
@@ -113,6 +103,7 @@ def init_script() -> bytes:
 
 
 def package_dir() -> Path:
+    """The deblive package as it runs now."""
     return Path(__file__).resolve().parents[1]
 
 
@@ -137,37 +128,31 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
-def cache_key(codename: str, architecture: str) -> str:
+def cache_key(codename: str, architecture: Arch) -> str:
     blob = json.dumps({
-        "format": FORMAT, "codename": codename, "architecture": architecture,
+        "format": FORMAT, "codename": codename, "architecture": str(architecture),
         "packages": BUILDER_PACKAGES, "requirements": requirements(),
         "deblive": source_digest(),
     }, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def mmdebstrap_argv(codename: str, architecture: str, tree: Path, mirror: str,
-                    archives: Path) -> list[str]:
-    kernel = f"linux-image-{KERNEL_FLAVOUR.get(architecture, architecture)}"
+def mmdebstrap_argv(codename: str, architecture: Arch, tree: Path, mirror: str) -> list[str]:
+    """The builder's bootstrap; the package cache is bound in by the sandbox beforehand."""
     return [
         "mmdebstrap", "--mode=root", "--variant=apt", f"--architectures={architecture}",
-        f"--keyring={KEYRING}", "--components=main", "--aptopt=Acquire::Retries \"3\"",
-        "--skip=download/empty",
-        f"--include={','.join((*BUILDER_PACKAGES, kernel))}",
-        f"--setup-hook=mkdir -p \"$1/var/cache/apt/archives\" && "
-        f"mount --bind '{archives}' \"$1/var/cache/apt/archives\"",
-        "--customize-hook=umount \"$1/var/cache/apt/archives\"",
+        f"--keyring={DEBIAN_ARCHIVE_KEYRING}", "--components=main",
+        "--aptopt=Acquire::Retries \"3\"", "--skip=download/empty", "--skip=check/empty",
+        f"--include={','.join((*BUILDER_PACKAGES, architecture.kernel_package))}",
         codename, str(tree), mirror,
     ]
 
 
-def guest_python(tree: Path) -> tuple[int, int]:
+def guest_python(tree: ImageTree) -> tuple[int, int]:
     """The guest's python3 version, read from its /usr/bin/python3 link."""
-    link = tree / "usr/bin/python3"
-    try:
-        target = os.readlink(link)
-    except OSError as exc:
-        raise BuilderImageError(f"builder tree has no python3 ({link}: {exc.strerror})") from None
+    target = tree.readlink("/usr/bin/python3")
+    if target is None:
+        raise BuilderImageError("the builder tree has no /usr/bin/python3 link")
     match = re.search(r"python(\d+)\.(\d+)$", target)
     if match is None:
         raise BuilderImageError(f"cannot tell the builder's Python version from {target!r}")
@@ -202,29 +187,14 @@ def _tree_bytes(tree: Path) -> int:
     return total
 
 
-def _newest(boot: Path, prefix: str) -> Path:
-    found = sorted(boot.glob(prefix + "*"), key=lambda p: p.name)
+def _newest(tree: ImageTree, prefix: str) -> str:
+    found = sorted(tree.glob("/boot", prefix + "*"))
     if not found:
-        raise BuilderImageError(f"builder tree has no {boot}/{prefix}*")
+        raise BuilderImageError(f"the builder tree has no /boot/{prefix}*")
     return found[-1]
 
 
-@contextlib.contextmanager
-def _lock(directory: Path, log: BuildLog) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another build making the same builder image")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def install_deblive(tree: Path, runner: Runner, machine: str) -> tuple[int, int]:
+def install_deblive(tree: ImageTree, staging: Path, runner: Runner) -> tuple[int, int]:
     """deblive and its dependencies into LIB_DIR, and a /usr/local/bin/deblive to run it."""
     version = guest_python(tree)
     if version < PYTHON_MIN:
@@ -232,84 +202,102 @@ def install_deblive(tree: Path, runner: Runner, machine: str) -> tuple[int, int]
             f"the builder's Python is {version[0]}.{version[1]}; deblive needs "
             f"{PYTHON_MIN[0]}.{PYTHON_MIN[1]} or newer"
         )
-    lib = tree / LIB_DIR.lstrip("/")
-    lib.mkdir(parents=True)
-    runner.run(pip_target_argv(lib, version, machine, requirements()),
+    staging.mkdir(parents=True)
+    runner.run(pip_target_argv(staging, version, os.uname().machine, requirements()),
                what="install deblive's Python dependencies for the builder")
-    shutil.copytree(package_dir(), lib / "deblive",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    wrapper = tree / "usr/local/bin/deblive"
-    wrapper.parent.mkdir(parents=True, exist_ok=True)
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={LIB_DIR} exec python3 -m deblive \"$@\"\n")
-    wrapper.chmod(0o755)
+    tree.copy_tree_in(staging, LIB_DIR)
+    source = staging.parent / "deblive-source"
+    source.mkdir()
+    for path in package_dir().rglob("*"):
+        if "__pycache__" in path.parts or not path.is_file():
+            continue
+        dest = source / path.relative_to(package_dir())
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+    tree.copy_tree_in(source, f"{LIB_DIR}/deblive")
+    tree.mkdir("/usr/local/bin")
+    tree.write("/usr/local/bin/deblive",
+               f"#!/bin/sh\nPYTHONPATH={LIB_DIR} exec python3 -m deblive \"$@\"\n", 0o755)
     return version
 
 
-def configure(tree: Path) -> None:
+def configure(tree: ImageTree) -> None:
     """PID 1, hostname (the seed's 'sudo: unable to resolve host' warning), no apt lists."""
-    init = tree / INIT_PATH.lstrip("/")
-    init.parent.mkdir(parents=True, exist_ok=True)
-    init.write_bytes(init_script())
-    init.chmod(0o755)
-    (tree / "etc/hostname").write_text("deblive-builder\n")
-    (tree / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tdeblive-builder\n")
-    lists = tree / "var/lib/apt/lists"
-    for path in lists.glob("*"):
-        if path.is_file():
-            path.unlink()
+    tree.mkdir("/usr/local/sbin")
+    tree.write(INIT_PATH, init_script(), 0o755)
+    tree.write("/etc/hostname", "deblive-builder\n")
+    tree.write("/etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\tdeblive-builder\n")
+    for path in tree.glob("/var/lib/apt/lists", "*"):
+        if tree.is_file(path) and not tree.is_symlink(path):
+            tree.unlink(path)
 
 
 def ensure(codename: str, mirror: str, cache: Path, log: BuildLog, runner: Runner,
-           architecture: str | None = None, rebuild: bool = False) -> BuilderImage:
+           rebuild: bool = False) -> BuilderImage:
     """The builder image for codename: from the cache, or made now (a few minutes)."""
-    architecture = architecture or host_architecture()
+    architecture = host_architecture()
     key = cache_key(codename, architecture)
     builders = cache / "builders"
+    builders.mkdir(parents=True, exist_ok=True)
+    os.chmod(builders, 0o700)
     image = BuilderImage(builders / f"{codename}-{architecture}-{key}", codename, architecture)
-    with _lock(builders, log):
+    with exclusive_lock(builders / ".lock", wait=True, on_wait=lambda: log.info(
+            "waiting for another build making the same builder image")):
         if image.complete() and not rebuild:
             log.info(f"builder image {image.directory.name} from the cache")
             return image
         with log.stage("builder-image"):
             _make(image, mirror, cache, log, runner)
         for old in builders.glob(f"{codename}-{architecture}-*"):
-            if old != image.directory and old.is_dir() and not old.name.endswith(".tmp"):
+            # Outdated images, and what an interrupted making left (under this lock
+            # nobody else is making one).
+            if old != image.directory and old.is_dir() and not old.is_symlink():
                 log.info(f"removing the outdated builder image {old.name}")
-                shutil.rmtree(old)
+                deletion.remove_tree(old)
     return image
+
+
+def _bootstrap(image: BuilderImage, tmp: Path, mirror: str, cache: Path,
+               log: BuildLog, runner: Runner) -> ImageTree:
+    tree_dir = tmp / "tree"
+    tree_dir.mkdir()
+    packages = PackageCache(cache / "archives", tmp / "archives", log)
+    packages.stage_in()
+    tree = ImageTree(tree_dir)
+    try:
+        with sandbox.bind_into(tree, packages.archives, ARCHIVES):
+            runner.run(mmdebstrap_argv(image.codename, image.architecture, tree_dir, mirror),
+                       what="bootstrap the builder")
+    except BaseException:
+        tree.close()
+        raise
+    finally:
+        sandbox.unmount_below(tree_dir)
+        packages.stage_out()
+    return tree
 
 
 def _make(image: BuilderImage, mirror: str, cache: Path, log: BuildLog, runner: Runner) -> None:
     tmp = image.directory.with_name(image.directory.name + ".tmp")
-    if tmp.exists():
-        sandbox.safe_rmtree(tmp)
-    tree = tmp / "tree"
-    tmp.mkdir(parents=True)
     sandbox.enter_private_mount_namespace()
-    packages = PackageCache(cache / "archives", tmp / "archives", log)
-    packages.stage_in()
-    try:
-        runner.run(mmdebstrap_argv(image.codename, image.architecture, tree, mirror,
-                                   packages.archives), what="bootstrap the builder")
-    finally:
-        packages.stage_out()
-    python = install_deblive(tree, runner, platform.machine())
-    configure(tree)
-    (tmp / "vmlinuz").write_bytes(_newest(tree / "boot", "vmlinuz-").read_bytes())
-    (tmp / "initrd.img").write_bytes(_newest(tree / "boot", "initrd.img-").read_bytes())
-    size_mib = int(_tree_bytes(tree) * 1.3) // (1 << 20) + 512
-    runner.run(["mke2fs", "-q", "-t", "ext4", "-L", "deblive-builder", "-d", str(tree), "-F",
-                str(tmp / "rootfs.img"), f"{size_mib}M"], what="make the builder's disk")
-    sandbox.safe_rmtree(tree)
-    shutil.rmtree(tmp / "archives", ignore_errors=True)
+    deletion.remove_tree(tmp)
+    tmp.mkdir(mode=0o700)
+    with _bootstrap(image, tmp, mirror, cache, log, runner) as tree:
+        python = install_deblive(tree, tmp / "pip", runner)
+        configure(tree)
+        tree.copy_out(_newest(tree, "vmlinuz-"), tmp / "vmlinuz")
+        tree.copy_out(_newest(tree, "initrd.img-"), tmp / "initrd.img")
+    size_mib = int(_tree_bytes(tmp / "tree") * 1.3) // (1 << 20) + 512
+    runner.run(["mke2fs", "-q", "-t", "ext4", "-L", "deblive-builder", "-d", str(tmp / "tree"),
+                "-F", str(tmp / "rootfs.img"), f"{size_mib}M"], what="make the builder's disk")
+    for leftover in ("tree", "archives", "pip", "deblive-source"):
+        deletion.remove_tree(tmp / leftover)
     info = {
-        "codename": image.codename, "architecture": image.architecture,
-        "python": f"{python[0]}.{python[1]}",
-        "size_mib": size_mib, "requirements": requirements(),
+        "codename": image.codename, "architecture": str(image.architecture),
+        "python": f"{python[0]}.{python[1]}", "size_mib": size_mib,
+        "requirements": requirements(),
     }
     (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-    if image.directory.exists():
-        shutil.rmtree(image.directory)
+    deletion.remove_tree(image.directory)
     tmp.rename(image.directory)
     log.info(f"builder image {image.directory.name}: {size_mib} MiB")
-

@@ -2,25 +2,23 @@
 
 As debian-cd runs its live builds (the seed, point 4): the outer VM is made
 for the release being built, has root of its own, and is gone afterwards.
-Here that VM boots the cached builder image (builderimage.py) directly
-(kernel and initramfs given to qemu, no boot loader) with:
+Here that VM boots the cached builder image (buildervm.image) directly with:
 
 - the builder disk with snapshot=on: nothing the build does to it survives;
-- a fresh sparse work disk, formatted inside, deleted afterwards (kept on
-  failure only with --keep-workdir, for debugging);
-- 9p shares of the host's directories at the host's own paths: the config's
-  directory and the hook's (read-only), the output directory and the package
-  cache (read-write). Paths in the config, on the command line and in the
-  messages are therefore the same inside and outside;
-- the host's apt sources and distro-info (copies, through DEBLIVE_APT_ETC and
-  DEBLIVE_DISTRO_INFO) so the guest resolves mirrors and suite names exactly
-  as the host did;
-- qemu's user network: the mirror is reached through the host.
+- a fresh sparse work disk, formatted inside, deleted afterwards;
+- 9p shares (buildervm.shares): the config's directories read-only at the
+  host's own paths; a fresh output and result directory and the guests'
+  own package cache writable, mapped into extended attributes;
+- qemu's user network with restrict=on: the guest reaches nothing of the
+  host or the world but an HTTP proxy (buildervm.proxy) that forwards to the
+  build's mirrors only;
+- qemu's seccomp sandbox.
 
-KVM where it works; a KVM that fails (here: "KVM internal error", or a guest
-that stays silent) is detected within seconds and the VM is restarted under
-TCG, which is said in the log. The guest's console is the build's own output
-and is kept as logs/builder-console.log.
+KVM where it works; a KVM that fails is detected within seconds and the VM
+is restarted under TCG (vm.accel.with_kvm_fallback). The guest's console is
+the build's own output and is kept as logs/builder-console.log; it is shown
+as plain text, never as markup. The results are taken back by name and
+checked (buildervm.control) before they are published.
 """
 
 from __future__ import annotations
@@ -29,61 +27,37 @@ import contextlib
 import os
 import shlex
 import shutil
-import subprocess
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from deblive.build.pipeline import check_outdir, workdir_lock
-from deblive.buildervm import image as builderimage
-from deblive.core import interrupt
+from deblive.apt.archive import check_mirror
+from deblive.build import publish
+from deblive.buildervm import control, image, shares
+from deblive.buildervm.proxy import allowed_endpoint
+from deblive.core.errors import DebliveError
 from deblive.core.log import BuildLog
-from deblive.core.runner import DebliveError, Runner
-from deblive.host import hostapt
-from deblive.host import workbase as clean_mod
-from deblive.model import bootmenu, suites
+from deblive.core.runner import Runner
+from deblive.host import deletion, distroinfo, preflight, workbase
+from deblive.host.hostapt import host_architecture
 from deblive.model.config import ImageConfig
-from deblive.vm import qemu
+from deblive.vm.accel import AccelDecision, AccelRequest, AccelSelector, with_kvm_fallback
+from deblive.vm.command import DirectKernel, Disk, UserNetwork, VMSpec
+from deblive.vm.errors import VMExited
+from deblive.vm.machine import Machine
 
-GUEST_SCRATCH = "/var/tmp/deblive-builder"
-GUEST_WORK = GUEST_SCRATCH + "/work"
-GUEST_CTL = "/run/deblive-ctl"  # where builder-init.sh mounts the control share
-# Directories a share must not hide in the guest: the builder's own system.
-GUEST_SYSTEM = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/var/lib", "/opt/deblive",
-                "/proc", "/sys", "/dev", "/run", GUEST_SCRATCH)
-KVM_SILENCE = 30.0  # seconds a KVM guest may stay silent before KVM counts as broken
+PROXY_ADDRESS = "10.0.2.100"
+PROXY_PORT = 3128
 MARKERS = ("deblive: ", "warning: ", "error: ", "deblive-builder: ")
 
 
 class BuilderVMError(DebliveError):
-    exit_code = 1
-
-
-class ShareError(DebliveError):
-    exit_code = 2
+    pass
 
 
 @dataclass(frozen=True)
-class Share:
-    """A host directory mounted in the guest at the same path."""
-
-    tag: str
-    path: Path
-    writable: bool
-
-    def fsdev_args(self, index: int) -> list[str]:
-        path = str(self.path).replace(",", ",,")
-        model = "passthrough" if self.writable else "none"
-        readonly = "" if self.writable else ",readonly=on"
-        return [
-            "-fsdev", f"local,id=fs{index},path={path},security_model={model}{readonly}",
-            "-device", f"virtio-9p-pci,fsdev=fs{index},mount_tag={self.tag}",
-        ]
-
-
-@dataclass
 class VMOptions:
     outdir: Path
     workdir: Path
@@ -92,7 +66,7 @@ class VMOptions:
     keep_workdir: bool = False
     make_iso: bool = True
     verbose: bool = False
-    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    accel: AccelRequest = AccelRequest.AUTO
     memory_mib: int = 4096
     smp: int = field(default_factory=lambda: os.cpu_count() or 2)
     disk_gib: int = 40
@@ -101,126 +75,101 @@ class VMOptions:
 
 
 @dataclass
-class InnerCommand:
-    """What the guest runs: the same `deblive build`, with host-resolved inputs."""
-
-    config: Path | None
-    overrides: dict[str, str] = field(default_factory=dict)
-    make_iso: bool = True
-    force: bool = False
-    verbose: bool = False
-
-    def argv(self, outdir: Path, cache: Path) -> list[str]:
-        argv = ["deblive", "build"]
-        if self.config is not None:
-            argv.append(str(self.config))
-        for option, value in self.overrides.items():
-            argv += [f"--{option}", value]
-        argv += ["-o", str(outdir), "--workdir", GUEST_WORK, "--cache-dir", str(cache)]
-        if not self.make_iso:
-            argv.append("--no-iso")
-        if self.force:
-            argv.append("--force")
-        if self.verbose:
-            argv.append("--verbose")
-        return argv
+class RunOutcome:
+    status: int | None  # the guest's build status, None when it never wrote one
+    accel: str
+    seconds: float
+    detail: str = ""
 
 
-def _hides_system(path: Path) -> bool:
-    text = str(path)
-    return any(
-        text == sysdir or sysdir.startswith(text.rstrip("/") + "/") or text.startswith(sysdir + "/")
-        for sysdir in GUEST_SYSTEM
-    ) or text == "/"
+@dataclass(frozen=True)
+class RunDir:
+    """WORKDIR-vm: the run's private directory (0700) and what lies in it."""
+
+    root: Path
+
+    @property
+    def ctl(self) -> Path:
+        return self.root / "ctl"  # written by the host, read-only to the guest
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result"  # the guest's status and failed logs
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"  # the inner build's published results
+
+    @property
+    def taken(self) -> Path:
+        return self.root / "taken"  # results the host took back and checked
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed"  # a failed inner build's logs, taken back
+
+    @property
+    def console(self) -> Path:
+        return self.root / "console.log"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "builder.log"
+
+    @property
+    def proxy_log(self) -> Path:
+        return self.root / "proxy.log"  # what the guest asked the outside world for
+
+    @property
+    def disk(self) -> Path:
+        return self.root / "work.img"
+
+    def fresh(self) -> None:
+        for name in ("ctl", "result", "out", "taken", "failed", "console.log", "builder.log",
+                     "proxy.log", "work.img"):
+            deletion.remove_tree(self.root / name)
+        for name in ("ctl", "result", "out"):
+            (self.root / name).mkdir(mode=0o700)
 
 
-def plan_shares(config: ImageConfig, outdir: Path, cache: Path,
-                hook_override: Path | None = None) -> list[Share]:
-    """Every host directory the guest needs, parents before children, none hiding its system."""
-    wanted: list[tuple[Path, bool, str]] = []
-    if config.source is not None:
-        wanted.append((config.base_dir.resolve(), False, "the config's directory"))
-    for path, what in ((config.hook_path, "hook"), (config.splash_path, "boot.splash"),
-                       (config.preseed_path, "installer.preseed"),
-                       (config.installer_directory, "installer.directory"),
-                       (hook_override, "--hook")):
-        if path is None:
-            continue
-        path = path.resolve()
-        directory = path if path.is_dir() else path.parent
-        wanted.append((directory, False, what))
-    wanted.append((outdir.resolve(), True, "the output directory"))
-    wanted.append((cache.resolve(), True, "the package cache"))
-    chosen: dict[Path, bool] = {}
-    for directory, writable, what in wanted:
-        if _hides_system(directory):
-            raise ShareError(
-                f"{what}: {directory} cannot be shared with the builder VM at the same path "
-                "(it would hide the builder's own system); move it elsewhere"
-            )
-        # A directory inside one already shared with the same access is covered.
-        if any(directory.is_relative_to(p) and (w or not writable) for p, w in chosen.items()):
-            continue
-        chosen[directory] = chosen.get(directory, False) or writable
-    ordered = sorted(chosen.items(), key=lambda item: len(item[0].parts))
-    return [Share(f"dl{i}", path, writable) for i, (path, writable) in enumerate(ordered)]
+def proxy_rule(config: ImageConfig, log: Path) -> str:
+    """The guestfwd rule: connections to the proxy address run this proxy, mirrors allowed."""
+    urls = [config.mirror or "", config.build_security_mirror]
+    allowed = sorted({e for e in map(allowed_endpoint, urls) if e is not None})
+    command = [sys.executable, "-m", "deblive.buildervm.proxy", "--log", str(log)]
+    for host, port in allowed:
+        command += ["--allow", f"{host}:{port}"]
+    return f"tcp:{PROXY_ADDRESS}:{PROXY_PORT}-cmd:{shlex.join(command)}"
 
 
-def qemu_argv(image: builderimage.BuilderImage, scratch: Path, ctl: Path, shares: Sequence[Share],
-              accel: str, memory_mib: int, smp: int) -> list[str]:
-    """The builder VM: direct kernel boot, builder disk (snapshot), work disk, 9p, user net."""
-    profile = qemu.arch_profile(image.architecture)
-    console = bootmenu.serial_tty(image.architecture)
-    append = (f"root=/dev/vda rw console={console},115200 init={builderimage.INIT_PATH} "
+def vm_spec(img: image.BuilderImage, run: RunDir, config: ImageConfig, cache: Path,
+            decision: AccelDecision, options: VMOptions) -> VMSpec:
+    """The builder VM: direct kernel boot, builder disk (snapshot), work disk, shares,
+    the proxy the only way out."""
+    arch = img.architecture
+    append = (f"root=/dev/vda rw console={arch.serial_tty},115200 init={image.INIT_PATH} "
               "loglevel=4 panic=-1")
-    argv = [profile.binary, "-name", "deblive-builder", "-nodefaults", "-no-user-config",
-            "-machine", profile.machine, "-accel", accel, "-m", str(memory_mib), "-smp", str(smp)]
-    if accel == "kvm":
-        argv += ["-cpu", "host"]
-    elif image.architecture != "amd64":
-        argv += ["-cpu", "max"]
-    argv += [
-        "-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", append,
-        "-drive", f"file={image.rootfs},if=virtio,format=raw,snapshot=on",
-        "-drive", f"file={scratch},if=virtio,format=raw,cache=unsafe,discard=unmap",
-        "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,romfile=",
-        "-device", "virtio-rng-pci",
-        "-display", "none", "-chardev", "stdio,id=serial0,signal=off",
-        "-serial", "chardev:serial0", "-no-reboot",
-    ]
-    argv += Share("dlctl", ctl, True).fsdev_args(0)
-    for index, share in enumerate(shares, start=1):
-        argv += share.fsdev_args(index)
-    return argv
+    all_shares = [s for s, _ in shares.run_shares(run.ctl, run.result, run.out, cache)]
+    all_shares += shares.config_shares(config)
+    return VMSpec(
+        arch=arch, accel=decision.accel, name="deblive-builder", memory_mib=options.memory_mib,
+        smp=options.smp, display=False,
+        direct_kernel=DirectKernel(img.kernel, img.initrd, append),
+        disks=(Disk(img.rootfs, snapshot=True), Disk(run.disk, scratch=True)),
+        shares=tuple(all_shares),
+        network=UserNetwork(restrict=True, guestfwd=(proxy_rule(config, run.proxy_log),)),
+    )
 
 
-def write_control(ctl: Path, shares: Sequence[Share], inner: InnerCommand, outdir: Path,
+def write_control(run: RunDir, config: ImageConfig, inner: control.InnerCommand,
                   cache: Path) -> None:
-    """The files the guest's init reads: mounts, env, run."""
-    ctl.mkdir(parents=True, exist_ok=True)
-    (ctl / "mounts").write_text("".join(
-        f"{s.tag} {s.path} {'rw' if s.writable else 'ro'}\n" for s in shares
-    ))
-    apt = ctl / "apt"
-    for name in ("sources.list", "sources.list.d"):
-        source = hostapt.APT_ETC / name
-        if source.is_file():
-            apt.mkdir(exist_ok=True)
-            shutil.copyfile(source, apt / name)
-        elif source.is_dir():
-            shutil.copytree(source, apt / name, dirs_exist_ok=True)
-    # The guest sees this directory at GUEST_CTL.
-    env = {"DEBLIVE_APT_ETC": f"{GUEST_CTL}/apt"}
-    distro_info = suites.DEBIAN_CSV
-    if distro_info.is_file():
-        shutil.copyfile(distro_info, ctl / "debian.csv")
-        env["DEBLIVE_DISTRO_INFO"] = f"{GUEST_CTL}/debian.csv"
-    if "SOURCE_DATE_EPOCH" in os.environ:
-        env["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
-    (ctl / "env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
-    (ctl / "run").write_text("exec " + shlex.join(inner.argv(outdir, cache)) + "\n")
-    for stale in ("status", "status.new"):
-        (ctl / stale).unlink(missing_ok=True)
+    mounts = [(s, path) for s, path in shares.run_shares(run.ctl, run.result, run.out, cache)
+              if s.tag != "dlctl"]
+    mounts += [(s, str(s.path)) for s in shares.config_shares(config)]
+    proxy = f"http://{PROXY_ADDRESS}:{PROXY_PORT}/"
+    env = {"http_proxy": proxy, "https_proxy": proxy}
+    argv = inner.argv(shares.GUEST_OUT, shares.GUEST_CACHE, shares.GUEST_WORK)
+    control.write_control(run.ctl, mounts, argv, env, shares.GUEST_CTL)
 
 
 class _Console:
@@ -249,163 +198,113 @@ class _Console:
             self.partial = ""
 
 
-@dataclass
-class RunOutcome:
-    status: int | None  # the guest's build status, None when it never wrote one
-    accel: str
-    seconds: float
-    detail: str = ""
-
-
-def _run_once(argv: list[str], console_log: Path, log: BuildLog, accel: str, timeout: float
-              ) -> tuple[RunOutcome, bool]:
-    """One VM run; returns (outcome, kvm_broke)."""
-    log.debug("$ " + shlex.join(argv))
-    console_log.parent.mkdir(parents=True, exist_ok=True)
-    with console_log.open("ab") as raw:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
-        serial = qemu.StreamBuffer(proc.stdout, raw)
-        errors = qemu.StreamBuffer(proc.stderr)
-        console = _Console(log)
-        started = time.monotonic()
+def _run_vm(spec: VMSpec, run: RunDir, runner: Runner, silence: float | None,
+            timeout: float) -> RunOutcome:
+    """One VM run to its end (it powers off); KvmFailure when KVM broke."""
+    deletion.remove_tree(run.result / "status")
+    console = _Console(runner.log)
+    with Machine(spec, runner, run.console, run.root) as vm:
         try:
-            while proc.poll() is None:
+            while True:
                 time.sleep(0.5)
-                console.feed(serial.text)
-                elapsed = time.monotonic() - started
-                if accel == "kvm":
-                    if qemu.KVM_ERROR_TEXT in errors.text:
-                        return RunOutcome(None, accel, elapsed, "KVM internal error"), True
-                    if serial.first_output is None and elapsed > KVM_SILENCE:
-                        return RunOutcome(None, accel, elapsed,
-                                          f"no console output in {KVM_SILENCE:.0f} s"), True
-                if elapsed > timeout:
-                    return RunOutcome(None, accel, elapsed,
-                                      f"timed out after {timeout:.0f} s"), False
+                console.feed(vm.text)
+                try:
+                    vm.check_alive(silence)  # a KVM that broke: KvmFailure
+                except VMExited:
+                    break  # the guest powered off: its status tells the rest
+                if vm.elapsed > timeout:
+                    return RunOutcome(None, str(spec.accel), vm.elapsed,
+                                      f"timed out after {timeout:.0f} s")
         finally:
-            qemu.stop(proc)
-            serial.join()
-            errors.join()
-            console.feed(serial.text)
+            console.feed(vm.text)
             console.flush()
-        seconds = time.monotonic() - started
-        detail = " / ".join(errors.text.strip().splitlines()[-3:])
-        return RunOutcome(None, accel, seconds, detail), False
-
-
-def _accel(requested: Literal["auto", "kvm", "tcg"], log: BuildLog) -> qemu.AccelDecision:
-    decision = qemu.decide_accel(requested, qemu.kvm_device_usable(), qemu.probe_kvm)
-    log.info(f"builder VM accelerator: {decision.accel} ({decision.reason})")
-    return decision
+        detail = " / ".join(vm.stderr_text.strip().splitlines()[-3:])
+        return RunOutcome(None, str(spec.accel), vm.elapsed, detail)
 
 
 @contextlib.contextmanager
-def _scratch_disk(path: Path, gib: int, keep: bool) -> Iterator[Path]:
+def _scratch_disk(path: Path, gib: int) -> Iterator[None]:
     with path.open("wb") as disk:
         disk.truncate(gib << 30)
-    ok = False
     try:
-        yield path
-        ok = True
+        yield
     finally:
-        if ok or not keep:
-            path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
-def build_in_vm(config: ImageConfig, inner: InnerCommand, options: VMOptions,
-                log: BuildLog, hook_override: Path | None = None) -> RunOutcome:
-    """Run the build in a builder VM; raises BuilderVMError unless it succeeded."""
-    profile = qemu.arch_profile(builderimage.host_architecture())
-    for tool, package in ((profile.binary, profile.package), ("mke2fs", "e2fsprogs"),
+def check_host(config: ImageConfig, options: VMOptions) -> None:
+    """Tools, the config's files and the mirror, before a VM is started (exit 2). The
+    package set is resolved in the guest, with the release's own apt."""
+    qemu = host_architecture().qemu
+    assert qemu is not None
+    for tool, package in ((qemu.binary, qemu.package), ("mke2fs", "e2fsprogs"),
                           ("mmdebstrap", "mmdebstrap")):
         if shutil.which(tool) is None:
-            raise ShareError(f"the builder VM needs {tool} (package {package})")
-    check_outdir(options.outdir, options.force)
-    options.outdir.mkdir(parents=True, exist_ok=True)
-    options.cache.mkdir(parents=True, exist_ok=True)
-    shares = plan_shares(config, options.outdir, options.cache, hook_override)
-    codename = builderimage.builder_codename(config.codename)
+            raise shares.ShareError(f"the builder VM needs {tool} (package {package})")
+    preflight.check_paths(config)
+    check_mirror(config)
+    publish.check_outdir(options.outdir, options.force)
+
+
+def build_in_vm(config: ImageConfig, inner: control.InnerCommand, options: VMOptions,
+                log: BuildLog) -> RunOutcome:
+    """Run the build in a builder VM; publishes its checked results, or raises."""
+    check_host(config, options)
+    shares.config_shares(config)  # refuses shares that would hide the guest's system
+    guest_cache = options.cache / "vm-cache"
+    guest_cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    codename = image.builder_codename(config.codename, distroinfo.load())
     assert config.mirror is not None
-    run_dir = options.workdir
-    with workdir_lock(run_dir):
-        for stale in ("ctl", "console.log", "builder.log"):
-            target = run_dir / stale
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # Marked as deblive's, so `deblive clean` may remove what a dead run left.
-        (run_dir / clean_mod.MARKER).write_text(f"{os.getpid()}\n")
-        log.open(run_dir / "builder.log")
+    run = RunDir(options.workdir)
+    with workbase.workdir_lock(run.root):
+        if not run.root.exists():
+            run.root.mkdir(mode=0o700)
+        run.fresh()
+        (run.root / workbase.MARKER).write_text(f"{os.getpid()}\n")
+        log.open(run.log)
         runner = Runner(log)
         if codename != config.codename:
-            log.info(f"{config.codename} is built in a {codename} builder (its Python is too old "
-                     "for deblive)")
-        image = builderimage.ensure(codename, config.mirror, options.cache, log, runner,
-                                    rebuild=options.rebuild_builder)
-        ctl = run_dir / "ctl"
-        write_control(ctl, shares, inner, options.outdir.resolve(), options.cache.resolve())
-        decision = _accel(options.accel, log)
-        accel = decision.accel
-        console_log = run_dir / "console.log"
-        with log.stage("builder-vm"), _scratch_disk(run_dir / "work.img", options.disk_gib,
-                                                    options.keep_workdir):
-            while True:
-                argv = qemu_argv(image, run_dir / "work.img", ctl, shares, accel,
-                                 options.memory_mib, options.smp)
-                outcome, kvm_broke = _run_once(argv, console_log, log, accel, options.timeout)
-                if kvm_broke and options.accel == "auto":
-                    log.warn(f"KVM failed in the builder VM ({outcome.detail}); "
-                             "restarting it under TCG (slower)")
-                    accel = "tcg"
-                    (ctl / "status").unlink(missing_ok=True)
-                    continue
-                break
-        status_file = ctl / "status"
-        if status_file.is_file():
-            outcome.status = int(status_file.read_text().strip() or 125)
-        log.info(f"builder VM ran {outcome.seconds:.0f} s under {accel}")
-        with interrupt.deferred():
-            _keep_logs(run_dir, options.outdir, outcome)
-        if outcome.status == 0:
-            log.close()
-            if not options.keep_workdir:
-                _remove_run_dir(run_dir)
-            return outcome
-        if outcome.status is None:
-            raise BuilderVMError(
-                f"the builder VM ended without a build result ({outcome.detail or 'no status'}); "
-                f"its console is in {console_log}"
+            log.info(f"{config.codename} is built in a {codename} builder (its Python is too "
+                     "old for deblive)")
+        img = image.ensure(codename, config.mirror, options.cache, log, runner,
+                           rebuild=options.rebuild_builder)
+        write_control(run, config, inner, guest_cache)
+        host = host_architecture()
+        selector = AccelSelector(options.accel, runner, host)
+        log.info(f"builder VM accelerator: {selector.get().accel} ({selector.get().reason})")
+        with log.stage("builder-vm"), _scratch_disk(run.disk, options.disk_gib):
+            outcome = with_kvm_fallback(
+                selector,
+                lambda decision, silence: _run_vm(
+                    vm_spec(img, run, config, guest_cache, decision, options), run, runner,
+                    silence, options.timeout),
+                log, "the builder VM",
             )
-        error = BuilderVMError(
-            f"the build in the builder VM failed (status {outcome.status}); its console is in "
-            f"{console_log}, the build's logs in {ctl / 'failed'}"
+        outcome.status = control.read_status(run.result)
+        log.info(f"builder VM ran {outcome.seconds:.0f} s under {outcome.accel}")
+        return _conclude(outcome, run, config, options, log)
+
+
+def _conclude(outcome: RunOutcome, run: RunDir, config: ImageConfig, options: VMOptions,
+              log: BuildLog) -> RunOutcome:
+    if outcome.status == 0:
+        files = control.take_results(run.out, run.taken, config.image_basename, options.make_iso)
+        log.close()
+        shutil.copyfile(run.console, run.taken / "logs" / "builder-console.log")
+        shutil.copyfile(run.log, run.taken / "logs" / "builder.log")
+        publish.publish_results(files[:-1], run.taken / "logs", files[-1], options.outdir)
+        if not options.keep_workdir:
+            workbase.remove(run.root)
+        return outcome
+    if outcome.status is None:
+        raise BuilderVMError(
+            f"the builder VM ended without a build result ({outcome.detail or 'no status'}); "
+            f"its console is in {run.console}"
         )
-        error.exit_code = outcome.status if outcome.status in (1, 2) else 1
-        raise error
-
-
-def _remove_run_dir(run_dir: Path) -> None:
-    """Only what a run puts there: a --workdir given by the user may hold more."""
-    shutil.rmtree(run_dir / "ctl", ignore_errors=True)
-    for name in ("console.log", "builder.log", "work.img", clean_mod.MARKER):
-        (run_dir / name).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        run_dir.rmdir()
-
-
-def _keep_logs(run_dir: Path, outdir: Path, outcome: RunOutcome) -> None:
-    """On success the console joins the build's logs; on failure it stays in the run dir."""
-    if outcome.status != 0:
-        return
-    logs = outdir / "logs"
-    logs.mkdir(exist_ok=True)
-    for name, target in (("console.log", "builder-console.log"),
-                         ("builder.log", "builder.log")):
-        source = run_dir / name
-        if source.exists():
-            tmp = logs / (target + ".tmp")
-            shutil.copyfile(source, tmp)
-            tmp.rename(logs / target)
+    control.take_failed_logs(run.result, run.failed)
+    error = BuilderVMError(
+        f"the build in the builder VM failed (status {outcome.status}); its console is in "
+        f"{run.console}, the build's logs in {run.failed}"
+    )
+    error.exit_code = outcome.status if outcome.status in (1, 2) else 1
+    raise error

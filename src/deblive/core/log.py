@@ -19,6 +19,7 @@ from typing import IO
 
 from rich.console import Console
 from rich.status import Status
+from rich.text import Text
 
 
 @dataclass
@@ -78,24 +79,29 @@ class BuildLog:
             with contextlib.suppress(OSError, ValueError):
                 file.close()
 
+    def _show(self, label: str, style: str, message: str) -> None:
+        """A labelled console line; the message is plain text, never rich markup
+        (a guest's console line such as "[/x]" must print as it is)."""
+        self.console.print(Text.assemble((label, style), ": ", message), highlight=False)
+
     def info(self, message: str) -> None:
         """A line for both the console and the log."""
         self._write(message)
-        self.console.print(f"[bold blue]deblive[/]: {message}", markup=True, highlight=False)
+        self._show("deblive", "bold blue", message)
 
     def warn(self, message: str) -> None:
         self._write(f"WARNING: {message}")
-        self.console.print(f"[bold yellow]warning[/]: {message}", highlight=False)
+        self._show("warning", "bold yellow", message)
 
     def error(self, message: str) -> None:
         self._write(f"ERROR: {message}")
-        self.console.print(f"[bold red]error[/]: {message}", highlight=False)
+        self._show("error", "bold red", message)
 
     def debug(self, message: str) -> None:
         """A line for the log only (and the console with --verbose)."""
         self._write(message)
         if self.verbose:
-            self.console.print(f"[dim]{message}[/]", highlight=False, markup=True)
+            self.console.print(Text(message, style="dim"), highlight=False)
 
     def output(self, line: str) -> None:
         """One line of an external command's output."""
@@ -103,7 +109,7 @@ class BuildLog:
         if self.verbose:
             self.console.print(f"  {line}", highlight=False, markup=False)
         elif self._status is not None:
-            self._status.update(f"{self.current_stage}: {line[:100]}")
+            self._status.update(Text(f"{self.current_stage}: {line[:100]}"))
         elif not self.interactive:
             # In a pipe, show that long work is alive without flooding: one line
             # every 15 seconds at most.
@@ -122,7 +128,7 @@ class BuildLog:
         ok = False
         status_cm: contextlib.AbstractContextManager[object]
         if self.interactive and not self.verbose:
-            self._status = self.console.status(f"{name} ...")
+            self._status = self.console.status(Text(f"{name} ..."))
             status_cm = self._status
         else:
             status_cm = contextlib.nullcontext()

@@ -1,10 +1,16 @@
-"""The one place that runs external programs.
+"""The one place that starts external programs.
 
-Each command line is logged, its output (stdout and stderr merged) is streamed
-line by line into the build log, and a failure raises CommandError carrying
-the command, its exit status or signal, the last lines of its output and the
-path of the full log: vmdebootstrap captured everything and printed it at the
-end, which hid 30-minute apt runs and lost the output on a crash.
+Each command line is logged, its output is streamed line by line into the
+build log, and a failure raises CommandError carrying the command, its exit
+status or signal, the last lines of its output and the path of the full log:
+vmdebootstrap captured everything and printed it at the end, which hid
+30-minute apt runs and lost the output on a crash.
+
+Two kinds of child: run() runs a command to completion; spawn() starts a
+long-running one (a VM) whose pipes belong to the caller and whose whole
+process tree is ended when its context ends. Every child is remembered, so a
+signal to deblive ends them all (terminate_children). No other module of
+deblive imports subprocess (a unit test holds that).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Literal
 
+from deblive.core.errors import DebliveError
 from deblive.core.log import BuildLog
 
 TAIL_LINES = 25
@@ -28,18 +36,15 @@ NOTABLE_LINES = 20
 # dpkg's errors (a failed fetch names the mirror and URL), and a full disk.
 NOTABLE_PREFIXES = ("E: ", "W: ", "Err:", "dpkg: error", "FATAL ERROR")
 NOTABLE_WORDS = ("No space left on device", "Hash Sum mismatch", "NO_PUBKEY", "BADSIG")
+STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when a child is ended
+
+Argv = Sequence[str | os.PathLike[str]]
 
 
 def is_notable(line: str) -> bool:
     """Does this output line explain a failure (apt error, full disk, bad signature)?"""
     stripped = line.strip()
     return stripped.startswith(NOTABLE_PREFIXES) or any(w in stripped for w in NOTABLE_WORDS)
-
-
-class DebliveError(Exception):
-    """An error with a message fit for the user; exit_code says how the CLI ends."""
-
-    exit_code = 1
 
 
 class CommandError(DebliveError):
@@ -94,7 +99,66 @@ class CommandError(DebliveError):
 class Result:
     argv: list[str]
     returncode: int
-    output: str
+    output: str  # standard output (merged with standard error unless stderr="capture")
+    errors: str = ""  # standard error, with stderr="capture"
+
+
+class Process:
+    """A long-running child started by Runner.spawn: a VM and its pipes.
+
+    The caller reads and writes the pipes; leaving the context (or stop())
+    ends the child's whole process tree, SIGTERM first.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], runner: Runner) -> None:
+        self.popen = popen
+        self._runner = runner
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def stdin(self) -> IO[bytes] | None:
+        return self.popen.stdin
+
+    @property
+    def stdout(self) -> IO[bytes] | None:
+        return self.popen.stdout
+
+    @property
+    def stderr(self) -> IO[bytes] | None:
+        return self.popen.stderr
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    @property
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit status, or None if the child still runs after timeout seconds."""
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = 3.0) -> None:
+        """End the child and its tree (SIGTERM, SIGKILL after grace), close the pipes."""
+        _end_tree(self.popen, grace)
+        self._runner.forget(self.popen)
+        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class Runner:
@@ -120,47 +184,14 @@ class Runner:
             if self._log_error is None:
                 self._log_error = exc
 
-    def run(
-        self,
-        argv: Sequence[str | os.PathLike[str]],
-        *,
-        env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
-        check: bool = True,
-        capture: bool = False,
-        input_text: str | None = None,
-        what: str | None = None,
-        quiet: bool = False,
-        inherit_env: bool = True,
-        tee: Path | None = None,
-    ) -> Result:
-        """Run argv, streaming its output into the log.
-
-        env is added to the current environment, or with inherit_env=False is the
-        whole environment (chroot commands must not see the host's locale or paths).
-        capture keeps the output in the Result (it is still logged unless quiet).
-        tee appends the output to a second file too (apt's own log of the build).
-        """
-        args = [os.fspath(a) for a in argv]
+    def _start(self, args: list[str], what: str | None, **popen: object) -> subprocess.Popen[bytes]:
+        """Popen in its own process group: a terminal's Ctrl-C reaches deblive only,
+        which then ends the child's whole tree in order, instead of every process of
+        the build getting SIGINT at once in no order."""
         self._log("debug", f"$ {shlex.join(args)}")
-        full_env = dict(os.environ) if inherit_env else {}
-        if env:
-            full_env.update(env)
-        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        notable: collections.deque[str] = collections.deque(maxlen=NOTABLE_LINES)
-        captured: list[str] = []
         try:
-            # Its own process group: a Ctrl-C on the terminal reaches deblive
-            # only, which then ends the child's whole tree in order, instead of
-            # every process of the build getting SIGINT at once in no order.
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=full_env,
-                cwd=cwd,
-                process_group=0,
+            proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
+                args, process_group=0, **popen
             )
         except FileNotFoundError:
             raise CommandError(
@@ -168,19 +199,62 @@ class Runner:
             ) from None
         with self._lock:
             self._children.add(proc)
+        return proc
+
+    def forget(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._children.discard(proc)
+
+    def run(
+        self,
+        argv: Argv,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        check: bool = True,
+        capture: bool = False,
+        input_data: str | bytes | None = None,
+        what: str | None = None,
+        quiet: bool = False,
+        inherit_env: bool = True,
+        tee: Path | None = None,
+        stderr: Literal["merge", "capture"] = "merge",
+    ) -> Result:
+        """Run argv to its end, streaming its output into the log.
+
+        env is added to the current environment, or with inherit_env=False is the
+        whole environment (chroot commands must not see the host's locale or paths).
+        capture keeps the output in the Result (it is still logged unless quiet);
+        stderr="capture" keeps standard error apart (for parsers of standard output).
+        input_data is written to the command's standard input and never logged.
+        tee appends the output to a second file too (apt's own log of the build).
+        """
+        args = [os.fspath(a) for a in argv]
+        full_env = dict(os.environ) if inherit_env else {}
+        if env:
+            full_env.update(env)
+        proc = self._start(
+            args, what,
+            stdin=subprocess.PIPE if input_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if stderr == "merge" else subprocess.PIPE,
+            env=full_env, cwd=cwd,
+        )
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        notable: collections.deque[str] = collections.deque(maxlen=NOTABLE_LINES)
+        captured: list[str] = []
+        errors: list[str] = []
         tee_file = tee.open("a", encoding="utf-8") if tee is not None else None
+        threads: list[threading.Thread] = []
         try:
-            if input_text is not None:
-                assert proc.stdin is not None
-                feeder = threading.Thread(
-                    target=_feed, args=(proc.stdin, input_text.encode()), daemon=True
-                )
-                feeder.start()
+            if input_data is not None:
+                data = input_data.encode() if isinstance(input_data, str) else input_data
+                threads.append(_thread(_feed, proc.stdin, data))
+            if proc.stderr is not None:
+                threads.append(_thread(self._drain, proc.stderr, errors, quiet))
             assert proc.stdout is not None
             for raw in proc.stdout:
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                # apt and friends redraw lines with \r; keep the last state only.
-                line = line.rsplit("\r", 1)[-1]
+                line = _decode(raw)
                 tail.append(line)
                 if is_notable(line):
                     notable.append(line)
@@ -194,6 +268,8 @@ class Runner:
                     except OSError as exc:
                         self._log_error = self._log_error or exc
             returncode = proc.wait()
+            for thread in threads:
+                thread.join()
         except BaseException:
             # Interrupted (a signal) or a crash while the command runs: end the
             # command's whole process tree before anything is torn down, so no
@@ -203,19 +279,39 @@ class Runner:
         finally:
             if tee_file is not None:
                 tee_file.close()
-            with self._lock:
-                self._children.discard(proc)
+            self.forget(proc)
         self._log("debug", f"exit status {returncode}: {args[0]}")
         if check and returncode != 0:
+            tail.extend(errors[-TAIL_LINES:])
             raise CommandError(args, returncode, list(tail), self.log.path, what, list(notable))
-        return Result(args, returncode, "\n".join(captured) + ("\n" if captured else ""))
+        return Result(args, returncode, _joined(captured), _joined(errors))
 
-    def output(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> str:
+    def _drain(self, stream: IO[bytes], into: list[str], quiet: bool) -> None:
+        for raw in stream:
+            line = _decode(raw)
+            into.append(line)
+            if not quiet:
+                self._log("output", line)
+
+    def output(self, argv: Argv, **kwargs: object) -> str:
         """Run argv and return its output (logged quietly)."""
         result = self.run(argv, capture=True, quiet=True, **kwargs)  # type: ignore[arg-type]
         return result.output
 
-    def terminate_children(self, grace: float = 5.0) -> None:
+    def spawn(
+        self, argv: Argv, *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
+        what: str | None = None,
+    ) -> Process:
+        """Start a long-running command with pipes for all three streams (a VM)."""
+        args = [os.fspath(a) for a in argv]
+        full_env = {**os.environ, **(env or {})}
+        proc = self._start(
+            args, what, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=cwd, env=full_env,
+        )
+        return Process(proc, self)
+
+    def terminate_children(self, grace: float = STOP_GRACE) -> None:
         """End every running child: SIGTERM, then SIGKILL after grace seconds."""
         with self._lock:
             children = list(self._children)
@@ -225,10 +321,34 @@ class Runner:
     def running(self) -> list[int]:
         """PIDs of the commands running now (for tests and diagnostics)."""
         with self._lock:
-            return [proc.pid for proc in self._children]
+            return [proc.pid for proc in self._children if proc.poll() is None]
 
 
-def _end_tree(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+def _decode(raw: bytes) -> str:
+    line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+    # apt and friends redraw lines with \r; keep the last state only.
+    return line.rsplit("\r", 1)[-1]
+
+
+def _joined(lines: list[str]) -> str:
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _thread(target: object, *args: object) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+    thread.start()
+    return thread
+
+
+def _feed(stream: IO[bytes], data: bytes) -> None:
+    try:
+        stream.write(data)
+        stream.close()
+    except BrokenPipeError:
+        pass
+
+
+def _end_tree(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
     """SIGTERM to a command, its process group and all descendants; SIGKILL after grace."""
     if proc.poll() is not None and not _descendants(proc.pid):
         return
@@ -240,14 +360,6 @@ def _end_tree(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     _signal_tree(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace)
-
-
-def _feed(stream: object, data: bytes) -> None:
-    try:
-        stream.write(data)  # type: ignore[attr-defined]
-        stream.close()  # type: ignore[attr-defined]
-    except BrokenPipeError:
-        pass
 
 
 def _descendants(pid: int) -> list[int]:
@@ -276,7 +388,7 @@ def _descendants(pid: int) -> list[int]:
 def _signal_tree(pid: int, sig: signal.Signals) -> None:
     """Signal pid, everything below it, and its process group (children are leaders)."""
     for target in [*_descendants(pid), pid]:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(target, sig)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)

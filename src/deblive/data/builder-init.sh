@@ -7,11 +7,11 @@
 # No systemd: a builder that boots in seconds under KVM and wastes little
 # under TCG.
 #
-# The host talks through the 9p share tagged "dlctl" (read-write):
-#   mounts  one share per line: TAG PATH ro|rw (mounted at the host's own path)
-#   env     shell assignments exported for the build
+# The host talks through the 9p share tagged "dlctl" (read-only here):
+#   mounts  one share per line: TAG PATH ro|rw
+#   env     shell assignments exported for the build (http_proxy: the only way out)
 #   run     the deblive command line (a shell script)
-# and reads back:
+# and reads back from the share mounted at $RESULT:
 #   status  the command's exit status (written last)
 #   failed/ the failed build's log, report and apt logs (its work disk is thrown away)
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -21,6 +21,7 @@ TERM=dumb
 COLUMNS=200
 export PATH HOME LANG TERM COLUMNS
 CTL=/run/deblive-ctl
+RESULT=/run/deblive-result
 SCRATCH=/var/tmp/deblive-builder
 
 say() { echo "deblive-builder: $*"; }
@@ -34,8 +35,8 @@ power_off() {
 
 fail() {
     say "error: $*"
-    if [ -d "$CTL" ]; then
-        echo 125 > "$CTL/status.new" && mv "$CTL/status.new" "$CTL/status"
+    if mountpoint -q "$RESULT"; then
+        echo 125 > "$RESULT/status.new" && mv "$RESULT/status.new" "$RESULT/status"
     fi
     power_off
 }
@@ -65,10 +66,11 @@ for module in virtio_pci virtio_net virtio_rng virtio_blk 9pnet_virtio 9p ext4 l
 done
 
 mkdir -p "$CTL"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 dlctl "$CTL" \
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro dlctl "$CTL" \
     || fail "cannot mount the control share"
 
-# qemu's user network: fixed addresses, its DNS forwarder.
+# qemu's user network, restricted: the host's proxy (http_proxy in env) is the
+# only address that answers, so there is no name server to ask either.
 ip link set lo up
 dev=""
 for path in /sys/class/net/*; do
@@ -79,7 +81,7 @@ done
 ip link set "$dev" up
 ip addr add 10.0.2.15/24 dev "$dev"
 ip route add default via 10.0.2.2
-echo "nameserver 10.0.2.3" > /etc/resolv.conf
+: > /etc/resolv.conf
 
 # Foreign architectures: qemu-user through binfmt_misc.
 mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null
@@ -98,8 +100,8 @@ mkdir -p "$SCRATCH"
 mke2fs -q -t ext4 -F /dev/vdb || fail "cannot format the work disk"
 mount /dev/vdb "$SCRATCH" || fail "cannot mount the work disk"
 
-# The host's directories, at the host's own paths: configs, hooks and outputs
-# are named the same inside and out.
+# The host's directories: configs and hooks read-only at the host's own paths
+# (named the same inside and out), the result, output and cache shares.
 while read -r tag path mode; do
     [ -n "$tag" ] || continue
     opts=trans=virtio,version=9p2000.L,msize=262144,cache=none
@@ -127,13 +129,13 @@ status=$(cat /tmp/status)
 kill "$watcher" 2>/dev/null
 say "the build ended with status $status"
 if [ "$status" != 0 ] && [ -d "$SCRATCH/work" ]; then
-    mkdir -p "$CTL/failed"
-    for item in build.log report.json logs output/logs; do
-        [ -e "$SCRATCH/work/$item" ] && cp -a "$SCRATCH/work/$item" "$CTL/failed/" 2>/dev/null
+    mkdir -p "$RESULT/failed"
+    for item in build.log report.json output/logs/*; do
+        [ -f "$SCRATCH/work/$item" ] && cp "$SCRATCH/work/$item" "$RESULT/failed/" 2>/dev/null
     done
 fi
 sync
-echo "$status" > "$CTL/status.new" && mv "$CTL/status.new" "$CTL/status"
+echo "$status" > "$RESULT/status.new" && mv "$RESULT/status.new" "$RESULT/status"
 tac "$CTL/mounts" | while read -r tag path mode; do
     [ -n "$tag" ] && umount "$path" 2>/dev/null
 done

@@ -11,6 +11,11 @@
 # The hook gets the image's root directory as $1 (also $DEBLIVE_ROOT). While it
 # runs, proc/sys/dev are mounted in the root, services are blocked and apt
 # points at the build mirror, so installing packages works.
+#
+# Every function works inside the image (through chroot): a path is the
+# image's path, and a symlink in the image leads where it leads in the image,
+# never to a file of the host. dl_write replaces what is at the path (a
+# symlink too) with a regular file.
 
 : "${DEBLIVE_ROOT:?DEBLIVE_ROOT is not set: source this library from a deblive hook}"
 
@@ -20,6 +25,7 @@ dl_chroot() {
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME=/root LC_ALL=C.UTF-8 LANG=C.UTF-8 TERM=dumb \
         DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true \
+        ${http_proxy:+http_proxy=$http_proxy} ${https_proxy:+https_proxy=$https_proxy} \
         "$@"
 }
 
@@ -37,19 +43,25 @@ dl_remove() {
     dl_chroot apt-get -y -q -o Dpkg::Use-Pty=0 purge "$@"
 }
 
-# dl_write PATH [MODE]: write standard input to PATH inside the image.
+# dl_write PATH [MODE]: write standard input to PATH inside the image, as a new
+# regular file (what was there, a symlink included, is replaced).
 dl_write() {
-    _dl_path="$DEBLIVE_ROOT/${1#/}"
-    mkdir -p "$(dirname "$_dl_path")"
-    cat > "$_dl_path"
-    chmod "${2:-0644}" "$_dl_path"
+    dl_chroot /bin/sh -c '
+        set -e
+        dir=$(dirname "$1")
+        mkdir -p "$dir"
+        tmp=$(mktemp "$dir/.dl_write.XXXXXX")
+        cat > "$tmp"
+        chmod "$2" "$tmp"
+        mv -f "$tmp" "$1"' dl_write "/${1#/}" "${2:-0644}"
 }
 
 # dl_append PATH: append standard input to PATH inside the image.
 dl_append() {
-    _dl_path="$DEBLIVE_ROOT/${1#/}"
-    mkdir -p "$(dirname "$_dl_path")"
-    cat >> "$_dl_path"
+    dl_chroot /bin/sh -c '
+        set -e
+        mkdir -p "$(dirname "$1")"
+        cat >> "$1"' dl_append "/${1#/}"
 }
 
 # dl_enable UNIT...: enable systemd units in the image (no running systemd needed).

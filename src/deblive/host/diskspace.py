@@ -18,7 +18,8 @@ import errno
 import os
 from pathlib import Path
 
-from deblive.core.runner import CommandError, DebliveError
+from deblive.core.errors import DebliveError
+from deblive.core.runner import CommandError
 
 MIB = 2**20
 # Squashfs size as a fraction of the tree, per compressor: measured on a

@@ -1,19 +1,24 @@
-"""What the host's apt configuration says: its Debian mirror, release and architecture.
+"""What the host says about itself: its Debian mirror, release and architecture.
 
 The default build mirror is the one the host already uses. It is read at run
 time from /etc/apt/sources.list.d/*.sources (deb822) or the one-line
 sources.list format, with python-debian doing the parsing, so that no mirror
-host name is ever written into a config, test or example.
+host name is ever written into a config, test or example. host_defaults()
+gathers everything a config's defaults come from, once, for the CLI to pass
+into the (pure) config model.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from debian import deb822
+
+from deblive.host import distroinfo
+from deblive.model.arch import Arch
+from deblive.model.config import HostDefaults
 
 APT_ETC = Path(os.environ.get("DEBLIVE_APT_ETC", "/etc/apt"))
 
@@ -101,12 +106,26 @@ def host_codename() -> str | None:
     return None
 
 
-def host_architecture() -> str:
-    """The host's Debian architecture name (dpkg's view, falling back to uname)."""
-    try:
-        return subprocess.run(
-            ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        machine = os.uname().machine
-        return {"x86_64": "amd64", "aarch64": "arm64", "i686": "i386"}.get(machine, machine)
+def host_architecture(machine: str | None = None) -> Arch:
+    """The host's Debian architecture, from the kernel's machine name (uname -m).
+
+    The one place deblive asks which architecture it runs on: the default
+    image's, the builder VM's and the one that decides whether a guest is
+    foreign (qemu-user, TCG) or native (KVM).
+    """
+    name = machine or os.uname().machine
+    arch = Arch.from_machine(name)
+    if arch is None:
+        raise ValueError(f"unknown host architecture {name!r}")
+    return arch
+
+
+def host_defaults() -> HostDefaults:
+    """Everything a config's defaults come from, read from the host once."""
+    return HostDefaults(
+        mirror=host_mirror(),
+        security_mirror=host_security_mirror(),
+        codename=host_codename(),
+        architecture=host_architecture(),
+        releases=distroinfo.load(),
+    )

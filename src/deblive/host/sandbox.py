@@ -1,4 +1,4 @@
-"""Keeping the host safe: a private mount namespace, chroot mounts, safe deletion.
+"""Keeping the host safe: a private mount namespace, and every mount deblive makes.
 
 Interrupted builds elsewhere have left /dev bind-mounted inside a chroot, and a
 later `rm -rf` went through it into the host's device nodes. deblive rules that
@@ -8,9 +8,15 @@ out three ways:
   its mounts vanish when the process ends, however it ends (even SIGKILL);
 * the chroot never sees the host's /dev, /proc or /sys trees: it gets fresh
   proc and sysfs instances, a tmpfs /dev with its own device nodes and a new
-  devpts instance; nothing is bind-mounted from the host but files deblive owns;
-* deletion refuses a tree with anything mounted below it and never crosses a
-  file system boundary.
+  devpts instance; nothing is bind-mounted from the host but the package cache;
+* a mount point in the image is resolved inside the image with no symlink
+  allowed anywhere on its path (host.imagetree), and the mount is made on that
+  open directory (/proc/self/fd/N), so a tree that turned /proc into a symlink
+  cannot make deblive mount over a host directory. Deletion (host.deletion)
+  never crosses a mount.
+
+This module is the only one that mounts: the chroot's file systems, the
+package cache during the bootstrap and the chroot session, binfmt_misc.
 
 The namespace lives as long as any process in it, so a child that outlived a
 SIGKILLed deblive (an apt, a hook's daemon) would keep the mounts alive. A
@@ -30,7 +36,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from deblive.core.runner import DebliveError, Runner
+from deblive.core.errors import DebliveError
+from deblive.host.imagetree import (
+    RESOLVE_IN_ROOT,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_SYMLINKS,
+    ImageTree,
+)
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY = 1
@@ -42,6 +54,8 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
+BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -70,8 +84,8 @@ def mount(
 
 
 def umount(target: Path, lazy: bool = False) -> None:
-    ret = _libc.umount2(os.fsencode(target), MNT_DETACH if lazy else 0)
-    _check(ret, f"umount {target}")
+    flags = UMOUNT_NOFOLLOW | (MNT_DETACH if lazy else 0)
+    _check(_libc.umount2(os.fsencode(target), flags), f"umount {target}")
 
 
 def in_private_namespace() -> bool:
@@ -211,33 +225,60 @@ def unmount_all_under(path: Path) -> None:
         raise SandboxError(f"cannot unmount: {', '.join(map(str, left))}")
 
 
-def safe_rmtree(path: Path, runner: Runner | None = None) -> None:
-    """Delete a work tree, refusing if anything is mounted below it.
-
-    Deletion never crosses into another file system (rm --one-file-system), so
-    even a mount that appeared after the check is left alone, not emptied.
-    """
-    if not path.exists() and not path.is_symlink():
-        return
-    resolved = Path(os.path.realpath(path))
-    if resolved == Path("/") or len(resolved.parts) < 3:
-        raise SandboxError(f"refusing to delete {resolved}: too close to /")
-    mounted = mounts_under(resolved)
-    if mounted:
-        raise SandboxError(
-            f"refusing to delete {resolved}: still mounted below it: "
-            + ", ".join(map(str, mounted))
-        )
-    argv = ["rm", "-rf", "--one-file-system", "--", str(resolved)]
-    if runner is not None:
-        runner.run(argv, what=f"deleting {resolved}")
-    else:
-        import subprocess
-
-        subprocess.run(argv, check=True)
 
 
-# -- the chroot's own mounts --------------------------------------------------
+def unmount_below(root: Path) -> None:
+    """Unmount everything below root (not root itself), deepest first."""
+    for target in mounts_under(root):
+        if target == Path(os.path.realpath(root)):
+            continue
+        try:
+            umount(target)
+        except SandboxError:
+            umount(target, lazy=True)
+
+
+# -- mounts in the image tree -------------------------------------------------------
+
+# Mount points are directories reached without any symlink, inside the image,
+# possibly crossing mounts made before (dev/pts lies on the dev tmpfs).
+MOUNT_POINT = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS
+
+
+def _mount_point_fd(tree: ImageTree, rel: str) -> int:
+    """An O_PATH descriptor of the directory rel in the image, made if missing."""
+    parts = rel.strip("/").split("/")
+    for depth in range(1, len(parts) + 1):
+        current = "/".join(parts[:depth])
+        try:
+            fd = tree.open_fd(current, os.O_PATH | os.O_DIRECTORY, resolve=MOUNT_POINT)
+        except FileNotFoundError:
+            parent = "/".join(parts[: depth - 1]) or "."
+            pfd = tree.open_fd(parent, os.O_PATH | os.O_DIRECTORY, resolve=MOUNT_POINT)
+            try:
+                os.mkdir(parts[depth - 1], 0o755, dir_fd=pfd)
+            finally:
+                os.close(pfd)
+            fd = tree.open_fd(current, os.O_PATH | os.O_DIRECTORY, resolve=MOUNT_POINT)
+        except OSError as exc:
+            raise SandboxError(
+                f"cannot mount on /{rel} in the image {tree.root}: {exc.strerror} "
+                "(a mount point must be a directory reached without symlinks)"
+            ) from None
+        if depth < len(parts):
+            os.close(fd)
+    return fd
+
+
+def _mount_in_tree(tree: ImageTree, rel: str, source: str, fstype: str | None, flags: int,
+                   data: str | None) -> Path:
+    fd = _mount_point_fd(tree, rel)
+    try:
+        mount(source, Path(f"/proc/self/fd/{fd}"), fstype, flags, data)
+    finally:
+        os.close(fd)
+    return tree.root / rel
+
 
 DEVICE_NODES = {
     # name: (major, minor, mode)
@@ -248,31 +289,37 @@ DEVICE_NODES = {
     "urandom": (1, 9, 0o666),
     "tty": (5, 0, 0o666),
 }
+DEV_LINKS = {
+    "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx",
+}
 
 
-def _make_dev(dev: Path) -> None:
+def _populate_dev(tree: ImageTree) -> None:
     """A minimal /dev in the chroot's own tmpfs: the host's /dev is never involved."""
-    for name, (major, minor, mode) in DEVICE_NODES.items():
-        node = dev / name
-        os.mknod(node, stat.S_IFCHR | mode, os.makedev(major, minor))
-        os.chmod(node, mode)
-    for name, target in {
-        "fd": "/proc/self/fd",
-        "stdin": "/proc/self/fd/0",
-        "stdout": "/proc/self/fd/1",
-        "stderr": "/proc/self/fd/2",
-        "ptmx": "pts/ptmx",
-    }.items():
-        os.symlink(target, dev / name)
-    (dev / "pts").mkdir()
-    (dev / "shm").mkdir()
+    fd = _mount_point_fd(tree, "dev")
+    try:
+        for name, (major, minor, mode) in DEVICE_NODES.items():
+            os.mknod(name, stat.S_IFCHR | mode, os.makedev(major, minor), dir_fd=fd)
+            node = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=fd)
+            try:
+                os.chmod(f"/proc/self/fd/{node}", mode)
+            finally:
+                os.close(node)
+        for name, target in DEV_LINKS.items():
+            os.symlink(target, name, dir_fd=fd)
+        for name in ("pts", "shm"):
+            os.mkdir(name, 0o755, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
-def chroot_mounts(root: Path) -> Iterator[None]:
+def chroot_mounts(tree: ImageTree) -> Iterator[None]:
     """proc, sys, dev, dev/pts, dev/shm and run for a chroot; unmounted deepest first."""
     if not in_private_namespace():
         raise SandboxError("chroot mounts need the build's private mount namespace")
+    root = tree.root
     leftovers = mounts_under(root)
     if leftovers:
         raise SandboxError(f"{root} already has mounts: {', '.join(map(str, leftovers))}")
@@ -287,33 +334,23 @@ def chroot_mounts(root: Path) -> Iterator[None]:
     ]
     try:
         for source, rel, fstype, flags, data in plan:
-            target = root / rel
-            target.mkdir(parents=True, exist_ok=True)
-            mount(source, target, fstype, flags, data)
+            _mount_in_tree(tree, rel, source, fstype, flags, data)
             if rel == "dev":
-                _make_dev(target)
-        (root / "run" / "lock").mkdir(mode=0o1777, exist_ok=True)
+                _populate_dev(tree)
+        lock = _mount_point_fd(tree, "run/lock")
+        try:
+            os.chmod(f"/proc/self/fd/{lock}", 0o1777)
+        finally:
+            os.close(lock)
         yield
     finally:
-        unmount_all_under_children(root)
-
-
-def unmount_all_under_children(root: Path) -> None:
-    """Unmount everything below root (not root itself, which is not a mount)."""
-    for target in mounts_under(root):
-        if target == Path(os.path.realpath(root)):
-            continue
-        try:
-            umount(target)
-        except SandboxError:
-            umount(target, lazy=True)
+        unmount_below(root)
 
 
 @contextmanager
-def bind_mount(source: Path, target: Path) -> Iterator[None]:
-    """Bind a directory deblive owns (the package cache) into the chroot."""
-    target.mkdir(parents=True, exist_ok=True)
-    mount(str(source), target, None, MS_BIND)
+def bind_into(tree: ImageTree, source: Path, rel: str) -> Iterator[None]:
+    """Bind a directory deblive owns (the package cache) onto rel in the image."""
+    target = _mount_in_tree(tree, rel, str(source), None, MS_BIND, None)
     try:
         yield
     finally:
@@ -321,3 +358,11 @@ def bind_mount(source: Path, target: Path) -> Iterator[None]:
             umount(target)
         except SandboxError:
             umount(target, lazy=True)
+
+
+def mount_binfmt_misc() -> None:
+    """binfmt_misc, where foreign architectures' qemu-user handlers are registered."""
+    if (BINFMT_MISC / "register").exists():
+        return
+    with suppress(SandboxError):
+        mount("binfmt_misc", BINFMT_MISC, "binfmt_misc", MS_NOSUID | MS_NODEV | MS_NOEXEC)

@@ -16,6 +16,7 @@ from SOURCE_DATE_EPOCH so that two builds give the same bytes.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -23,10 +24,14 @@ import struct
 from importlib import resources
 from pathlib import Path
 
-from deblive.build import bootfiles
+from deblive.build import bootfiles, menus
 from deblive.build.bootfiles import BiosFiles, BootFiles, EfiFiles
 from deblive.build.context import BuildContext
-from deblive.core.runner import DebliveError, Runner
+from deblive.build.stage import Stage
+from deblive.core.errors import DebliveError
+from deblive.core.files import write_atomic
+from deblive.core.runner import Runner
+from deblive.host import deletion
 from deblive.model import bootmenu
 
 ISOLINUX_DIR = "isolinux"
@@ -38,6 +43,8 @@ EFI_LABEL = "DEBLIVE_EFI"
 # directory and the directory clusters, with room to spare for rounding.
 EFI_SLACK_KIB = 512
 CLUSTER = 4096
+BOOT_ENTRIES = "boot-entries.json"  # beside the ISO: the medium's menu for the boot test
+BOOT_ENTRIES_FORMAT = 1
 
 
 class BootloaderError(DebliveError):
@@ -92,7 +99,7 @@ def install_isolinux(medium: Path, bios: BiosFiles, menu: bootmenu.Menu, splash:
         _copy(path, target / name)
     if menu.splash:
         _copy(splash, target / bootmenu.SPLASH_NAME)
-    for name, text in bootmenu.render_isolinux(menu).items():
+    for name, text in menus.render_isolinux(menu).items():
         (target / name).write_text(text, encoding="utf-8")
 
 
@@ -100,8 +107,8 @@ def install_grub_configs(medium: Path, menu: bootmenu.Menu, splash: Path) -> Non
     """/boot/grub/grub.cfg, loopback.cfg and the splash on the ISO 9660 tree."""
     target = medium / GRUB_DIR
     target.mkdir(parents=True, exist_ok=True)
-    (target / "grub.cfg").write_text(bootmenu.render_grub(menu), encoding="utf-8")
-    (target / "loopback.cfg").write_text(bootmenu.render_loopback(menu), encoding="utf-8")
+    (target / "grub.cfg").write_text(menus.render_grub(menu), encoding="utf-8")
+    (target / "loopback.cfg").write_text(menus.render_loopback(menu), encoding="utf-8")
     if menu.splash:
         _copy(splash, target / bootmenu.SPLASH_NAME)
 
@@ -161,14 +168,32 @@ def install_efi(ctx: BuildContext, efi: EfiFiles) -> Path:
     """efi.img at /boot/grub/efi.img and the same /EFI tree on the ISO 9660 filesystem."""
     medium = ctx.work.medium
     staging = ctx.work.root / "efi-tree"
-    if staging.exists():
-        shutil.rmtree(staging)
+    deletion.remove_tree(staging)
     stage_efi_tree(staging, efi, ctx.build_id)
     image = medium / EFI_IMAGE
     make_efi_image(ctx.runner, staging, image, ctx.source_date_epoch)
     # The same files on the ISO 9660 tree, for firmware that reads it directly.
     shutil.copytree(staging / "EFI", medium / "EFI", dirs_exist_ok=True)
     return image
+
+
+def boot_entries(ctx: BuildContext, menu: bootmenu.Menu, files: BootFiles) -> dict[str, object]:
+    """boot-entries.json: what the boot test must know of the medium, from the build.
+
+    The architecture and the menu the loaders show, the live user's name and
+    sudo policy (never the password), whether root is locked; so `deblive
+    test` and the installer test never parse the ISO's configs to learn them.
+    """
+    config = ctx.config
+    return {
+        "format": BOOT_ENTRIES_FORMAT,
+        "image": ctx.image_basename,
+        "architecture": str(config.architecture),
+        "bios": files.bios is not None,
+        "live_user": {"name": config.user.name, "sudo": config.user.sudo},
+        "root_locked": config.lock_root,
+        "menu": menu.to_json(),
+    }
 
 
 def install_bootloaders(ctx: BuildContext) -> BootFiles:
@@ -183,12 +208,25 @@ def install_bootloaders(ctx: BuildContext) -> BootFiles:
         install_isolinux(medium, files.bios, menu, splash)
     install_grub_configs(medium, menu, splash)
     image = install_efi(ctx, files.efi)
-    ctx.facts["efi_image_bytes"] = image.stat().st_size
+    ctx.facts.efi_image_bytes = image.stat().st_size
+    entries = ctx.work.output / BOOT_ENTRIES
+    write_atomic(entries, json.dumps(boot_entries(ctx, menu, files), indent=2) + "\n")
+    ctx.outputs.append(entries)
     ctx.log.info(
         f"boot loaders installed: {'ISOLINUX, ' if files.bios else ''}"
         f"shim + grub ({files.efi.grub_platform}), efi.img {image.stat().st_size // 1024} KiB"
     )
     return files
+
+
+class Bootloaders(Stage):
+    name = "bootloaders"
+
+    def wanted(self, ctx: BuildContext) -> bool:
+        return ctx.make_iso
+
+    def run(self, ctx: BuildContext) -> None:
+        ctx.boot_files = install_bootloaders(ctx)
 
 
 def _copy(src: Path, dest: Path) -> None:

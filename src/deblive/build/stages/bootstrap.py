@@ -3,98 +3,108 @@
 mmdebstrap by default (about 1.7x faster than debootstrap here, and it handles
 foreign architectures through qemu-user binfmt itself); debootstrap as the
 classic backend. Signatures are always checked against the Debian archive
-keyring. The shared package cache is bind-mounted in, never copied.
+keyring. The shared package cache is linked into this build's own archives
+directory (apt.pkgcache), which the sandbox binds into the new tree before
+mmdebstrap starts (so the bootstrap downloads nothing it has, and no mount is
+left to a shell hook), and takes away again when it ends.
 """
 
 from __future__ import annotations
 
-import shlex
+import os
 from pathlib import Path
 
+from deblive.apt.keyring import DEBIAN_ARCHIVE_KEYRING
+from deblive.apt.pkgcache import PackageCache
 from deblive.build.context import BuildContext
+from deblive.build.stage import Stage
 from deblive.host import sandbox
+from deblive.host.imagetree import ImageTree
 from deblive.model.config import ImageConfig
+from deblive.model.packages import PackageSelection
 
-KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 ARCHIVES = "var/cache/apt/archives"
 
 
-def bootstrap_packages(config: ImageConfig) -> list[str]:
-    """What the base needs beyond its variant: https needs CA certificates."""
-    extra = []
-    if config.mirror and config.mirror.startswith("https://"):
-        extra.append("ca-certificates")
-    return extra
-
-
-def mmdebstrap_argv(config: ImageConfig, rootfs: Path, cache: Path) -> list[str]:
+def mmdebstrap_argv(config: ImageConfig, rootfs: Path) -> list[str]:
     assert config.mirror is not None
+    selection = PackageSelection.from_config(config)
     argv = [
         "mmdebstrap",
         "--mode=root",
         f"--variant={config.bootstrap.variant}",
         f"--architectures={config.architecture}",
         f"--components={','.join(config.components)}",
-        f"--keyring={KEYRING}",
+        f"--keyring={DEBIAN_ARCHIVE_KEYRING}",
         "--aptopt=Acquire::Retries \"3\"",
+        # The package cache is already bound onto the archive directory: keep
+        # what is there, and let the target hold that one mount point.
         "--skip=download/empty",
-        # The cache is mounted over the image's archive directory for the
-        # bootstrap and taken away before the tree is finished.
-        f"--setup-hook=mkdir -p \"$1/{ARCHIVES}\" && mount --bind {shlex.quote(str(cache))} "
-        f"\"$1/{ARCHIVES}\"",
-        f"--customize-hook=umount \"$1/{ARCHIVES}\"",
+        "--skip=check/empty",
     ]
-    extra = bootstrap_packages(config)
-    if extra:
-        argv.append(f"--include={','.join(extra)}")
+    if selection.bootstrap_extras:
+        argv.append(f"--include={','.join(selection.bootstrap_extras)}")
     argv += [config.codename, str(rootfs), config.mirror]
     return argv
 
 
 def debootstrap_argv(config: ImageConfig, rootfs: Path, cache: Path) -> list[str]:
     assert config.mirror is not None
+    selection = PackageSelection.from_config(config)
     argv = [
         "debootstrap",
         f"--arch={config.architecture}",
         f"--components={','.join(config.components)}",
-        f"--keyring={KEYRING}",
+        f"--keyring={DEBIAN_ARCHIVE_KEYRING}",
         f"--cache-dir={cache}",
     ]
     if config.bootstrap.variant == "minbase":
         argv.append("--variant=minbase")
-    extra = bootstrap_packages(config)
-    if extra:
-        argv.append(f"--include={','.join(extra)}")
+    if selection.bootstrap_extras:
+        argv.append(f"--include={','.join(selection.bootstrap_extras)}")
     argv += [config.codename, str(rootfs), config.mirror]
     return argv
 
 
-def run(ctx: BuildContext) -> None:
-    config = ctx.config
-    cache = ctx.apt_archives
-    cache.mkdir(parents=True, exist_ok=True)
-    if config.bootstrap.backend == "mmdebstrap":
-        argv = mmdebstrap_argv(config, ctx.rootfs, cache)
-    else:
-        argv = debootstrap_argv(config, ctx.rootfs, cache)
-    ctx.rootfs.mkdir(parents=True, exist_ok=True)
-    try:
-        ctx.runner.run(argv, what=f"bootstrapping {config.codename}/{config.architecture}")
-    finally:
-        # mmdebstrap's setup hook mounts the package cache and only its
-        # customize hook unmounts it: an interrupted or failed mmdebstrap leaves
-        # it (and its own /proc, /dev binds) mounted. The stage undoes that itself.
-        sandbox.unmount_all_under_children(ctx.rootfs)
-    drop_host_copies(ctx.rootfs)
-
-
-def drop_host_copies(rootfs: Path) -> None:
+def drop_host_copies(tree: ImageTree) -> None:
     """mmdebstrap copies the host's resolv.conf and hostname in; the image must not ship them."""
     for rel in ("etc/resolv.conf", "etc/hostname"):
-        inside, host = rootfs / rel, Path("/") / rel
+        host = Path("/") / rel
         try:
-            same = inside.is_file() and inside.read_bytes() == host.read_bytes()
+            same = (tree.is_file(rel) and not tree.is_symlink(rel)
+                    and tree.read_bytes(rel) == host.read_bytes())
         except OSError:
             same = False
         if same:
-            inside.unlink()
+            tree.unlink(rel)
+
+
+class Bootstrap(Stage):
+    name = "bootstrap"
+
+    def run(self, ctx: BuildContext) -> None:
+        config = ctx.config
+        cache = PackageCache(ctx.cache / "archives", ctx.work.archives, ctx.log)
+        cache.stage_in()
+        # Even a failed build keeps what it downloaded for the next try.
+        ctx.teardown.callback(self._stage_out, ctx, cache)
+        ctx.archives = cache.archives
+        os.mkdir(ctx.rootfs, 0o755)
+        what = f"bootstrapping {config.codename}/{config.architecture}"
+        if config.bootstrap.backend == "debootstrap":
+            ctx.runner.run(debootstrap_argv(config, ctx.rootfs, ctx.archives), what=what)
+            tree = ctx.open_tree()
+        else:
+            tree = ctx.open_tree()
+            try:
+                with sandbox.bind_into(tree, ctx.archives, ARCHIVES):
+                    ctx.runner.run(mmdebstrap_argv(config, ctx.rootfs), what=what)
+            finally:
+                # An interrupted or failed mmdebstrap can leave its own /proc
+                # and /dev mounts behind: the stage undoes them itself.
+                sandbox.unmount_below(ctx.rootfs)
+        drop_host_copies(tree)
+
+    @staticmethod
+    def _stage_out(ctx: BuildContext, cache: PackageCache) -> None:
+        ctx.facts.downloaded_bytes = cache.stage_out()

@@ -3,16 +3,21 @@
 What a live system regenerates or must not carry goes: apt caches and lists,
 logs (kept in the output first), temporary files, the machine id (emptied, so
 systemd makes a new one per boot), ssh host keys (made at first boot instead).
+Everything goes through the image tree: a log or key the packages or the
+hook turned into a symlink to a host file is removed as a symlink, and the
+copies of apt's and dpkg's logs are regular files of the image or nothing.
 """
 
 from __future__ import annotations
 
-import shutil
+import stat
 from pathlib import Path
 
 from debian import deb822
 
 from deblive.build.context import BuildContext
+from deblive.build.stage import Stage
+from deblive.host.imagetree import ImageTree, TreeError
 
 SSH_KEYGEN_UNIT = """\
 [Unit]
@@ -27,85 +32,85 @@ ExecStart=/usr/bin/ssh-keygen -A
 [Install]
 WantedBy=ssh.service
 """
+UNIT_DIR = "/etc/systemd/system"
+BUILD_LOGS = ("/var/log/apt/term.log", "/var/log/apt/history.log", "/var/log/dpkg.log")
 
 
-def installed_packages(rootfs: Path) -> list[tuple[str, str, str]]:
+def installed_packages(tree: ImageTree) -> list[tuple[str, str, str]]:
     """(package, version, architecture) of every installed package, from dpkg's status."""
-    status = rootfs / "var/lib/dpkg/status"
+    text = tree.read_text("/var/lib/dpkg/status")
     out = []
-    with status.open(encoding="utf-8") as f:
-        for para in deb822.Packages.iter_paragraphs(f, use_apt_pkg=False):
-            if para.get("Status", "").split()[-1:] == ["installed"]:
-                out.append((para["Package"], para["Version"], para.get("Architecture", "")))
+    for para in deb822.Packages.iter_paragraphs(text, use_apt_pkg=False):
+        if para.get("Status", "").split()[-1:] == ["installed"]:
+            out.append((para["Package"], para["Version"], para.get("Architecture", "")))
     return sorted(out)
 
 
-def packages_list(rootfs: Path) -> str:
+def packages_list(tree: ImageTree) -> str:
     """filesystem.packages in live-build's format: name, tab, version."""
-    return "".join(f"{name}\t{version}\n" for name, version, _ in installed_packages(rootfs))
+    return "".join(f"{name}\t{version}\n" for name, version, _ in installed_packages(tree))
 
 
-def _empty_dir(path: Path) -> None:
-    if not path.is_dir() or path.is_symlink():
-        return
-    for entry in path.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-
-
-def _truncate_logs(logdir: Path) -> None:
-    """Remove log files but keep directories (packages expect them to exist)."""
-    if not logdir.is_dir():
-        return
-    for entry in sorted(logdir.rglob("*"), reverse=True):
-        if entry.is_file() or entry.is_symlink():
-            entry.unlink()
-
-
-def keep_build_logs(rootfs: Path, dest: Path) -> None:
+def keep_build_logs(tree: ImageTree, dest: Path) -> None:
     """apt's and dpkg's logs of the build go to the output, not the image."""
     dest.mkdir(parents=True, exist_ok=True)
-    for rel in ("var/log/apt/term.log", "var/log/apt/history.log", "var/log/dpkg.log"):
-        src = rootfs / rel
-        if src.is_file():
-            shutil.copyfile(src, dest / src.name)
+    for path in BUILD_LOGS:
+        if tree.is_file(path) and not tree.is_symlink(path):
+            try:
+                tree.copy_out(path, dest / path.rsplit("/", 1)[1])
+            except TreeError:
+                continue
 
 
-def run(ctx: BuildContext) -> None:
-    rootfs = ctx.rootfs
-    keep_build_logs(rootfs, ctx.work.output / "logs")
-    for rel in ("var/cache/apt/archives/partial", "var/lib/apt/lists/partial"):
-        _empty_dir(rootfs / rel)
-    for pattern in ("var/cache/apt/*.bin", "var/cache/apt/archives/*.deb"):
-        for entry in rootfs.glob(pattern):
-            entry.unlink()
-    for rel in ("tmp", "var/tmp", "var/cache/debconf/tmp"):
-        _empty_dir(rootfs / rel)
-    for old in rootfs.glob("var/cache/debconf/*-old"):
-        old.unlink()
-    _truncate_logs(rootfs / "var/log")
-    machine_id = rootfs / "etc/machine-id"
-    if machine_id.exists():
-        machine_id.write_text("")
-    dbus_id = rootfs / "var/lib/dbus/machine-id"
-    if dbus_id.is_file() and not dbus_id.is_symlink():
-        dbus_id.unlink()
-    keys = list(rootfs.glob("etc/ssh/ssh_host_*"))
-    for key in keys:
-        key.unlink()
-    if keys or (rootfs / "usr/sbin/sshd").exists():
-        unit = rootfs / "etc/systemd/system/deblive-ssh-hostkeys.service"
-        unit.write_text(SSH_KEYGEN_UNIT)
-        wants = rootfs / "etc/systemd/system/ssh.service.wants"
-        wants.mkdir(parents=True, exist_ok=True)
-        link = wants / unit.name
-        link.unlink(missing_ok=True)
-        link.symlink_to(f"/etc/systemd/system/{unit.name}")
-    manifest = ctx.work.output / "filesystem.packages"
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(packages_list(rootfs))
-    ctx.facts["package_count"] = len(manifest.read_text().splitlines())
-    kernels = sorted(p.name.removeprefix("vmlinuz-") for p in rootfs.glob("boot/vmlinuz-*"))
-    ctx.facts["kernels"] = kernels
+def _remove_matching(tree: ImageTree, directory: str, pattern: str) -> list[str]:
+    """Remove the non-directories in directory whose names match; returns them."""
+    removed = []
+    for path in tree.glob(directory, pattern):
+        st = tree.lstat(path)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            tree.unlink(path)
+            removed.append(path)
+    return removed
+
+
+def clean_tree(tree: ImageTree) -> None:
+    for directory in ("/var/cache/apt/archives/partial", "/var/lib/apt/lists/partial",
+                      "/tmp", "/var/tmp", "/var/cache/debconf/tmp"):
+        tree.empty_dir(directory)
+    _remove_matching(tree, "/var/cache/apt", "*.bin")
+    _remove_matching(tree, "/var/cache/apt/archives", "*.deb")
+    _remove_matching(tree, "/var/cache/debconf", "*-old")
+    # Log files go, their directories stay (packages expect them).
+    tree.empty_dir("/var/log", keep_dirs=True)
+    machine_id = tree.lstat("/etc/machine-id")
+    if machine_id is not None:
+        if stat.S_ISREG(machine_id.st_mode):
+            tree.truncate("/etc/machine-id")
+        else:
+            tree.write("/etc/machine-id", "", 0o444)
+    if tree.lexists("/var/lib/dbus/machine-id") and not tree.is_dir("/var/lib/dbus/machine-id"):
+        tree.unlink("/var/lib/dbus/machine-id")
+    keys = _remove_matching(tree, "/etc/ssh", "ssh_host_*")
+    if keys or tree.exists("/usr/sbin/sshd"):
+        unit = "deblive-ssh-hostkeys.service"
+        tree.mkdir(f"{UNIT_DIR}/ssh.service.wants")
+        tree.write(f"{UNIT_DIR}/{unit}", SSH_KEYGEN_UNIT)
+        tree.symlink(f"{UNIT_DIR}/{unit}", f"{UNIT_DIR}/ssh.service.wants/{unit}")
+
+
+class Clean(Stage):
+    name = "clean"
+
+    def run(self, ctx: BuildContext) -> None:
+        tree = ctx.tree
+        keep_build_logs(tree, ctx.work.logs)
+        clean_tree(tree)
+        manifest = ctx.work.output / "filesystem.packages"
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        listing = packages_list(tree)
+        manifest.write_text(listing)
+        ctx.outputs.append(manifest)
+        ctx.facts.package_count = len(listing.splitlines())
+        ctx.facts.kernels = sorted(
+            p.rsplit("/", 1)[1].removeprefix("vmlinuz-") for p in tree.glob("/boot", "vmlinuz-*")
+        )

@@ -4,35 +4,25 @@ The hook is a script on the host, given the image's root directory as its
 only argument. It runs while the chroot's mounts, the service block and the
 build mirror's sources are still in place, so `chroot "$1" apt-get install ...`
 works from it. Documented variables describe the build, and DEBLIVE_LIB names
-a shell function library it can source.
+a shell function library it can source, whose functions work inside the image.
+
+The hook is trusted (it runs as root on the host, by design: the config's
+author wrote it); what it leaves in the tree is not, and every later stage
+reads the tree through the image tree.
 """
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 
 from deblive.build.context import BuildContext
-from deblive.model.config import ConfigError, ImageConfig
+from deblive.build.stage import Stage
 
 
 def library_path() -> Path:
     """The hook function library shipped with deblive (a real file on disk)."""
     return Path(str(resources.files("deblive").joinpath("data/hooklib.sh")))
-
-
-def check_hook(config: ImageConfig) -> Path | None:
-    """The hook must exist and be executable: checked before anything is built."""
-    hook = config.hook_path
-    if hook is None:
-        return None
-    where = config.source or "<config>"
-    if not hook.is_file():
-        raise ConfigError(f"{where}: hook: {hook} does not exist or is not a file")
-    if not os.access(hook, os.X_OK):
-        raise ConfigError(f"{where}: hook: {hook} is not executable (chmod +x it)")
-    return hook
 
 
 def hook_env(ctx: BuildContext) -> dict[str, str]:
@@ -43,7 +33,7 @@ def hook_env(ctx: BuildContext) -> dict[str, str]:
         "DEBLIVE_NAME": config.name,
         "DEBLIVE_SUITE": config.codename,
         "DEBLIVE_SUITE_REQUESTED": config.suite,
-        "DEBLIVE_ARCH": config.architecture,
+        "DEBLIVE_ARCH": str(config.architecture),
         "DEBLIVE_MIRROR": config.mirror,
         "DEBLIVE_APT_MIRROR": config.apt_mirror,
         "DEBLIVE_USER": config.user.name,
@@ -56,14 +46,18 @@ def hook_env(ctx: BuildContext) -> dict[str, str]:
     }
 
 
-def run(ctx: BuildContext) -> None:
-    hook = check_hook(ctx.config)
-    if hook is None:
-        ctx.log.info("no customisation hook configured")
-        return
-    ctx.runner.run(
-        [str(hook), str(ctx.rootfs)],
-        env=hook_env(ctx),
-        cwd=ctx.config.base_dir,
-        what=f"customisation hook {hook}",
-    )
+class Hook(Stage):
+    name = "hook"
+
+    def run(self, ctx: BuildContext) -> None:
+        hook = ctx.config.hook_path
+        if hook is None:
+            ctx.log.info("no customisation hook configured")
+            return
+        ctx.runner.run(
+            [str(hook), str(ctx.rootfs)],
+            env=hook_env(ctx),
+            cwd=ctx.config.base_dir,
+            what=f"customisation hook {hook}",
+        )
+

@@ -26,16 +26,16 @@ recorded command does not depend on where the build directory lives.
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 import time
 from pathlib import Path
 
-from deblive.build import bootfiles
 from deblive.build.context import BuildContext
+from deblive.build.stage import Stage
 from deblive.build.stages import bootloaders, medium
-from deblive.core.runner import DebliveError, Runner
+from deblive.core.errors import DebliveError
+from deblive.core.files import move_into_place
+from deblive.core.runner import Runner
 from deblive.host import diskspace
 
 ISOLINUX_BIN = "/isolinux/isolinux.bin"
@@ -152,23 +152,12 @@ def _relative(path: Path, base: Path) -> Path:
         return path
 
 
-def _move_into_place(src: Path, dest: Path) -> None:
-    """Rename src to dest; across filesystems copy to dest's directory first, then rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dest)
-    except OSError:
-        partial = dest.with_name(dest.name + ".partial")
-        shutil.copyfile(src, partial)
-        os.replace(partial, dest)
-        src.unlink()
-
-
 def make_iso(ctx: BuildContext, output: Path) -> None:
     """Write the ISO of WorkTree.medium to output (whole or not at all)."""
     work = ctx.work.root
     med = ctx.work.medium
-    files = bootfiles.locate(ctx.work.bootfiles, ctx.config.architecture)
+    files = ctx.boot_files
+    assert files is not None
     partial = ctx.work.output / (output.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
     partial.unlink(missing_ok=True)
@@ -193,7 +182,7 @@ def make_iso(ctx: BuildContext, output: Path) -> None:
         report = boot_report(ctx.runner, partial)
         ctx.log.debug(report)
         check_boot_report(report, bios=files.bios is not None)
-        _move_into_place(partial, output)
+        move_into_place(partial, output)
     except BaseException as exc:
         # Whatever stopped it, a half-written ISO never stays behind: not under
         # its name (the move is atomic) and not as .partial, taking the space.
@@ -209,23 +198,17 @@ def make_iso(ctx: BuildContext, output: Path) -> None:
             ) from None
         raise
     size = output.stat().st_size
-    ctx.facts["iso_bytes"] = size
+    ctx.facts.iso_bytes = size
     ctx.log.info(f"ISO written: {output} ({size / 2**20:.0f} MiB)")
 
 
-def run(ctx: BuildContext, squashfs: Path) -> Path:
-    """Medium tree, boot loaders and ISO, each its own logged stage; returns the ISO.
+class Iso(Stage):
+    name = "iso"
 
-    The ISO goes to WorkTree.output/<image_basename>.iso beside the squashfs and
-    filesystem.packages (written by the packages stage), from where the build
-    moves its results to the output directory.
-    """
-    packages_list = ctx.work.output / "filesystem.packages"
-    output = ctx.work.output / f"{ctx.image_basename}.iso"
-    with ctx.log.stage("medium"):
-        medium.lay_out_medium(ctx, squashfs, packages_list)
-    with ctx.log.stage("bootloaders"):
-        bootloaders.install_bootloaders(ctx)
-    with ctx.log.stage("iso"):
+    def wanted(self, ctx: BuildContext) -> bool:
+        return ctx.make_iso
+
+    def run(self, ctx: BuildContext) -> None:
+        output = ctx.work.output / f"{ctx.image_basename}.iso"
         make_iso(ctx, output)
-    return output
+        ctx.outputs.append(output)

@@ -15,7 +15,6 @@ still add files.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import shutil
@@ -26,9 +25,14 @@ from pathlib import Path
 
 from debian.debian_support import Version
 
+from deblive.build import installer
 from deblive.build.context import BuildContext
-from deblive.core.runner import DebliveError
-from deblive.model import bootmenu, suites
+from deblive.build.stage import Stage
+from deblive.core.errors import DebliveError
+from deblive.core.files import sha256_file
+from deblive.host import deletion, diskspace, distroinfo
+from deblive.host.imagetree import ImageTree
+from deblive.model import bootmenu
 
 CHECKSUM_FILE = "sha256sum.txt"
 # Files whose bytes in the ISO differ from the tree: xorriso writes a boot
@@ -45,41 +49,37 @@ class MediumError(DebliveError):
 @dataclass(frozen=True)
 class Kernel:
     version: str  # 6.1.0-50-amd64
-    vmlinuz: Path
-    initrd: Path
+    vmlinuz: str  # its path in the image
+    initrd: str
 
 
-def find_kernels(boot: Path) -> list[Kernel]:
-    """Kernels with their initrds in a /boot, oldest first (Debian version order)."""
+def find_kernels(tree: ImageTree) -> list[Kernel]:
+    """Kernels with their initrds in the image's /boot, oldest first (Debian version order)."""
     kernels = []
-    for vmlinuz in boot.glob("vmlinuz-*"):
-        version = vmlinuz.name.removeprefix("vmlinuz-")
-        initrd = boot / f"initrd.img-{version}"
-        if not initrd.is_file():
+    for vmlinuz in tree.glob("/boot", "vmlinuz-*"):
+        version = vmlinuz.rsplit("/", 1)[1].removeprefix("vmlinuz-")
+        initrd = f"/boot/initrd.img-{version}"
+        if not tree.is_file(initrd):
             raise MediumError(
-                f"{vmlinuz} has no initrd ({initrd.name} missing): "
+                f"{vmlinuz} has no initrd (initrd.img-{version} missing): "
                 "is initramfs-tools (and live-boot) installed in the image?"
             )
         kernels.append(Kernel(version, vmlinuz, initrd))
     if not kernels:
-        raise MediumError(f"no kernel (vmlinuz-*) in {boot}: is a linux-image package installed?")
+        raise MediumError("no kernel (vmlinuz-*) in the image's /boot: is a linux-image package "
+                          "installed?")
     return sorted(kernels, key=lambda k: Version(k.version))
 
 
 def place(src: Path, dest: Path, *, link: bool) -> None:
-    """Put src at dest: a hard link if link and one filesystem holds both, else a copy.
-
-    Files of the root filesystem are copied (link=False) so that giving them
-    mode 0644 on the medium cannot change the tree the squashfs was made from.
-    """
+    """Put a file of deblive's own at dest: a hard link if link and one filesystem
+    holds both, else a copy (mode 0644)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.unlink(missing_ok=True)
     if link:
-        try:
+        with contextlib.suppress(OSError):
             os.link(src, dest)
             return
-        except OSError:
-            pass
     shutil.copyfile(src, dest)
     os.chmod(dest, 0o644)
 
@@ -88,11 +88,10 @@ def release_text(ctx: BuildContext) -> str:
     """'12.15 "Bookworm"' from the image's /etc/debian_version, else the release table."""
     codename = ctx.config.codename
     version = ""
-    with contextlib.suppress(OSError):
-        version = (ctx.rootfs / "etc/debian_version").read_text(encoding="utf-8").strip()
-    if not re.match(r"^\d+(\.\d+)*$", version):
-        known = {r.codename: r.version for r in suites.load_releases()}
-        version = known.get(codename, "") or codename
+    with contextlib.suppress(DebliveError):
+        version = ctx.tree.read_text("/etc/debian_version").strip()
+    if not re.fullmatch(r"\d+(\.\d+)*", version):
+        version = distroinfo.load().version_of(codename) or codename
     return f'{version} "{codename.capitalize()}"'
 
 
@@ -109,18 +108,19 @@ def disk_info(ctx: BuildContext) -> str:
 def lay_out_medium(ctx: BuildContext, squashfs: Path, packages_list: Path) -> None:
     """Create WorkTree.medium afresh with /live and /.disk (boot loaders come next)."""
     medium = ctx.work.medium
-    if medium.exists():
-        shutil.rmtree(medium)
+    deletion.remove_tree(medium)
     live = medium / "live"
     live.mkdir(parents=True)
-    kernels = find_kernels(ctx.rootfs / "boot")
+    kernels = find_kernels(ctx.tree)
     for kernel in kernels:
-        place(kernel.vmlinuz, live / kernel.vmlinuz.name, link=False)
-        place(kernel.initrd, live / kernel.initrd.name, link=False)
+        for inside in (kernel.vmlinuz, kernel.initrd):
+            ctx.tree.copy_out(inside, live / inside.rsplit("/", 1)[1])
     newest = kernels[-1]
-    # Hard links within the medium: xorriso -hardlinks on stores the data once.
-    place(live / newest.vmlinuz.name, medium / bootmenu.KERNEL_PATH.lstrip("/"), link=True)
-    place(live / newest.initrd.name, medium / bootmenu.INITRD_PATH.lstrip("/"), link=True)
+    # Hard links within the medium: xorriso stores the data once.
+    place(live / f"vmlinuz-{newest.version}", medium / bootmenu.KERNEL_PATH.lstrip("/"),
+          link=True)
+    place(live / f"initrd.img-{newest.version}", medium / bootmenu.INITRD_PATH.lstrip("/"),
+          link=True)
     place(squashfs, live / "filesystem.squashfs", link=True)
     place(packages_list, live / "filesystem.packages", link=False)
 
@@ -128,22 +128,19 @@ def lay_out_medium(ctx: BuildContext, squashfs: Path, packages_list: Path) -> No
     (disk / "id").mkdir(parents=True)
     (disk / "info").write_text(disk_info(ctx), encoding="utf-8")  # no newline, as debian-cd
     (disk / "id" / ctx.build_id).write_text(ctx.build_id + "\n", encoding="utf-8")
-    ctx.facts["kernel"] = newest.version
-    ctx.facts["kernels"] = [k.version for k in kernels]
+    ctx.facts.kernel = newest.version
+    ctx.facts.kernels = [k.version for k in kernels]
     ctx.log.info(f"medium tree laid out: kernel {newest.version}, marker .disk/id/{ctx.build_id}")
     if ctx.config.installer is not None:
         place_installer(ctx, medium)
 
 
 def place_installer(ctx: BuildContext, medium: Path) -> None:
-    """d-i's kernel and initrds (kept by the packages stage) and the preseed onto the medium."""
-    from deblive.build import installer
-
-    config = ctx.config
-    assert config.installer is not None
-    images = installer.chosen(ctx.work.root, config.installer.graphical)
-    files = installer.place_on_medium(medium, config, images, ctx.source_date_epoch)
-    ctx.facts["installer_files"] = files
+    """d-i's kernel and initrds (obtained by the packages stage) and the preseed."""
+    images = ctx.installer_images
+    assert images is not None
+    files = installer.place_on_medium(medium, ctx.config, images, ctx.source_date_epoch)
+    ctx.facts.installer_files = files
     ctx.log.info(f"installer on the medium ({images.origin}): {', '.join(files)}")
 
 
@@ -157,14 +154,6 @@ def medium_files(medium: Path) -> Iterator[str]:
                 yield path.relative_to(medium).as_posix()
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_checksums(medium: Path) -> Path:
     """sha256sum.txt over the tree, in `sha256sum -c` format with ./ paths (debian-cd's)."""
     lines = [
@@ -175,3 +164,17 @@ def write_checksums(medium: Path) -> Path:
     out = medium / CHECKSUM_FILE
     out.write_text("".join(lines), encoding="utf-8")
     return out
+
+
+class Medium(Stage):
+    name = "medium"
+
+    def wanted(self, ctx: BuildContext) -> bool:
+        return ctx.make_iso
+
+    def run(self, ctx: BuildContext) -> None:
+        squashfs = ctx.work.output / "filesystem.squashfs"
+        # The squashfs is hard-linked into the medium; the ISO is about its size.
+        needed = squashfs.stat().st_size + diskspace.ISO_EXTRA
+        ctx.log.info(diskspace.require(ctx.work.root, needed, "the ISO", stage="iso"))
+        lay_out_medium(ctx, squashfs, ctx.work.output / "filesystem.packages")

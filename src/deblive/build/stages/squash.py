@@ -18,8 +18,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from deblive.build.context import BuildContext
-from deblive.core.runner import DebliveError, Runner
+from deblive.build.context import BuildContext, SquashfsFacts
+from deblive.build.stage import Stage
+from deblive.core.errors import DebliveError
+from deblive.core.runner import Runner
 from deblive.host import diskspace
 from deblive.model.config import ImageConfig
 
@@ -144,7 +146,8 @@ def check_space(ctx: BuildContext) -> TreeStats:
     return stats
 
 
-def run(ctx: BuildContext, stats: TreeStats | None = None) -> Path:
+def squash(ctx: BuildContext, stats: TreeStats) -> Path:
+    """mksquashfs into a partial file, verified, then renamed: the squashfs or an error."""
     rootfs = ctx.rootfs
     out_dir = ctx.work.output
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,8 +156,6 @@ def run(ctx: BuildContext, stats: TreeStats | None = None) -> Path:
     broken = out_dir / "filesystem.squashfs.broken"
     for stale in (final, partial, broken):
         stale.unlink(missing_ok=True)
-    if stats is None:
-        stats = tree_stats(rootfs)
     expected = stats.inodes - excluded_inodes(rootfs)
     ctx.log.info(
         f"squashing {stats.bytes / 2**20:.0f} MiB in {stats.inodes} inodes with "
@@ -188,14 +189,17 @@ def run(ctx: BuildContext, stats: TreeStats | None = None) -> Path:
         ) from None
     os.replace(partial, final)
     size = final.stat().st_size
-    ctx.facts["squashfs"] = {
-        "bytes": size,
-        "tree_bytes": stats.bytes,
-        "inodes": inodes,
-        "compression": ctx.config.squashfs.compression,
-    }
+    ctx.facts.squashfs = SquashfsFacts(size, stats.bytes, inodes, ctx.config.squashfs.compression)
     ctx.log.info(
         f"squashfs verified: {size / 2**20:.0f} MiB, {inodes} inodes, "
         f"ratio {size / max(stats.bytes, 1):.2f}"
     )
     return final
+
+
+class Squash(Stage):
+    name = "squash"
+
+    def run(self, ctx: BuildContext) -> None:
+        stats = check_space(ctx)  # refuses before mksquashfs writes a byte
+        ctx.outputs.insert(0, squash(ctx, stats))

@@ -1,22 +1,41 @@
 """Step 5b: the live system's identity: hostname, locale, time zone, keyboard,
-the live user with sudo, and root locked (seed point 13).
+the live user with its sudo rights, and root locked (seed point 13).
 
 The user is made at build time, so the user, its password hash and its group
 membership are in the squashfs. If live-config is installed it would create
 its own `user` at boot: it is told the config's user name (its user-setup
 component then sees the user exists and leaves it, password included) and
-hostname, so the config wins.
+hostname, so the config wins. Its configuration is a shell file live-config
+sources as root at every boot, so every value in it is shell-quoted.
+
+Sudo, as Debian's live images have it (live-config's sudo component): the
+live user may use sudo without a password, through /etc/sudoers.d/live
+(0440), checked with visudo at build time; live-config then leaves that file
+alone. user.sudo "password" makes sudo ask for the password; "none" gives no
+sudo and tells live-config (LIVE_CONFIG_NOROOT) to grant no root access by
+any of its means (sudo, polkit).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import shlex
 
 from deblive.build.chroot import Chroot
 from deblive.build.context import BuildContext
-from deblive.model.config import ConfigError, ImageConfig
+from deblive.build.stage import Stage
+from deblive.core.errors import BadInputError
+from deblive.host.imagetree import ImageTree
+from deblive.model.config import ImageConfig
 
-LIVE_CONFIG_CONF = "etc/live/config.conf.d/deblive.conf"
+LIVE_CONFIG_CONF = "/etc/live/config.conf.d/deblive.conf"
+SUDOERS = "/etc/sudoers.d/live"
+# The hash schemes crypt(5) names by their prefix.
+HASH_SCHEMES = {"$y$": "yescrypt", "$gy$": "gost-yescrypt", "$7$": "scrypt", "$6$": "sha512crypt",
+                "$5$": "sha256crypt", "$2b$": "bcrypt", "$1$": "md5crypt"}
+
+
+class ImageConfigError(BadInputError):
+    """A config value the image cannot honour (found once the packages are in)."""
 
 
 def hosts_file(hostname: str) -> str:
@@ -30,34 +49,47 @@ def hosts_file(hostname: str) -> str:
     )
 
 
+def shell_assignments(values: dict[str, str]) -> str:
+    """NAME='value' lines a POSIX shell sources without running any of the values."""
+    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
+
+
 def keyboard_file(keyboard: str) -> str:
     layout, _, variant = keyboard.partition("(")
-    return (
-        'XKBMODEL="pc105"\n'
-        f'XKBLAYOUT="{layout}"\n'
-        f'XKBVARIANT="{variant.rstrip(")")}"\n'
-        'XKBOPTIONS=""\n'
-        'BACKSPACE="guess"\n'
-    )
+    return shell_assignments({
+        "XKBMODEL": "pc105", "XKBLAYOUT": layout, "XKBVARIANT": variant.rstrip(")"),
+        "XKBOPTIONS": "", "BACKSPACE": "guess",
+    })
 
 
 def live_config_conf(config: ImageConfig) -> str:
-    groups = ",".join(config.user.groups)
-    return (
-        "# Written by deblive: the image's user and hostname win over live-config's defaults.\n"
-        f'LIVE_USERNAME="{config.user.name}"\n'
-        f'LIVE_USER_FULLNAME="{config.user.fullname}"\n'
-        f'LIVE_USER_DEFAULT_GROUPS="{groups}"\n'
-        f'LIVE_HOSTNAME="{config.hostname}"\n'
+    values = {
+        "LIVE_USERNAME": config.user.name,
+        "LIVE_USER_FULLNAME": config.user.fullname,
+        "LIVE_USER_DEFAULT_GROUPS": ",".join(config.user.groups),
+        "LIVE_HOSTNAME": config.hostname,
         # Without locales= on the kernel command line live-config would reset
         # LANG and the keyboard to its own defaults; the config's win instead.
-        f'LIVE_LOCALES="{config.locale}"\n'
-        f'LIVE_KEYBOARD_LAYOUTS="{config.keyboard.split("(")[0]}"\n'
-    )
+        "LIVE_LOCALES": config.locale,
+        "LIVE_KEYBOARD_LAYOUTS": config.keyboard.split("(")[0],
+    }
+    if config.user.sudo == "none":
+        values["LIVE_CONFIG_NOROOT"] = "true"
+    return ("# Written by deblive: the image's user and hostname win over live-config's "
+            "defaults.\n" + shell_assignments(values))
 
 
-def existing_groups(rootfs: Path) -> set[str]:
-    text = (rootfs / "etc/group").read_text(encoding="utf-8")
+def sudoers_line(config: ImageConfig) -> str | None:
+    """The live user's rule in /etc/sudoers.d/live, None for no sudo at all."""
+    policy = config.user.sudo
+    if policy == "none":
+        return None
+    tag = "NOPASSWD: " if policy == "nopasswd" else ""
+    return f"{config.user.name} ALL=(ALL) {tag}ALL\n"
+
+
+def existing_groups(tree: ImageTree) -> set[str]:
+    text = tree.read_text("/etc/group")
     return {line.split(":", 1)[0] for line in text.splitlines() if line}
 
 
@@ -69,63 +101,93 @@ def useradd_argv(config: ImageConfig) -> list[str]:
     return [*argv, user.name]
 
 
+def hash_scheme(shadow: str, user: str) -> str | None:
+    """The crypt scheme of user's hash in /etc/shadow text (never the hash itself)."""
+    for line in shadow.splitlines():
+        fields = line.split(":")
+        if len(fields) > 1 and fields[0] == user:
+            for prefix, name in HASH_SCHEMES.items():
+                if fields[1].startswith(prefix):
+                    return name
+            return "unknown"
+    return None
+
+
 def configure_system(ctx: BuildContext) -> None:
     """Hostname, locale, time zone and keyboard."""
-    config, rootfs = ctx.config, ctx.rootfs
-    chroot = Chroot(rootfs, ctx.runner)
-    (rootfs / "etc/hostname").write_text(config.hostname + "\n")
-    (rootfs / "etc/hosts").write_text(hosts_file(config.hostname))
+    config, tree = ctx.config, ctx.tree
+    chroot = Chroot(tree, ctx.runner)
+    tree.write("/etc/hostname", config.hostname + "\n")
+    tree.write("/etc/hosts", hosts_file(config.hostname))
     # live-boot writes /etc/network/interfaces at boot and complains without the dir.
-    (rootfs / "etc/network").mkdir(exist_ok=True)
+    tree.mkdir("/etc/network")
     if not config.locale.startswith("C"):
         charset = config.locale.split(".", 1)[1] if "." in config.locale else "UTF-8"
-        (rootfs / "etc/locale.gen").write_text(f"{config.locale} {charset}\n")
+        tree.write("/etc/locale.gen", f"{config.locale} {charset}\n")
         chroot.run(["locale-gen"], what="generating the locale")
-    (rootfs / "etc/default/locale").write_text(f"LANG={config.locale}\n")
-    zone = rootfs / "usr/share/zoneinfo" / config.timezone
-    if not zone.exists() and config.timezone != "UTC":
-        raise ConfigError(
-            f"timezone: {config.timezone!r} is not in the image's /usr/share/zoneinfo "
-            "(add tzdata to packages, or check the name)"
+    tree.mkdir("/etc/default")
+    tree.write("/etc/default/locale", f"LANG={config.locale}\n")
+    zone = f"/usr/share/zoneinfo/{config.timezone}"
+    if not tree.exists(zone) and config.timezone != "UTC":
+        raise ImageConfigError(
+            f"{config.where}: timezone: {config.timezone!r} is not in the image's "
+            "/usr/share/zoneinfo (add tzdata to packages, or check the name)"
         )
-    localtime = rootfs / "etc/localtime"
-    localtime.unlink(missing_ok=True)
-    localtime.symlink_to(f"/usr/share/zoneinfo/{config.timezone}")
-    (rootfs / "etc/timezone").write_text(config.timezone + "\n")
-    (rootfs / "etc/default").mkdir(exist_ok=True)
-    (rootfs / "etc/default/keyboard").write_text(keyboard_file(config.keyboard))
+    tree.symlink(zone, "/etc/localtime")
+    tree.write("/etc/timezone", config.timezone + "\n")
+    tree.write("/etc/default/keyboard", keyboard_file(config.keyboard))
+
+
+def check_user(config: ImageConfig, tree: ImageTree) -> None:
+    """The groups and the shell the config names exist in the image."""
+    missing = [g for g in config.user.groups if g not in existing_groups(tree)]
+    if missing:
+        raise ImageConfigError(
+            f"{config.where}: user.groups: group(s) {', '.join(missing)} do not exist in the "
+            "image (install the package that makes them, or remove them)"
+        )
+    st = tree.stat(config.user.shell)
+    if st is None or not tree.is_file(config.user.shell) or not st.st_mode & 0o111:
+        raise ImageConfigError(
+            f"{config.where}: user.shell: {config.user.shell} is not an executable file in the "
+            "image (install the shell's package, or name another)"
+        )
 
 
 def create_user(ctx: BuildContext) -> None:
-    """The live user with its password and groups; root locked."""
-    config, rootfs = ctx.config, ctx.rootfs
-    chroot = Chroot(rootfs, ctx.runner)
-    missing = [g for g in config.user.groups if g not in existing_groups(rootfs)]
-    if missing:
-        where = config.source or "<default config>"
-        raise ConfigError(
-            f"{where}: user.groups: group(s) {', '.join(missing)} do not exist in the image "
-            "(install the package that makes them, or remove them)"
-        )
-    passwd = (rootfs / "etc/passwd").read_text(encoding="utf-8")
-    if any(line.startswith(config.user.name + ":") for line in passwd.splitlines()):
+    """The live user with its password, groups and sudo rights; root locked."""
+    config, tree = ctx.config, ctx.tree
+    chroot = Chroot(tree, ctx.runner)
+    check_user(config, tree)
+    passwd = tree.read_text("/etc/passwd")
+    if any(line.split(":", 1)[0] == config.user.name for line in passwd.splitlines()):
         chroot.run(["usermod", "--append", "--groups", ",".join(config.user.groups),
                     config.user.name], what="updating the live user")
     else:
         chroot.run(useradd_argv(config), what="creating the live user")
-    chroot.run(
-        ["chpasswd"], input_text=f"{config.user.name}:{config.user.password}\n",
-        what="setting the live user's password",
-    )
+    # On standard input, never on a command line or in the log.
+    password = config.user.password.get_secret_value()
+    chroot.run(["chpasswd"], input_data=f"{config.user.name}:{password}\n",
+               what="setting the live user's password")
+    ctx.facts.password_hash = hash_scheme(tree.read_text("/etc/shadow"), config.user.name)
     if config.lock_root:
         chroot.run(["passwd", "--lock", "root"], what="locking root's password")
-    if (rootfs / "lib/live/config").is_dir() or (rootfs / "usr/lib/live/config").is_dir():
-        conf = rootfs / LIVE_CONFIG_CONF
-        conf.parent.mkdir(parents=True, exist_ok=True)
-        conf.write_text(live_config_conf(config))
+    rule = sudoers_line(config)
+    if rule is not None:
+        tree.mkdir("/etc/sudoers.d")
+        tree.write(SUDOERS, rule, 0o440)
+        chroot.run(["visudo", "-c", "-f", SUDOERS], what="checking the live user's sudo rule")
+    else:
+        tree.unlink(SUDOERS)
+    if tree.is_dir("/lib/live/config") or tree.is_dir("/usr/lib/live/config"):
+        tree.mkdir("/etc/live/config.conf.d")
+        tree.write(LIVE_CONFIG_CONF, live_config_conf(config))
         ctx.log.info("live-config is installed: told it the image's user and hostname")
 
 
-def run(ctx: BuildContext) -> None:
-    configure_system(ctx)
-    create_user(ctx)
+class Users(Stage):
+    name = "users"
+
+    def run(self, ctx: BuildContext) -> None:
+        configure_system(ctx)
+        create_user(ctx)

@@ -1,0 +1,60 @@
+"""The output directory: checked before a build, filled only by a complete one.
+
+Results are written into the work tree's output/ and moved into the output
+directory when the whole build has succeeded, each file appearing under its
+name only when complete, report.json last: its presence marks a result. A
+failed build publishes nothing, so nothing in the output directory looks
+like a result it did not make.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from deblive.core import interrupt
+from deblive.core.errors import BadInputError
+from deblive.core.files import move_into_place, publish
+from deblive.host import deletion, diskspace
+
+RESULT_MARKER = "report.json"
+
+
+class OutputExistsError(BadInputError):
+    pass
+
+
+def check_outdir(outdir: Path, force: bool) -> None:
+    """The output directory can take a result: writable, and empty of one unless --force."""
+    if (outdir / RESULT_MARKER).exists() and not force:
+        raise OutputExistsError(
+            f"output directory {outdir} already holds a build (report.json); "
+            "use --force to replace it, or -o for another directory"
+        )
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputExistsError(f"output directory {outdir}: {exc.strerror}") from None
+    if not os.access(outdir, os.W_OK):
+        raise OutputExistsError(f"output directory {outdir} is not writable")
+
+
+def publish_results(files: list[Path], logs: Path, report: Path, outdir: Path) -> list[Path]:
+    """Move files, the logs directory and (last) the report into outdir."""
+    if not diskspace.same_filesystem(report, outdir):
+        # Across file systems publishing copies: check before the first byte.
+        needed = sum(f.stat().st_size for f in files) + diskspace.MARGIN
+        diskspace.require(outdir, needed, "the results in the output directory", stage="publish")
+    with interrupt.deferred():
+        (outdir / RESULT_MARKER).unlink(missing_ok=True)  # a replaced result is no result
+        published = publish(files, outdir)
+        if logs.is_dir():
+            dest = outdir / "logs"
+            deletion.remove_tree(dest)
+            dest.mkdir()
+            for log in sorted(logs.iterdir()):
+                if log.is_file() and not log.is_symlink():
+                    move_into_place(log, dest / log.name)
+        # report.json last: its presence marks a complete result.
+        published += publish([report], outdir)
+    return published

@@ -1,0 +1,192 @@
+"""The commands: each takes the parsed arguments and returns an exit status.
+
+The host's facts a config's defaults come from are gathered once here (by
+host.configfile) and handed to the (pure) config model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from deblive.apt import plan as plan_mod
+from deblive.apt.archive import check_mirror
+from deblive.boottest import run as boottest
+from deblive.boottest.modes import BadInput, parse_modes
+from deblive.build import metapackage
+from deblive.build import pipeline as build
+from deblive.buildervm import control
+from deblive.buildervm import run as buildervm
+from deblive.core.errors import DebliveError, ExitCode
+from deblive.core.log import BuildLog
+from deblive.core.runner import Runner
+from deblive.host import configfile, preflight, workbase
+from deblive.model import config as config_mod
+from deblive.model.arch import Arch
+from deblive.vm.accel import AccelRequest
+
+PASSWORD_ENV = "DEBLIVE_TEST_PASSWORD"
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    hook = getattr(args, "hook", None)
+    return {
+        "suite": getattr(args, "suite", None),
+        "architecture": getattr(args, "arch", None),
+        "mirror": getattr(args, "mirror", None),
+        "apt_mirror": getattr(args, "apt_mirror", None),
+        # A hook given on the command line is relative to the current directory.
+        "hook": str(Path(hook).resolve()) if hook else None,
+    }
+
+
+def load_config(args: argparse.Namespace) -> config_mod.ImageConfig:
+    if args.config is None:
+        return configfile.load_default(_overrides(args))
+    return configfile.load(Path(args.config), _overrides(args))
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    outdir = Path(args.output) if args.output else build.default_outdir(cfg)
+    cache = Path(args.cache_dir) if args.cache_dir else build.DEFAULT_CACHE
+    log = BuildLog(verbose=args.verbose)
+    if args.vm:
+        workdir = Path(args.workdir) if args.workdir else build.default_workdir(cfg)
+        _build_in_vm(args, cfg, outdir, cache,
+                     workdir if args.workdir else workdir.with_name(workdir.name + "-vm"), log)
+        return ExitCode.OK
+    options = build.BuildOptions(
+        outdir=outdir,
+        workdir=Path(args.workdir) if args.workdir else build.default_workdir(cfg),
+        cache=cache,
+        keep_workdir=args.keep_workdir,
+        remove_failed_workdir=args.remove_failed_workdir,
+        make_iso=not args.no_iso,
+        force=args.force,
+        verbose=args.verbose,
+    )
+    result = build.build(cfg, options, log)
+    for path in result.outputs:
+        log.info(f"wrote {path}")
+    return ExitCode.OK
+
+
+def _build_in_vm(args: argparse.Namespace, cfg: config_mod.ImageConfig, outdir: Path,
+                 cache: Path, workdir: Path, log: BuildLog) -> None:
+    overrides = {"suite": cfg.suite, "arch": str(cfg.architecture)}
+    for option, value in (("mirror", args.mirror), ("apt-mirror", args.apt_mirror),
+                          ("hook", _overrides(args)["hook"])):
+        if value is not None:
+            overrides[option] = value
+    inner = control.InnerCommand(
+        config=Path(args.config).resolve() if args.config else None, overrides=overrides,
+        make_iso=not args.no_iso, verbose=args.verbose,
+    )
+    options = buildervm.VMOptions(
+        outdir=outdir.resolve(), workdir=workdir, cache=cache, force=args.force,
+        keep_workdir=args.keep_workdir, make_iso=not args.no_iso, verbose=args.verbose,
+        accel=AccelRequest(args.accel), memory_mib=args.vm_memory, disk_gib=args.vm_disk,
+        rebuild_builder=args.rebuild_builder,
+    )
+    buildervm.build_in_vm(cfg, inner, options, log)
+    log.info(f"built in the builder VM; results in {options.outdir}")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    preflight.check_paths(cfg)
+    if args.network:
+        check_mirror(cfg)
+    print(f"{cfg.source or 'default config'}: valid ({cfg.name}: {cfg.codename} "
+          f"{cfg.architecture})")
+    if args.show:
+        print(json.dumps(cfg.public_dump(), indent=2))
+    return ExitCode.OK
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    """Remove leftover work trees; a busy, mounted or foreign tree is refused, not touched."""
+    workdir = Path(args.workdir) if args.workdir else None
+    outcomes = workbase.clean(workdir, workbase.DEFAULT_WORK_BASE)
+    if not outcomes:
+        print(f"deblive: no work trees under {workbase.DEFAULT_WORK_BASE}")
+    code = ExitCode.OK
+    for outcome in outcomes:
+        word = "removed" if outcome.removed else f"kept: {outcome.reason}"
+        print(f"deblive: {outcome.path}: {word}")
+        if not outcome.removed and "in use by" not in outcome.reason:
+            code = ExitCode.FAILED
+    return code
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Resolve the package set against the mirror; exit 2 for unknown names or conflicts."""
+    cfg = load_config(args)
+    result = plan_mod.make_plan(cfg, Runner(BuildLog()),
+                                Path(args.cache_dir) if args.cache_dir else None)
+    print(json.dumps(result.to_json(), indent=2) if args.json else plan_mod.format_plan(result))
+    return ExitCode.OK
+
+
+def cmd_metapackage(args: argparse.Namespace) -> int:
+    """Write <name>-live-task_<version>_all.deb (Depends: the tasks and extras)."""
+    cfg = load_config(args)
+    print(metapackage.build(cfg, Path(args.output), Runner(BuildLog())))
+    return ExitCode.OK
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    print(json.dumps(config_mod.json_schema(), indent=2))
+    return ExitCode.OK
+
+
+def test_password(args: argparse.Namespace) -> str:
+    """The live user's password for `deblive test`: never from the command line (the
+    process list shows it). A file, the environment, the image's config, or "live"."""
+    if args.password_file:
+        try:
+            return Path(args.password_file).read_text(encoding="utf-8").rstrip("\n")
+        except OSError as exc:
+            raise BadInput(f"--password-file {args.password_file}: {exc.strerror}") from None
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    if args.config:
+        return configfile.load(Path(args.config)).user.password.get_secret_value()
+    return "live"
+
+
+def cmd_test(args: argparse.Namespace, console: Console | None = None) -> int:
+    """The `test` subcommand: 0 all passed, 1 any failure, 2 bad input, 130 Ctrl-C."""
+    log = BuildLog(verbose=bool(getattr(args, "verbose", False)))
+    try:
+        if args.jobs < 1:
+            raise BadInput("--jobs must be at least 1")
+        if args.timeout is not None and args.timeout <= 0:
+            raise BadInput("--timeout must be positive")
+        options = boottest.TestOptions(
+            password=test_password(args), user=args.user, timeout=args.timeout,
+            accel=AccelRequest(args.accel), jobs=args.jobs, screenshot=args.screenshot,
+            output=args.output, memory_mib=args.memory,
+            arch=Arch(args.arch) if args.arch else None,
+        )
+        modes = parse_modes(args.mode)
+        if not args.iso.is_file():
+            raise BadInput(f"ISO not found: {args.iso}")
+        log.open(options.output_dir(args.iso.resolve()) / "test.log")
+        results = boottest.run_tests(args.iso, modes, options, log)
+    except (DebliveError, config_mod.ConfigError) as exc:
+        log.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted; the VMs were stopped")
+        return ExitCode.SIGINT
+    finally:
+        log.close()
+    (console or Console()).print(boottest.results_table(results))
+    return ExitCode.OK if all(r.result != "fail" for r in results) else ExitCode.FAILED

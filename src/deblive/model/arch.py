@@ -1,0 +1,187 @@
+"""Debian architectures and everything deblive knows about each, in one place.
+
+An Arch is a StrEnum (its value is dpkg's name) whose profile() holds the
+facts the rest of deblive asks about: the kernel flavour, the qemu-user
+binfmt handler, the kernel's serial console, how grub reaches the serial
+port, the boot layout of a live medium (boot loader packages, EFI file
+names) and how qemu runs such a guest. An architecture without a boot
+layout can still be bootstrapped and squashed; it cannot get a bootable ISO.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BootLayout:
+    """How a live ISO of one architecture boots: BIOS (ISOLINUX) and/or UEFI (shim, grub).
+
+    efi_suffix is the UEFI architecture's name in file names (x64, aa64):
+    bootx64.efi, shimx64.efi.signed, gcdx64.efi.signed.
+    """
+
+    packages: tuple[str, ...]  # of the target release: downloaded and unpacked, not installed
+    efi_suffix: str
+    grub_efi_dir: str  # /usr/lib/grub/<dir> holding the signed images
+    grub_platform: str  # grub's name of the EFI platform (x86_64-efi...)
+    bios: bool  # ISOLINUX and an isohybrid MBR too
+    installer_dir: str  # debian-installer on the medium, debian-cd's name
+
+
+@dataclass(frozen=True)
+class QemuSystem:
+    """How qemu-system runs a guest of one architecture (boot tests, builder VMs)."""
+
+    binary: str
+    package: str  # the Debian package with the binary
+    machine: str  # -machine type
+    descriptor_machine: str  # a versioned machine name firmware descriptors must match
+    qemu_arch: str  # qemu's (and the firmware descriptors') architecture name
+    firmware_package: str  # the Debian package with the UEFI firmware
+    firmware_dir: Path
+    known_plain: tuple[str, str]  # code and varstore without Secure Boot
+    known_secure: tuple[str, str]  # with Secure Boot and enrolled keys
+    tcg_cpu: str | None  # -cpu under TCG (None: qemu's default model)
+    # Cross-architecture TCG is several times slower than TCG of the host's
+    # own architecture: timeouts are multiplied by this for a foreign guest.
+    foreign_slowdown: float
+    secure_boot_needs_smm: bool  # OVMF's Secure Boot build keeps its varstore in SMM
+    bios: bool  # the machine has a legacy BIOS (SeaBIOS); otherwise UEFI only
+
+
+@dataclass(frozen=True)
+class ArchProfile:
+    kernel_flavour: str  # linux-image-<flavour>
+    qemu_user: str  # qemu-<name> binfmt handler for foreign bootstraps
+    machines: tuple[str, ...]  # uname -m values of hosts of this architecture
+    serial_tty: str  # the kernel's name of the first serial port
+    grub_uart: bool  # grub drives the PC's UART itself; else the firmware's Serial I/O
+    boot: BootLayout | None = None
+    qemu: QemuSystem | None = None
+
+
+class Arch(enum.StrEnum):
+    """A Debian architecture, by dpkg's name."""
+
+    AMD64 = "amd64"
+    ARM64 = "arm64"
+    I386 = "i386"
+    ARMHF = "armhf"
+    ARMEL = "armel"
+    PPC64EL = "ppc64el"
+    S390X = "s390x"
+    RISCV64 = "riscv64"
+    MIPS64EL = "mips64el"
+
+    def profile(self) -> ArchProfile:
+        return PROFILES[self]
+
+    @property
+    def kernel_package(self) -> str:
+        return f"linux-image-{self.profile().kernel_flavour}"
+
+    @property
+    def binfmt_name(self) -> str:
+        """The binfmt_misc entry of its qemu-user handler (qemu-aarch64...)."""
+        return f"qemu-{self.profile().qemu_user}"
+
+    @property
+    def serial_tty(self) -> str:
+        return self.profile().serial_tty
+
+    @property
+    def boot(self) -> BootLayout | None:
+        return self.profile().boot
+
+    @property
+    def qemu(self) -> QemuSystem | None:
+        return self.profile().qemu
+
+    def is_foreign(self, host: Arch) -> bool:
+        """Another CPU architecture than the host's: qemu-user and TCG, no KVM."""
+        return self is not host
+
+    @classmethod
+    def from_machine(cls, machine: str) -> Arch | None:
+        """The architecture of a kernel's uname -m (x86_64: amd64), None if unknown."""
+        for arch, profile in PROFILES.items():
+            if machine in profile.machines:
+                return arch
+        return None
+
+    @classmethod
+    def bootable(cls) -> list[Arch]:
+        """Architectures deblive makes bootable media for."""
+        return [arch for arch in cls if arch.boot is not None]
+
+
+_OVMF = Path("/usr/share/OVMF")
+_AAVMF = Path("/usr/share/AAVMF")
+
+PROFILES: dict[Arch, ArchProfile] = {
+    Arch.AMD64: ArchProfile(
+        kernel_flavour="amd64", qemu_user="x86_64", machines=("x86_64", "amd64"),
+        serial_tty="ttyS0", grub_uart=True,
+        boot=BootLayout(
+            packages=("isolinux", "syslinux-common", "grub-efi-amd64-signed", "shim-signed",
+                      "shim-helpers-amd64-signed"),
+            efi_suffix="x64", grub_efi_dir="x86_64-efi-signed", grub_platform="x86_64-efi",
+            bios=True, installer_dir="/install.amd",
+        ),
+        qemu=QemuSystem(
+            binary="qemu-system-x86_64", package="qemu-system-x86", machine="q35",
+            descriptor_machine="pc-q35-7.2", qemu_arch="x86_64", firmware_package="ovmf",
+            firmware_dir=_OVMF, known_plain=("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+            known_secure=("OVMF_CODE_4M.ms.fd", "OVMF_VARS_4M.ms.fd"), tcg_cpu=None,
+            foreign_slowdown=3.0, secure_boot_needs_smm=True, bios=True,
+        ),
+    ),
+    Arch.ARM64: ArchProfile(
+        kernel_flavour="arm64", qemu_user="aarch64", machines=("aarch64", "arm64"),
+        serial_tty="ttyAMA0", grub_uart=False,
+        boot=BootLayout(
+            packages=("grub-efi-arm64-signed", "shim-signed", "shim-helpers-arm64-signed"),
+            efi_suffix="aa64", grub_efi_dir="arm64-efi-signed", grub_platform="arm64-efi",
+            bios=False, installer_dir="/install.a64",
+        ),
+        qemu=QemuSystem(
+            binary="qemu-system-aarch64", package="qemu-system-arm", machine="virt",
+            descriptor_machine="virt-7.2", qemu_arch="aarch64",
+            firmware_package="qemu-efi-aarch64", firmware_dir=_AAVMF,
+            known_plain=("AAVMF_CODE.fd", "AAVMF_VARS.fd"),
+            known_secure=("AAVMF_CODE.ms.fd", "AAVMF_VARS.ms.fd"), tcg_cpu="max",
+            foreign_slowdown=4.0, secure_boot_needs_smm=False, bios=False,
+        ),
+    ),
+    Arch.I386: ArchProfile(
+        kernel_flavour="686-pae", qemu_user="i386", machines=("i686", "i586", "i386"),
+        serial_tty="ttyS0", grub_uart=True,
+    ),
+    Arch.ARMHF: ArchProfile(
+        kernel_flavour="armmp", qemu_user="arm", machines=("armv7l",),
+        serial_tty="ttyAMA0", grub_uart=False,
+    ),
+    Arch.ARMEL: ArchProfile(
+        kernel_flavour="rpi", qemu_user="arm", machines=("armv5tel", "armv6l"),
+        serial_tty="ttyAMA0", grub_uart=False,
+    ),
+    Arch.PPC64EL: ArchProfile(
+        kernel_flavour="powerpc64le", qemu_user="ppc64le", machines=("ppc64le",),
+        serial_tty="hvc0", grub_uart=False,
+    ),
+    Arch.S390X: ArchProfile(
+        kernel_flavour="s390x", qemu_user="s390x", machines=("s390x",),
+        serial_tty="ttysclp0", grub_uart=False,
+    ),
+    Arch.RISCV64: ArchProfile(
+        kernel_flavour="riscv64", qemu_user="riscv64", machines=("riscv64",),
+        serial_tty="ttyS0", grub_uart=False,
+    ),
+    Arch.MIPS64EL: ArchProfile(
+        kernel_flavour="5kc-malta", qemu_user="mips64el", machines=("mips64",),
+        serial_tty="ttyS0", grub_uart=False,
+    ),
+}

@@ -1,0 +1,249 @@
+"""The config's sections: the live user, squashfs, bootstrap, boot menu, installer,
+metapackage and languages, each a frozen model with its own checks."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from deblive.model.text import (
+    GECOS_SEPARATORS,
+    KEYBOARD_RE,
+    LOCALE_RE,
+    MAINTAINER_RE,
+    SHELL_RE,
+    USER_RE,
+    VERSION_RE,
+    Compression,
+    SudoPolicy,
+    full,
+    plain_text,
+)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+
+class User(Model):
+    """The live user, created at build time the seed's way (vmdebootstrap --user)."""
+
+    name: str = Field("user", description="login name")
+    password: SecretStr = Field(
+        SecretStr("live"),
+        description="password (default: live), hashed into /etc/shadow; never logged or reported",
+    )
+    groups: tuple[str, ...] = Field(
+        ("sudo",), description="supplementary groups (they must exist in the image)"
+    )
+    sudo: SudoPolicy = Field(
+        "nopasswd",
+        description="nopasswd: sudo without a password (as Debian's live images); "
+        "password: sudo asks for the password; none: no sudo and no polkit admin rights",
+    )
+    shell: str = Field("/bin/bash", description="login shell: an absolute path in the image")
+    fullname: str = Field("Debian Live user", description="GECOS full name")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not USER_RE.fullmatch(v) or v == "root":
+            raise ValueError("must be a lower-case login name (a-z, 0-9, _ and -), not root")
+        return v
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: SecretStr) -> SecretStr:
+        secret = v.get_secret_value()
+        if not secret:
+            raise ValueError("must not be empty")
+        plain_text(secret, "the password")
+        return v
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for group in v:
+            if not USER_RE.fullmatch(group):
+                raise ValueError(f"group {group!r} is not a valid group name")
+        return v
+
+    @field_validator("shell")
+    @classmethod
+    def _shell(cls, v: str) -> str:
+        full(SHELL_RE, v, "must be an absolute path such as /bin/bash")
+        if ".." in PurePosixPath(v).parts:
+            raise ValueError("must be an absolute path without '..'")
+        return v
+
+    @field_validator("fullname")
+    @classmethod
+    def _fullname(cls, v: str) -> str:
+        plain_text(v, "the full name")
+        if any(c in v for c in GECOS_SEPARATORS) or len(v) > 100:
+            raise ValueError("must be at most 100 characters without ':' or ','")
+        return v
+
+    @model_validator(mode="after")
+    def _sudo_group(self) -> User:
+        if self.sudo == "none" and "sudo" in self.groups:
+            raise ValueError("groups holds 'sudo', which gives sudo rights, but sudo is 'none'")
+        return self
+
+
+class Squashfs(Model):
+    """How the root filesystem is squashed: xz for releases, zstd or lz4 to iterate."""
+
+    compression: Compression = "xz"
+    level: int | None = Field(None, ge=1, le=22, description="compressor level (zstd, gzip)")
+    block_size: Literal["128K", "256K", "512K", "1M"] = "1M"
+
+
+class Bootstrap(Model):
+    """How the base system is made."""
+
+    backend: Literal["mmdebstrap", "debootstrap"] = "mmdebstrap"
+    variant: Literal["minbase", "required", "important", "standard"] = Field(
+        "minbase",
+        description="package set of the base system; tasks and packages add to it",
+    )
+
+
+class Boot(Model):
+    """The boot menus (ISOLINUX and grub are written from one model)."""
+
+    title: str = Field("Debian Live", description="menu title")
+    cmdline: str = Field("", description="extra kernel command line arguments")
+    timeout: int = Field(5, ge=0, le=600, description="seconds before the default entry boots")
+    default: Literal["live", "failsafe"] = "live"
+    splash: Path | None = Field(None, description="PNG (640x480), relative to the config file")
+    serial_console: bool = Field(
+        True,
+        description="serial console (115200; ttyS0, on arm64 ttyAMA0) in boot loaders and kernel",
+    )
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        plain_text(v, "the title")
+        if not v.strip() or len(v) > 80:
+            raise ValueError("must be 1 to 80 characters")
+        return v
+
+    @field_validator("cmdline")
+    @classmethod
+    def _cmdline(cls, v: str) -> str:
+        plain_text(v, "the command line")
+        if any(c in v for c in "\"'\\"):
+            raise ValueError("must be one line without quotes or backslashes")
+        return " ".join(v.split())
+
+
+InstallerSource = Literal["mirror", "package", "directory"]
+
+
+class Installer(Model):
+    """debian-installer on the medium: "Install" and "Graphical install" in both menus.
+
+    The netboot d-i installs from the network mirror, not from the live
+    squashfs, so the installed system gets neither the live user nor the
+    locked root: it asks for users (or reads them from the preseed) as usual.
+    """
+
+    sources: tuple[InstallerSource, ...] = Field(
+        ("mirror", "package"),
+        description="where d-i's kernel and initrds come from, tried in this order: "
+        "mirror (dists/<suite>/main/installer-<arch>/current/images, checked against "
+        "the signed Release), package (debian-installer-<version>-netboot-<arch> of the "
+        "suite), directory (a local tree, see 'directory')",
+    )
+    directory: Path | None = Field(
+        None,
+        description="local d-i images, relative to the config file: text/linux, "
+        "text/initrd.gz, gtk/linux, gtk/initrd.gz",
+    )
+    preseed: Path | None = Field(
+        None, description="preseed file, relative to the config file; placed on the medium"
+    )
+    graphical: bool = Field(True, description="also the gtk installer (Graphical install)")
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("name at least one of mirror, package, directory")
+        if len(set(v)) != len(v):
+            raise ValueError("each source at most once")
+        return v
+
+    @model_validator(mode="after")
+    def _directory_given(self) -> Installer:
+        if "directory" in self.sources and self.directory is None:
+            raise ValueError("sources names 'directory' but 'directory' is not set")
+        return self
+
+
+class Metapackage(Model):
+    """<name>-live-task: one package whose Depends are the image's tasks and extras.
+
+    `metapackage: true` is short for `{install: true}`.
+    """
+
+    install: bool = Field(False, description="install the metapackage in the image")
+    version: str | None = Field(
+        None, description="package version; default: the build date (YYYYMMDD.HHMM)"
+    )
+    maintainer: str = Field(
+        "deblive <deblive@example.org>", description="Maintainer field: 'Name <address>'"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, data: Any) -> Any:
+        if isinstance(data, bool):
+            return {"install": data}
+        return data
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        if v is not None and not VERSION_RE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a Debian version (digits first; a-z 0-9 . + ~)")
+        return v
+
+    @field_validator("maintainer")
+    @classmethod
+    def _maintainer(cls, v: str) -> str:
+        plain_text(v, "the maintainer")
+        return full(MAINTAINER_RE, v, "must be 'Name <address>'")
+
+
+class Language(Model):
+    """One entry of the boot menu's "Languages" submenu (live-config reads both values)."""
+
+    locale: str = Field(description="locale, e.g. de_DE.UTF-8 (live-config's locales=)")
+    keyboard: str = Field(description="XKB layout, e.g. de (live-config's keyboard-layouts=)")
+    label: str = Field(description="menu label, e.g. Deutsch")
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, v: str) -> str:
+        if not LOCALE_RE.fullmatch(v) or v.startswith("C") or "." not in v:
+            raise ValueError("must look like de_DE.UTF-8 (language, country and charset)")
+        return v
+
+    @field_validator("keyboard")
+    @classmethod
+    def _keyboard(cls, v: str) -> str:
+        return full(KEYBOARD_RE, v, "must be an XKB layout such as us, de or fr")
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        plain_text(v, "the label")
+        v = " ".join(v.split())
+        if not v or len(v) > 40 or any(c in v for c in "\"'$^\\{}"):
+            raise ValueError("must be 1 to 40 characters without quotes, $, ^, \\ or braces")
+        return v

@@ -1,0 +1,45 @@
+"""What a config's text may hold: the characters each destination takes.
+
+Every value is matched whole (fullmatch: a trailing newline is not "the
+end"); free text is refused when it holds control or line-separator
+characters, so no value can start a new line in a menu, a shell file or a
+field of /etc/passwd.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Literal
+
+Component = Literal["main", "contrib", "non-free", "non-free-firmware"]
+Compression = Literal["xz", "zstd", "lz4", "gzip", "lzo"]
+SudoPolicy = Literal["nopasswd", "password", "none"]
+PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9.+-]+")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9.+_-]{0,62}")
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+HOSTNAME_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
+VOLUME_ID_RE = re.compile(r"[A-Za-z0-9_.+ -]{1,32}")
+LOCALE_RE = re.compile(r"[a-zA-Z]{2,3}(_[A-Z]{2})?(\.[A-Za-z0-9-]+)?(@[a-z]+)?|C(\.UTF-8)?")
+MIRROR_RE = re.compile(r"(https?|file)://[!-~]+")
+VERSION_RE = re.compile(r"[0-9][A-Za-z0-9.+~-]*")
+KEYBOARD_RE = re.compile(r"[a-z]{2,8}(\([a-z0-9_-]+\))?")
+TIMEZONE_RE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+SHELL_RE = re.compile(r"(/[A-Za-z0-9._+-]+)+")
+MAINTAINER_RE = re.compile(r"[^<>]+ <[^<>@\s]+@[^<>@\s]+>")
+# Characters that separate fields of /etc/passwd (":") and GECOS subfields (",").
+GECOS_SEPARATORS = ":,"
+
+
+def plain_text(value: str, what: str = "text") -> str:
+    """value unchanged if it holds no control or line-separator characters."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            raise ValueError(f"{what} must not contain control characters such as {char!r}")
+    return value
+
+
+def full(regex: re.Pattern[str], value: str, message: str) -> str:
+    if not regex.fullmatch(value):
+        raise ValueError(message)
+    return value

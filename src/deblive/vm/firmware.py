@@ -1,0 +1,142 @@
+"""UEFI firmware for the test and builder VMs, chosen the way qemu's own tools choose it.
+
+/usr/share/qemu/firmware/*.json (and /etc/qemu/firmware, which overrides)
+describe each firmware build: its architecture and machines, its code and
+variable-store files, and whether it enforces Secure Boot with enrolled
+keys. Debian's package paths are the fallback for hosts without them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from deblive.model.arch import QemuSystem
+from deblive.vm.errors import QemuError
+
+FIRMWARE_DESCRIPTOR_DIRS = (Path("/usr/share/qemu/firmware"), Path("/etc/qemu/firmware"))
+FirmwareKind = Literal["bios", "uefi", "secureboot"]
+
+
+@dataclass(frozen=True)
+class Firmware:
+    """A UEFI code image with the template of its variable store."""
+
+    code: Path
+    vars_template: Path
+    secure_boot: bool
+    requires_smm: bool
+    source: str  # descriptor file or "known path", for the log
+
+
+def _descriptor_files(dirs: Sequence[Path]) -> list[Path]:
+    """Descriptor files in priority order; a later dir overrides a same-named file.
+
+    That is the rule of qemu's firmware.json spec: /etc overrides /usr/share,
+    and the file names (NN-name.json) give the order.
+    """
+    by_name: dict[str, Path] = {}
+    for directory in dirs:
+        if directory.is_dir():
+            for path in directory.glob("*.json"):
+                by_name[path.name] = path
+    return [by_name[name] for name in sorted(by_name)]
+
+
+def firmware_from_descriptor(
+    data: Mapping[str, Any], source: str, qemu: QemuSystem
+) -> Firmware | None:
+    """The flash firmware for qemu's machine (x86_64 q35, aarch64 virt) a
+    descriptor describes, or None if it is not one."""
+    if "uefi" not in data.get("interface-types", []):
+        return None
+    mapping = data.get("mapping", {})
+    if mapping.get("device") != "flash":
+        return None
+    targets = data.get("targets", [])
+    if not any(
+        t.get("architecture") == qemu.qemu_arch
+        and any(fnmatch.fnmatch(qemu.descriptor_machine, m) for m in t.get("machines", []))
+        for t in targets
+    ):
+        return None
+    try:
+        code = Path(mapping["executable"]["filename"])
+        template = Path(mapping["nvram-template"]["filename"])
+    except (KeyError, TypeError):
+        return None
+    features = set(data.get("features", []))
+    return Firmware(
+        code=code,
+        vars_template=template,
+        # Secure Boot is only enforced when the keys are enrolled: the
+        # "secure" build with an empty varstore boots anything.
+        secure_boot="secure-boot" in features and "enrolled-keys" in features,
+        requires_smm="requires-smm" in features,
+        source=source,
+    )
+
+
+def _known_firmware(kind: FirmwareKind, qemu: QemuSystem) -> Firmware:
+    """Debian's ovmf (qemu-efi-aarch64) package paths, for hosts without descriptors.
+
+    Only OVMF's Secure Boot build needs SMM; AAVMF keeps its varstore safe
+    without it (the flash is not reachable from the guest's EL1).
+    """
+    directory = qemu.firmware_dir
+    if kind == "secureboot":
+        code, template = qemu.known_secure
+        smm = qemu.secure_boot_needs_smm
+        return Firmware(directory / code, directory / template, True, smm, "known path")
+    code, template = qemu.known_plain
+    return Firmware(directory / code, directory / template, False, False, "known path")
+
+
+def select_firmware(
+    kind: FirmwareKind,
+    qemu: QemuSystem,
+    descriptor_dirs: Sequence[Path] = FIRMWARE_DESCRIPTOR_DIRS,
+    exists: Callable[[Path], bool] = Path.is_file,
+) -> Firmware | None:
+    """The firmware for a mode: None for BIOS (qemu's built-in SeaBIOS).
+
+    uefi wants a build without Secure Boot (so an unsigned boot loader works and
+    SMM is not needed); secureboot wants one with Secure Boot and enrolled
+    (Microsoft) keys, because only that proves the shim chain is accepted.
+    """
+    if kind == "bios":
+        if not qemu.bios:
+            raise QemuError(f"{qemu.machine} has no BIOS: its images boot with UEFI only")
+        return None
+    want_secure = kind == "secureboot"
+    for path in _descriptor_files(descriptor_dirs):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        firmware = firmware_from_descriptor(data, str(path), qemu)
+        if firmware is None or firmware.secure_boot != want_secure:
+            continue
+        # Plain UEFI: no Secure Boot capable build at all, enrolled or not
+        # (OVMF's needs SMM; AAVMF's "secboot" build would enforce it).
+        if not want_secure and (firmware.requires_smm or "secure-boot" in data.get("features", [])):
+            continue
+        if exists(firmware.code) and exists(firmware.vars_template):
+            return firmware
+    fallback = _known_firmware(kind, qemu)
+    if exists(fallback.code) and exists(fallback.vars_template):
+        return fallback
+    what = f"{qemu.qemu_arch} {kind} firmware"
+    if kind == "secureboot":
+        what += " with enrolled keys"
+    raise QemuError(
+        f"no {what} found (no matching descriptor in "
+        f"{', '.join(map(str, descriptor_dirs))}, no {fallback.code}): "
+        f"install the {qemu.firmware_package} package"
+    )
+
+
