@@ -221,6 +221,51 @@ def test_bad_config(case: fk.BadConfig, base: Path) -> None:
     fk.bad_config_case(case, base / "bad")
 
 
+TRAP_HOOK = """\
+#!/bin/sh
+# Every kind of trap a package or a careless hook can leave for host-side code.
+set -eu
+S=__SENTINEL__
+ln -sfn "$S/file" "$1/etc/machine-id"                     # absolute link out
+ln -sfn ../../../../../../../../../../"$S/file" "$1/var/log/dpkg.log"  # relative escape
+rm -rf "$1/etc/ssh" && ln -sfn "$S/dir" "$1/etc/ssh"       # a linked parent directory
+ln -sfn "$S/dir" "$1/var/lib/apt/lists/partial"
+mkfifo "$1/var/log/apt/term.log.fifo"                     # a reader would block
+rm -f "$1/var/log/apt/history.log" && mkfifo "$1/var/log/apt/history.log"
+mknod "$1/var/cache/apt/archives/partial/disk" b 8 0       # a device node to empty
+ln -sfn "$S/file" "$1/etc/apt/sources.list.d/planted.list"
+ln -sfn "$S/file" "$1/var/cache/debconf/config.dat-old"
+ln -sfn /proc/self/root/etc/shadow "$1/etc/deblive-magic"  # a magic link
+echo "traps planted"
+"""
+
+
+def test_a_hook_that_plants_every_kind_of_trap(base: Path, tmp_path: Path) -> None:
+    """Links out (absolute, relative, through a linked parent, magic), FIFOs and device
+    nodes where the later stages work: the build succeeds and the host is untouched."""
+    sentinel = tmp_path / "host"
+    (sentinel / "dir").mkdir(parents=True)
+    (sentinel / "dir" / "ssh_host_rsa_key").write_text("host key\n")
+    (sentinel / "file").write_text("host file\n")
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sentinel.rglob("*")
+              if p.is_file()}
+    config = fk.write_config(base, "x-traps", hook=TRAP_HOOK.replace(
+        "__SENTINEL__", str(sentinel)))
+    workdir, outdir = fk.case_dirs("x-traps")
+    with fk.host_checked(workdir, outdir) as check:
+        proc = fk.run_cli("build", config, "-o", outdir, "--workdir", workdir, "--cache-dir",
+                          fk.CACHE, timeout=3600)
+        check(None)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sentinel.rglob("*")
+             if p.is_file()}
+    assert after == before
+    leaked = [p for p in outdir.rglob("*") if p.is_file() and not p.is_symlink()
+              and (b"host file" in p.read_bytes() or b"host key" in p.read_bytes())]
+    assert leaked == []
+    fk.remove_tree(outdir)
+
+
 def test_zz_report_times() -> None:
     """Not a check: prints the measured times for the report (runs last)."""
     for key, value in sorted(TIMES.items()):

@@ -8,7 +8,9 @@ machine downloads nothing.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -119,19 +121,68 @@ build_id=$DEBLIVE_BUILD_ID
 MARKER
 # apt works from the hook, against the build mirror
 dl_install hello
+# What a careless (or hostile) hook leaves: absolute links to host files where
+# the later stages read, write, empty and delete (tests/integration/test_safety.py).
+SENTINEL=__SENTINEL__
+ln -sfn "$SENTINEL/file" "$1/etc/machine-id"
+ln -sfn "$SENTINEL/file" "$1/var/log/dpkg.log"
+ln -sfn "$SENTINEL/file" "$1/etc/ssh/ssh_host_planted_key"
+ln -sfn "$SENTINEL/file" "$1/etc/apt/sources.list"
+ln -sfn "$SENTINEL/file" "$1/var/lib/apt/lists/planted_InRelease"
+ln -sfn "$SENTINEL/file" "$1/var/cache/apt/archives/planted_1_all.deb"
+ln -sfn "$SENTINEL/file" "$1/tmp/planted"
+ln -sfn "$SENTINEL/dir" "$1/var/tmp/planted-dir"
+ln -sfn "$SENTINEL/file" "$1/boot/planted"
+# The hook library works inside the image: a link to a host path is replaced.
+ln -sfn "$SENTINEL/file" "$1/etc/deblive-link"
+echo "written by dl_write" | dl_write /etc/deblive-link 0644
 echo "hook finished"
 """
 
+CUSTOM_PASSWORD = "alicepw731"
 APT_MIRROR = "http://apt.example.org/debian"
 
 
+SENTINEL_TEXT = "deblive-host-sentinel-7f3a"
+
+
+@dataclass
+class Sentinels:
+    """Host files the custom build's hook links to from inside the image."""
+
+    base: Path
+    before: dict[str, tuple[str, int, int]]
+
+    @staticmethod
+    def state(base: Path) -> dict[str, tuple[str, int, int]]:
+        out = {}
+        for path in sorted(base.rglob("*")):
+            st = path.lstat()
+            data = path.read_bytes() if path.is_file() else b""
+            out[str(path)] = (hashlib.sha256(data).hexdigest(), st.st_mode, st.st_mtime_ns)
+        return out
+
+    def intact(self) -> bool:
+        return self.state(self.base) == self.before
+
+
 @pytest.fixture(scope="session")
-def custom_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
-    """A task-based image with its own apt mirror, user and hook; no serial console."""
+def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Sentinels:
+    base = tmp_path_factory.mktemp("host-sentinels")
+    (base / "dir").mkdir()
+    (base / "dir" / "keep").write_text(SENTINEL_TEXT)
+    (base / "file").write_text(SENTINEL_TEXT)
+    return Sentinels(base, Sentinels.state(base))
+
+
+@pytest.fixture(scope="session")
+def custom_build(tmp_path_factory: pytest.TempPathFactory, sentinels: Sentinels) -> Build:
+    """A task-based image with its own apt mirror, user and hook; no serial console; sudo
+    asks alice for her password; the hook plants links to host files."""
     base = tmp_path_factory.mktemp("custom")
     hook = base / "hooks" / "hook.sh"
     hook.parent.mkdir()
-    hook.write_text(HOOK)
+    hook.write_text(HOOK.replace("__SENTINEL__", shlex.quote(str(sentinels.base))))
     hook.chmod(0o755)
     config = base / "custom.yaml"
     config.write_text(textwrap.dedent(f"""\
@@ -140,7 +191,8 @@ def custom_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
         tasks: [task-ssh-server, task-english]
         packages: [wpasupplicant]
         apt_mirror: {APT_MIRROR}
-        user: {{name: alice, password: secret, groups: [sudo, audio]}}
+        user: {{name: alice, password: alicepw731, groups: [sudo, audio], sudo: password,
+                fullname: "Anne \\"Nan\\" O'Brien"}}
         hostname: itest-host
         timezone: Europe/Berlin
         hook: hooks/hook.sh

@@ -66,13 +66,13 @@ def test_menu_and_console_login_without_serial(custom_iso: Path) -> None:
             serial = (out / "serial.log").read_text(errors="replace")
             assert "GNU GRUB" not in serial, "serial_console: false, yet grub used the serial port"
             # Log in on tty1 and let the system itself report over ttyS0.
-            command = f"echo secret | sudo -S sh -c 'echo {MARKER} > /dev/ttyS0'\n"
+            command = f"echo alicepw731 | sudo -S sh -c 'echo {MARKER} > /dev/ttyS0'\n"
             for attempt in range(4):
                 time.sleep(60 if attempt == 0 else 30)
                 screendump(vm, out / f"console-{attempt}.png")
                 vm.type_text("alice\n")
                 time.sleep(3)
-                vm.type_text("secret\n")
+                vm.type_text("alicepw731\n")
                 time.sleep(8)
                 vm.type_text(command)
                 try:

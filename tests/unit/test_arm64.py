@@ -26,6 +26,7 @@ from deblive.vm.accel import AccelRequest, AccelSelector, ProbeOutcome, ProbeRes
 from deblive.vm.command import Accel, Media, VMSpec, build_command
 from deblive.vm.errors import QemuError
 from deblive.vm.firmware import Firmware, select_firmware
+from tests.support import firmware
 from tests.unit.test_vm import option_value
 
 from . import conftest
@@ -111,18 +112,7 @@ def test_unknown_arch_is_an_error() -> None:
 
 def descriptor(arch: str, code: str, template: str, features: list[str]) -> str:
     machines = ["virt-*"] if arch == "aarch64" else ["pc-q35-*"]
-    return json.dumps(
-        {
-            "interface-types": ["uefi"],
-            "mapping": {
-                "device": "flash",
-                "executable": {"filename": code, "format": "raw"},
-                "nvram-template": {"filename": template, "format": "raw"},
-            },
-            "targets": [{"architecture": arch, "machines": machines}],
-            "features": features,
-        }
-    )
+    return firmware.descriptor(code, template, features, machines, arch=arch)
 
 
 @pytest.fixture

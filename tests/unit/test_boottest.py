@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +34,7 @@ from deblive.vm.accel import AccelDecision, AccelRequest, AccelSelector, ProbeOu
 from deblive.vm.command import Accel, Media, VMSpec
 from deblive.vm.errors import KvmFailure
 from deblive.vm.machine import Machine
+from tests.support import fakeqemu
 
 RUNNER = Runner(BuildLog())
 ENTRIES = BootEntries(Arch.AMD64, "user", "nopasswd", True, True, None)
@@ -209,69 +209,10 @@ def test_cli_bad_input_exits_2(argv: list[str], tmp_path: Path) -> None:
 
 # -- login, the serial shell and sudo, against a fake qemu
 
-FAKE_QEMU = r"""
-import os, subprocess, sys, time
-scenario = os.environ.get("FAKE_QEMU", "login")
-out = sys.stdout.buffer
-
-
-def say(data):
-    out.write(data)
-    out.flush()
-
-
-def readline():
-    buf = b""
-    while True:
-        c = os.read(0, 1)
-        if not c:
-            sys.exit(0)
-        if c == b"\r":
-            return buf.decode()
-        buf += c
-
-
-if scenario == "kvm-error":
-    say(b"SeaBIOS\r\n")
-    sys.stderr.write("KVM internal error. Suberror: 1\n")
-    sys.stderr.flush()
-    time.sleep(30)
-if scenario == "silent":
-    time.sleep(30)
-if scenario == "exit":
-    say(b"boot\r\n")
-    sys.exit(3)
-say(b"[  OK  ] Started getty\r\n\r\nDebian GNU/Linux 12 debian ttyS0\r\n\r\ndebian login: ")
-user = readline()
-say(user.encode() + b"\r\nPassword: ")
-if readline() != "live":
-    say(b"\r\n\r\nLogin incorrect\r\ndebian login: ")
-    time.sleep(30)
-say(b"\r\nLinux debian 6.1.0-50-amd64\r\nuser@debian:~$ ")
-while True:
-    line = readline()
-    if "sudo -S -p 'DL-SUDO-PASSWORD:' -v" in line:
-        begin, _, rest = line.partition("sudo -S")
-        subprocess.run(["sh", "-c", begin.rstrip().rstrip(";")])
-        say(b"DL-SUDO-PASSWORD:")
-        ok = readline() == "live"
-        end = rest.split(";", 1)[1]
-        result = subprocess.run(["sh", "-c", f"(exit {0 if ok else 1});" + end],
-                                capture_output=True)
-        say((result.stdout + result.stderr).replace(b"\n", b"\r\n"))
-        continue
-    if line.startswith("sudo -n poweroff"):
-        sys.exit(0)
-    line = line.replace("sudo -n true", "(exit ${FAKE_SUDO_N:-0})")
-    result = subprocess.run(["sh", "-c", line], capture_output=True)
-    say((result.stdout + result.stderr).replace(b"\n", b"\r\n"))
-"""
 
 @pytest.fixture
 def fake_vm(tmp_path: Path) -> Callable[[], Machine]:
-    script = tmp_path / "fake-qemu"
-    script.write_text(f"#!{sys.executable}\n{FAKE_QEMU}")
-    script.chmod(0o755)
+    script = fakeqemu.install(tmp_path)
 
     def make() -> Machine:
         spec = VMSpec(Arch.AMD64, Accel.TCG, media=Media(tmp_path / "x.iso", "cd"),

@@ -3,9 +3,7 @@ its one fallback, screens and keys, and the running machine against a fake qemu.
 
 from __future__ import annotations
 
-import json
 import struct
-import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +38,8 @@ from deblive.vm.command import (
 from deblive.vm.errors import ExpectTimeout, KvmFailure, QemuError, VMExited
 from deblive.vm.firmware import Firmware, select_firmware
 from deblive.vm.machine import Machine
+from tests.support import fakeqemu
+from tests.support.firmware import descriptor
 
 RUNNER = Runner(BuildLog())
 X86 = Arch.AMD64.qemu
@@ -162,21 +162,6 @@ def test_builder_vm_command_shares_disks_and_network() -> None:
 
 
 # -- firmware descriptors
-
-
-def descriptor(code: str, template: str, features: list[str], machines: list[str]) -> str:
-    return json.dumps(
-        {
-            "interface-types": ["uefi"],
-            "mapping": {
-                "device": "flash",
-                "executable": {"filename": code, "format": "raw"},
-                "nvram-template": {"filename": template, "format": "raw"},
-            },
-            "targets": [{"architecture": "x86_64", "machines": machines}],
-            "features": features,
-        }
-    )
 
 
 @pytest.fixture
@@ -435,58 +420,10 @@ def test_clean_serial() -> None:
 
 # -- the running machine, against a fake qemu (a script that plays getty and a shell)
 
-FAKE_QEMU = r"""
-import os, subprocess, sys, time
-scenario = os.environ.get("FAKE_QEMU", "login")
-out = sys.stdout.buffer
-
-
-def say(data):
-    out.write(data)
-    out.flush()
-
-
-def readline():
-    buf = b""
-    while True:
-        c = os.read(0, 1)
-        if not c:
-            sys.exit(0)
-        if c == b"\r":
-            return buf.decode()
-        buf += c
-
-
-if scenario == "kvm-error":
-    say(b"SeaBIOS\r\n")
-    sys.stderr.write("KVM internal error. Suberror: 1\n")
-    sys.stderr.flush()
-    time.sleep(30)
-if scenario == "silent":
-    time.sleep(30)
-if scenario == "exit":
-    say(b"boot\r\n")
-    sys.exit(3)
-say(b"[  OK  ] Started getty\r\n\r\nDebian GNU/Linux 12 debian ttyS0\r\n\r\ndebian login: ")
-user = readline()
-say(user.encode() + b"\r\nPassword: ")
-if readline() != "live":
-    say(b"\r\n\r\nLogin incorrect\r\ndebian login: ")
-    time.sleep(30)
-say(b"\r\nLinux debian 6.1.0-50-amd64\r\nuser@debian:~$ ")
-while True:
-    line = readline()
-    if line.startswith("sudo -n poweroff"):
-        sys.exit(0)
-    result = subprocess.run(["sh", "-c", line], capture_output=True)
-    say((result.stdout + result.stderr).replace(b"\n", b"\r\n"))
-"""
 
 @pytest.fixture
 def fake_vm(tmp_path: Path) -> Callable[[], Machine]:
-    script = tmp_path / "fake-qemu"
-    script.write_text(f"#!{sys.executable}\n{FAKE_QEMU}")
-    script.chmod(0o755)
+    script = fakeqemu.install(tmp_path)
 
     def make() -> Machine:
         return Machine(spec(qmp_socket=tmp_path / "qmp.sock"), RUNNER, tmp_path / "serial.log",

@@ -51,7 +51,6 @@ class PackageCache:
         self.log = log
         self._lock: contextlib.ExitStack | None = None
         self._linked: set[str] = set()
-        self.downloaded_bytes = 0
 
     @property
     def archives(self) -> Path:
@@ -112,6 +111,5 @@ class PackageCache:
                 new_bytes += st.st_size
                 with contextlib.suppress(FileExistsError):
                     os.link(deb, self.shared / deb.name, follow_symlinks=False)
-        self.downloaded_bytes = new_bytes
         self.log.debug(f"package cache: {new_bytes} bytes downloaded by this build")
         return new_bytes

@@ -11,7 +11,6 @@ runs under TCG with its timeouts scaled.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import json
 import re
 import shutil
@@ -389,7 +388,3 @@ def results_table(results: Sequence[ModeResult]) -> Table:
             Text("; ".join(r.failures or (r.notes if r.result == "skipped" else []))[:200]),
         )
     return table
-
-
-def with_arch(options: TestOptions, arch: Arch) -> TestOptions:
-    return dataclasses.replace(options, arch=arch)

@@ -13,7 +13,6 @@ import re
 import time
 from dataclasses import dataclass
 
-from deblive.model.config import SudoPolicy
 from deblive.vm.console import clean_serial
 from deblive.vm.errors import ExpectTimeout, QemuError
 from deblive.vm.machine import Machine
@@ -107,14 +106,6 @@ class SerialShell:
         result = self.run(f"sudo -S -p '{SUDO_PROMPT}' -v 2>&1", secret=password)
         self.root = self.root or result.rc == 0
         return result
-
-    def gain_root(self, policy: SudoPolicy, password: str) -> bool:
-        """Make `sudo -n` work as the image allows; False for an image without sudo."""
-        if policy == "none":
-            return False
-        if self.sudo_without_password().rc == 0:
-            return True
-        return self.sudo_with_password(password).rc == 0
 
 
 def login(vm: Machine, user: str, password: str, timeout: float) -> None:

@@ -296,12 +296,3 @@ def place_on_medium(medium: Path, config: ImageConfig, images: InstallerImages,
     return sorted("/" + p.relative_to(medium).as_posix()
                   for p in medium.rglob("*") if p.is_file() and
                   (p.is_relative_to(top) or p.name == bootmenu.PRESEED_NAME))
-
-
-def needed_files(arch: Arch, graphical: bool) -> list[str]:
-    """The medium paths the installer entries use (for tests and checks)."""
-    top = bootmenu.installer_dir(arch)
-    files = [f"{top}/vmlinuz", f"{top}/initrd.gz"]
-    if graphical:
-        files += [f"{top}/gtk/vmlinuz", f"{top}/gtk/initrd.gz"]
-    return files

@@ -181,8 +181,12 @@ class Runner:
         try:
             getattr(self.log, method)(line)
         except OSError as exc:
-            if self._log_error is None:
-                self._log_error = exc
+            self.note_log_error(exc)
+
+    def note_log_error(self, exc: OSError) -> None:
+        """Remember the first failure to write a log (a full disk): the command goes on."""
+        if self._log_error is None:
+            self._log_error = exc
 
     def _start(self, args: list[str], what: str | None, **popen: object) -> subprocess.Popen[bytes]:
         """Popen in its own process group: a terminal's Ctrl-C reaches deblive only,
@@ -240,11 +244,8 @@ class Runner:
             stderr=subprocess.STDOUT if stderr == "merge" else subprocess.PIPE,
             env=full_env, cwd=cwd,
         )
-        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        notable: collections.deque[str] = collections.deque(maxlen=NOTABLE_LINES)
-        captured: list[str] = []
+        out = _Output(self, capture, quiet, tee)
         errors: list[str] = []
-        tee_file = tee.open("a", encoding="utf-8") if tee is not None else None
         threads: list[threading.Thread] = []
         try:
             if input_data is not None:
@@ -254,19 +255,7 @@ class Runner:
                 threads.append(_thread(self._drain, proc.stderr, errors, quiet))
             assert proc.stdout is not None
             for raw in proc.stdout:
-                line = _decode(raw)
-                tail.append(line)
-                if is_notable(line):
-                    notable.append(line)
-                if capture:
-                    captured.append(line)
-                if not quiet:
-                    self._log("output", line)
-                if tee_file is not None:
-                    try:
-                        tee_file.write(line + "\n")
-                    except OSError as exc:
-                        self._log_error = self._log_error or exc
+                out.line(_decode(raw))
             returncode = proc.wait()
             for thread in threads:
                 thread.join()
@@ -277,14 +266,14 @@ class Runner:
             _end_tree(proc)
             raise
         finally:
-            if tee_file is not None:
-                tee_file.close()
+            out.close()
             self.forget(proc)
         self._log("debug", f"exit status {returncode}: {args[0]}")
         if check and returncode != 0:
-            tail.extend(errors[-TAIL_LINES:])
-            raise CommandError(args, returncode, list(tail), self.log.path, what, list(notable))
-        return Result(args, returncode, _joined(captured), _joined(errors))
+            out.tail.extend(errors[-TAIL_LINES:])
+            raise CommandError(args, returncode, list(out.tail), self.log.path, what,
+                               list(out.notable))
+        return Result(args, returncode, _joined(out.captured), _joined(errors))
 
     def _drain(self, stream: IO[bytes], into: list[str], quiet: bool) -> None:
         for raw in stream:
@@ -322,6 +311,38 @@ class Runner:
         """PIDs of the commands running now (for tests and diagnostics)."""
         with self._lock:
             return [proc.pid for proc in self._children if proc.poll() is None]
+
+
+class _Output:
+    """Where a command's output lines go: the log, the tail and notable lines for an
+    error, the captured text, and a tee file."""
+
+    def __init__(self, runner: Runner, capture: bool, quiet: bool, tee: Path | None) -> None:
+        self.runner = runner
+        self.capture = capture
+        self.quiet = quiet
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.notable: collections.deque[str] = collections.deque(maxlen=NOTABLE_LINES)
+        self.captured: list[str] = []
+        self.tee = tee.open("a", encoding="utf-8") if tee is not None else None
+
+    def line(self, line: str) -> None:
+        self.tail.append(line)
+        if is_notable(line):
+            self.notable.append(line)
+        if self.capture:
+            self.captured.append(line)
+        if not self.quiet:
+            self.runner._log("output", line)
+        if self.tee is not None:
+            try:
+                self.tee.write(line + "\n")
+            except OSError as exc:
+                self.runner.note_log_error(exc)
+
+    def close(self) -> None:
+        if self.tee is not None:
+            self.tee.close()
 
 
 def _decode(raw: bytes) -> str:

@@ -77,9 +77,9 @@ def lock_path(workdir: Path) -> Path:
 @contextlib.contextmanager
 def workdir_lock(workdir: Path) -> Iterator[None]:
     """One build per work tree: a second one is refused, naming the holder."""
-    base = ensure_private_dir(workdir.parent, "work directory's parent") \
-        if workdir.parent == DEFAULT_WORK_BASE else workdir.parent
-    base.mkdir(parents=True, exist_ok=True)
+    if workdir.parent == DEFAULT_WORK_BASE:
+        ensure_private_dir(workdir.parent, "work base")
+    workdir.parent.mkdir(parents=True, exist_ok=True)
     try:
         with exclusive_lock(lock_path(workdir), record_pid=True):
             yield

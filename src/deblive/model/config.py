@@ -46,16 +46,17 @@ from deblive.model.sections import (
 )
 from deblive.model.suites import ReleaseTable, SuiteError
 from deblive.model.text import (
-    HOSTNAME_RE,
-    KEYBOARD_RE,
-    LOCALE_RE,
     MIRROR_RE,
-    NAME_RE,
     PACKAGE_RE,
     TIMEZONE_RE,
-    VOLUME_ID_RE,
     Component,
+    Hostname,
+    ImageName,
+    Keyboard,
+    PackageName,
     SudoPolicy,
+    SystemLocale,
+    VolumeId,
     full,
     plain_text,
 )
@@ -98,7 +99,7 @@ def default_security_mirror(apt_mirror: str) -> str:
 class ImageConfig(Model):
     """One image type: what to build, from where, for whom."""
 
-    name: str = Field(description="names the outputs: lower case, digits, . + _ -")
+    name: ImageName = Field(description="names the outputs: lower case, digits, . + _ -")
     suite: str = Field(
         description="codename (bullseye ... sid) or stable/testing/unstable; default: host's",
     )
@@ -116,14 +117,16 @@ class ImageConfig(Model):
     security: bool = Field(True, description="add <suite>-security to the image's sources")
     updates: bool = Field(True, description="add <suite>-updates to the image's sources")
     tasks: tuple[str, ...] = Field((), description="task-* packages, Recommends included")
-    packages: tuple[str, ...] = Field((), description="extra packages, same way")
-    kernel: str | None = Field(None, description="kernel package; default: linux-image-<flavour>")
+    packages: tuple[PackageName, ...] = Field((), description="extra packages, same way")
+    kernel: PackageName | None = Field(
+        None, description="kernel package; default: linux-image-<flavour>"
+    )
     user: User = Field(default_factory=User)  # type: ignore[arg-type]
     lock_root: bool = True
-    hostname: str = "debian"
-    locale: str = "en_US.UTF-8"
+    hostname: Hostname = "debian"
+    locale: SystemLocale = "en_US.UTF-8"
     timezone: str = "UTC"
-    keyboard: str = "us"
+    keyboard: Keyboard = "us"
     debconf: tuple[str, ...] = Field(
         (), description="debconf-set-selections lines preseeded before any package is installed",
     )
@@ -138,7 +141,7 @@ class ImageConfig(Model):
     squashfs: Squashfs = Field(default_factory=Squashfs)  # type: ignore[arg-type]
     bootstrap: Bootstrap = Field(default_factory=Bootstrap)  # type: ignore[arg-type]
     boot: Boot = Field(default_factory=Boot)  # type: ignore[arg-type]
-    volume_id: str | None = Field(None, description="ISO volume id, at most 32 characters")
+    volume_id: VolumeId | None = Field(None, description="ISO volume id, at most 32 characters")
     installer: Installer | None = Field(
         None, description="debian-installer entries in both boot menus (none if unset)"
     )
@@ -189,12 +192,6 @@ class ImageConfig(Model):
         else:
             self._build_security_mirror = default_security_mirror(self.mirror)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return full(NAME_RE, v, "must start with a lower-case letter or digit and hold only "
-                     "a-z 0-9 . + _ -")
-
     @field_validator("suite")
     @classmethod
     def _suite(cls, v: str, info: ValidationInfo) -> str:
@@ -228,42 +225,12 @@ class ImageConfig(Model):
                 raise ValueError(f"{task!r} is not a task package (task-* or live-task-*)")
         return v
 
-    @field_validator("packages")
-    @classmethod
-    def _packages(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for package in v:
-            if not PACKAGE_RE.fullmatch(package):
-                raise ValueError(f"{package!r} is not a Debian package name")
-        return v
-
-    @field_validator("kernel")
-    @classmethod
-    def _kernel(cls, v: str | None) -> str | None:
-        if v is not None and not PACKAGE_RE.fullmatch(v):
-            raise ValueError(f"{v!r} is not a Debian package name")
-        return v
-
-    @field_validator("hostname")
-    @classmethod
-    def _hostname(cls, v: str) -> str:
-        return full(HOSTNAME_RE, v, "must be a host name label (letters, digits, -; at most 63)")
-
-    @field_validator("locale")
-    @classmethod
-    def _locale(cls, v: str) -> str:
-        return full(LOCALE_RE, v, "must look like en_US.UTF-8 or C.UTF-8")
-
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, v: str) -> str:
         if not TIMEZONE_RE.fullmatch(v) or ".." in v:
             raise ValueError("must be a tz database name such as UTC or Europe/Berlin")
         return v
-
-    @field_validator("keyboard")
-    @classmethod
-    def _keyboard(cls, v: str) -> str:
-        return full(KEYBOARD_RE, v, "must be an XKB layout such as us, de or fr")
 
     @field_validator("debconf")
     @classmethod
@@ -272,13 +239,6 @@ class ImageConfig(Model):
             plain_text(line, "a debconf line")
             if len(line.split(None, 3)) < 4:
                 raise ValueError(f"{line!r} is not 'owner question type value'")
-        return v
-
-    @field_validator("volume_id")
-    @classmethod
-    def _volume_id(cls, v: str | None) -> str | None:
-        if v is not None:
-            full(VOLUME_ID_RE, v, "must be 1 to 32 characters of A-Z a-z 0-9 _ . + - and space")
         return v
 
     @field_validator("languages")

@@ -10,13 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from deblive.model.text import (
     GECOS_SEPARATORS,
-    KEYBOARD_RE,
     LOCALE_RE,
     MAINTAINER_RE,
     SHELL_RE,
     USER_RE,
     VERSION_RE,
     Compression,
+    GroupName,
+    Keyboard,
     SudoPolicy,
     full,
     plain_text,
@@ -35,7 +36,7 @@ class User(Model):
         SecretStr("live"),
         description="password (default: live), hashed into /etc/shadow; never logged or reported",
     )
-    groups: tuple[str, ...] = Field(
+    groups: tuple[GroupName, ...] = Field(
         ("sudo",), description="supplementary groups (they must exist in the image)"
     )
     sudo: SudoPolicy = Field(
@@ -60,14 +61,6 @@ class User(Model):
         if not secret:
             raise ValueError("must not be empty")
         plain_text(secret, "the password")
-        return v
-
-    @field_validator("groups")
-    @classmethod
-    def _groups(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for group in v:
-            if not USER_RE.fullmatch(group):
-                raise ValueError(f"group {group!r} is not a valid group name")
         return v
 
     @field_validator("shell")
@@ -224,7 +217,7 @@ class Language(Model):
     """One entry of the boot menu's "Languages" submenu (live-config reads both values)."""
 
     locale: str = Field(description="locale, e.g. de_DE.UTF-8 (live-config's locales=)")
-    keyboard: str = Field(description="XKB layout, e.g. de (live-config's keyboard-layouts=)")
+    keyboard: Keyboard = Field(description="XKB layout, e.g. de (live-config's keyboard-layouts=)")
     label: str = Field(description="menu label, e.g. Deutsch")
 
     @field_validator("locale")
@@ -233,11 +226,6 @@ class Language(Model):
         if not LOCALE_RE.fullmatch(v) or v.startswith("C") or "." not in v:
             raise ValueError("must look like de_DE.UTF-8 (language, country and charset)")
         return v
-
-    @field_validator("keyboard")
-    @classmethod
-    def _keyboard(cls, v: str) -> str:
-        return full(KEYBOARD_RE, v, "must be an XKB layout such as us, de or fr")
 
     @field_validator("label")
     @classmethod

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator
 
 Component = Literal["main", "contrib", "non-free", "non-free-firmware"]
 Compression = Literal["xz", "zstd", "lz4", "gzip", "lzo"]
@@ -43,3 +45,33 @@ def full(regex: re.Pattern[str], value: str, message: str) -> str:
     if not regex.fullmatch(value):
         raise ValueError(message)
     return value
+
+
+def _matching(regex: re.Pattern[str], message: str) -> AfterValidator:
+    """A validator that takes a value only when regex matches it whole."""
+    return AfterValidator(lambda value: full(regex, value, message))
+
+
+def _package_name(value: str) -> str:
+    return full(PACKAGE_RE, value, f"{value!r} is not a Debian package name")
+
+
+def _group_name(value: str) -> str:
+    return full(USER_RE, value, f"group {value!r} is not a valid group name")
+
+
+# Value types that several sections share: one definition, one message.
+PackageName = Annotated[str, AfterValidator(_package_name)]
+GroupName = Annotated[str, AfterValidator(_group_name)]
+Keyboard = Annotated[str, _matching(KEYBOARD_RE, "must be an XKB layout such as us, de or fr")]
+Hostname = Annotated[
+    str, _matching(HOSTNAME_RE, "must be a host name label (letters, digits, -; at most 63)")
+]
+ImageName = Annotated[
+    str,
+    _matching(NAME_RE, "must start with a lower-case letter or digit, then a-z 0-9 . + _ -"),
+]
+SystemLocale = Annotated[str, _matching(LOCALE_RE, "must look like en_US.UTF-8 or C.UTF-8")]
+VolumeId = Annotated[
+    str, _matching(VOLUME_ID_RE, "must be 1 to 32 characters of A-Z a-z 0-9 _ . + - and space")
+]
