@@ -108,7 +108,7 @@ def no_secret_in(directory: Path) -> bool:
 def test_cleaning_removes_links_and_follows_none(planted: tuple[ImageTree, Sentinels, Path],
                                                  tmp_path: Path) -> None:
     tree, host, root = planted
-    clean.keep_build_logs(tree, tmp_path / "logs")
+    assert clean.keep_build_logs(tree, tmp_path / "logs") == list(clean.BUILD_LOGS)
     clean.clean_tree(tree)
     assert host.intact()
     assert no_secret_in(tmp_path / "logs")

@@ -51,15 +51,25 @@ def packages_list(tree: ImageTree) -> str:
     return "".join(f"{name}\t{version}\n" for name, version, _ in installed_packages(tree))
 
 
-def keep_build_logs(tree: ImageTree, dest: Path) -> None:
-    """apt's and dpkg's logs of the build go to the output, not the image."""
+def keep_build_logs(tree: ImageTree, dest: Path) -> list[str]:
+    """apt's and dpkg's logs of the build go to the output, not the image.
+
+    Only regular files are copied; returns the paths that were something else
+    (a link the hook or a package left, a FIFO) and so were not kept.
+    """
     dest.mkdir(parents=True, exist_ok=True)
+    skipped = []
     for path in BUILD_LOGS:
+        if tree.lstat(path) is None:
+            continue
         if tree.is_file(path) and not tree.is_symlink(path):
             try:
                 tree.copy_out(path, dest / path.rsplit("/", 1)[1])
-            except TreeError:
                 continue
+            except TreeError:
+                pass
+        skipped.append(path)
+    return skipped
 
 
 def _remove_matching(tree: ImageTree, directory: str, pattern: str) -> list[str]:
@@ -103,7 +113,8 @@ class Clean(Stage):
 
     def run(self, ctx: BuildContext) -> None:
         tree = ctx.tree
-        keep_build_logs(tree, ctx.work.logs)
+        for path in keep_build_logs(tree, ctx.work.logs):
+            ctx.log.warn(f"{path} in the image is not a regular file: not kept in logs/")
         clean_tree(tree)
         manifest = ctx.work.output / "filesystem.packages"
         manifest.parent.mkdir(parents=True, exist_ok=True)
