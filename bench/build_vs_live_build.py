@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -91,7 +92,9 @@ def live_build(
     return cold, warm, size
 
 
-def deblive_build(base: Path, suite: str, arch: str, log: Path) -> tuple[float, float, int, dict]:
+def deblive_build(
+    base: Path, suite: str, arch: str, log: Path
+) -> tuple[float, float, int, dict[str, Any]]:
     tree = base / "deblive"
     if tree.exists():
         subprocess.run(["rm", "-rf", "--one-file-system", str(tree)], check=True)

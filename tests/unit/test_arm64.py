@@ -21,7 +21,7 @@ from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
 from deblive.host import hostapt
 from deblive.model import bootmenu, config
-from deblive.model.arch import Arch
+from deblive.model.arch import Arch, QemuSystem
 from deblive.vm.accel import AccelRequest, AccelSelector, ProbeOutcome, ProbeResult
 from deblive.vm.command import Accel, Media, VMSpec, build_command
 from deblive.vm.errors import QemuError
@@ -33,8 +33,10 @@ from . import conftest
 
 AAVMF = Path("/usr/share/AAVMF")
 PLAIN = Firmware(AAVMF / "AAVMF_CODE.fd", AAVMF / "AAVMF_VARS.fd", False, False, "t")
-ARM64 = Arch.ARM64.qemu
-X86 = Arch.AMD64.qemu
+_arm64, _x86 = Arch.ARM64.qemu, Arch.AMD64.qemu
+assert _arm64 is not None and _x86 is not None
+ARM64: QemuSystem = _arm64
+X86: QemuSystem = _x86
 assert ARM64 is not None and X86 is not None
 RUNNER = Runner(BuildLog())
 

@@ -21,6 +21,7 @@ import pytest
 from deblive.build.chroot import InitramfsDeferral
 from deblive.buildervm import control, image, proxy, shares
 from deblive.buildervm import run as buildervm
+from deblive.core.files import sha256_file
 from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
 from deblive.host import distroinfo
@@ -193,7 +194,7 @@ def guest_out(tmp_path: Path, **override: bytes) -> Path:
              "build.log": b"log\n", **override}
     for name, data in files.items():
         (out / name).write_bytes(data)
-    digests = {n: control.sha256_file(out / n) for n in files}
+    digests = {n: sha256_file(out / n) for n in files}
     report = {"result": "success", "outputs": [{"name": n, "sha256": d} for n, d in
                                                  digests.items()]}
     (out / "report.json").write_text(json.dumps(report))

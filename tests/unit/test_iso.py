@@ -10,7 +10,11 @@ from deblive.build import bootfiles
 from deblive.build.bootfiles import BootFilesError
 from deblive.build.stages import bootloaders, iso, medium
 from deblive.host.imagetree import ImageTree
-from deblive.model.arch import Arch
+from deblive.model.arch import Arch, BootLayout
+
+_boot = Arch.AMD64.boot
+assert _boot is not None
+AMD64_BOOT: BootLayout = _boot
 
 MEDIUM = Path("medium")
 EFI_IMG = MEDIUM / "boot/grub/efi.img"
@@ -128,7 +132,7 @@ def test_select_debs_names_missing_packages(tmp_path: Path) -> None:
         bootfiles.select_debs(debs, Arch.AMD64)
     debs.append(tmp_path / "shim-helpers-amd64-signed_1+16.1_amd64.deb")
     chosen = bootfiles.select_debs(debs, Arch.AMD64)
-    assert tuple(bootfiles.package_of_deb(d) for d in chosen) == Arch.AMD64.boot.packages
+    assert tuple(bootfiles.package_of_deb(d) for d in chosen) == AMD64_BOOT.packages
 
 
 def _touch(path: Path) -> None:

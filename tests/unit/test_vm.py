@@ -13,7 +13,7 @@ import pytest
 
 from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
-from deblive.model.arch import Arch
+from deblive.model.arch import Arch, QemuSystem
 from deblive.vm import console, screen
 from deblive.vm.accel import (
     AccelDecision,
@@ -42,7 +42,9 @@ from tests.support import fakeqemu
 from tests.support.firmware import descriptor
 
 RUNNER = Runner(BuildLog())
-X86 = Arch.AMD64.qemu
+_x86 = Arch.AMD64.qemu
+assert _x86 is not None
+X86: QemuSystem = _x86
 assert X86 is not None
 OVMF = Path("/usr/share/OVMF")
 PLAIN = Firmware(OVMF / "OVMF_CODE_4M.fd", OVMF / "OVMF_VARS_4M.fd", False, False, "t")
