@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from deblive.apt import archive, mirrorfault
+from deblive.build import pipeline
+from deblive.build.context import BuildContext, WorkTree
 from deblive.build.failure import failed_stage
+from deblive.build.stages.squash import Squash
 from deblive.core import http as dl_http
 from deblive.core import interrupt
 from deblive.core.errors import BadInputError
@@ -183,6 +186,28 @@ def test_estimate_grows_with_the_tree_and_the_weaker_compressor() -> None:
     assert diskspace.estimate_squashfs(tree, "xz") < diskspace.estimate_squashfs(tree, "lz4")
     # the measured 678 MiB tree gave a 197 MiB zstd squashfs: the estimate must cover it
     assert diskspace.estimate_squashfs(678 * 2**20, "zstd") > 197 * 2**20
+
+
+def test_a_stage_that_cannot_fit_is_refused_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The squash stage's space check runs before "stage squash: start", not inside it."""
+    work = WorkTree(tmp_path / "w")
+    (work.rootfs / "etc").mkdir(parents=True)
+    (work.rootfs / "etc/hostname").write_text("debian\n")
+    log = BuildLog()
+    log.open(tmp_path / "build.log")
+    ctx = BuildContext(conftest.parse({"name": "t"}), log, Runner(log), work,
+                       tmp_path / "out", tmp_path / "cache", make_iso=False)
+    monkeypatch.setattr(pipeline, "STAGES", (Squash(),))
+    monkeypatch.setattr(diskspace, "free_bytes", lambda path: 0)
+    with pytest.raises(diskspace.DiskSpaceError, match="for the squashfs") as info:
+        pipeline.run_stages(ctx)
+    log.close()
+    assert info.value.stage == "squash"
+    assert log.timings == [] and ctx.tree_stats is None
+    assert "stage squash" not in (tmp_path / "build.log").read_text()
+    assert not (work.output / "filesystem.squashfs.partial").exists()
 
 
 def test_full_disk_is_recognised_through_a_masking_log_error() -> None:

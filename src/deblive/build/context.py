@@ -81,6 +81,14 @@ class SquashfsFacts:
     compression: str
 
 
+@dataclass(frozen=True)
+class TreeStats:
+    """The image tree's apparent size and distinct inodes, as the squash stage measures it."""
+
+    bytes: int
+    inodes: int
+
+
 @dataclass
 class BuildFacts:
     """What the stages learned, for the log and report.json."""
@@ -126,6 +134,7 @@ class BuildContext:
     initramfs: InitramfsDeferral | None = None  # set while the chroot session lasts
     installer_images: InstallerImages | None = None  # from the packages stage, for the medium
     boot_files: BootFiles | None = None  # from the bootloaders stage, for the ISO
+    tree_stats: TreeStats | None = None  # from the squash stage's check, for the stage
     _tree: ImageTree | None = None
 
     @property

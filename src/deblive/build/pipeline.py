@@ -81,6 +81,7 @@ def run_stages(ctx: BuildContext) -> list[Path]:
     with ctx.teardown:
         for stage in STAGES:
             if stage.wanted(ctx):
+                stage.check(ctx)
                 with ctx.log.stage(stage.name):
                     stage.run(ctx)
     return ctx.outputs

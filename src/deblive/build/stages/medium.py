@@ -172,9 +172,11 @@ class Medium(Stage):
     def wanted(self, ctx: BuildContext) -> bool:
         return ctx.make_iso
 
+    def check(self, ctx: BuildContext) -> None:
+        # The squashfs is hard-linked into the medium; the ISO is about its size.
+        needed = (ctx.work.output / "filesystem.squashfs").stat().st_size + diskspace.ISO_EXTRA
+        ctx.log.info(diskspace.require(ctx.work.root, needed, "the ISO", stage="iso"))
+
     def run(self, ctx: BuildContext) -> None:
         squashfs = ctx.work.output / "filesystem.squashfs"
-        # The squashfs is hard-linked into the medium; the ISO is about its size.
-        needed = squashfs.stat().st_size + diskspace.ISO_EXTRA
-        ctx.log.info(diskspace.require(ctx.work.root, needed, "the ISO", stage="iso"))
         lay_out_medium(ctx, squashfs, ctx.work.output / "filesystem.packages")

@@ -15,10 +15,9 @@ from __future__ import annotations
 import os
 import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-from deblive.build.context import BuildContext, SquashfsFacts
+from deblive.build.context import BuildContext, SquashfsFacts, TreeStats
 from deblive.build.stage import Stage
 from deblive.core.errors import DebliveError
 from deblive.core.runner import Runner
@@ -33,12 +32,6 @@ MIN_RATIO = 0.08
 
 class SquashfsError(DebliveError):
     """The squashfs is not a faithful copy of the tree."""
-
-
-@dataclass
-class TreeStats:
-    bytes: int
-    inodes: int
 
 
 def tree_stats(root: Path) -> TreeStats:
@@ -137,7 +130,8 @@ class _Progress:
 def check_space(ctx: BuildContext) -> TreeStats:
     """Measure the tree and refuse to start if its squashfs cannot fit (DiskSpaceError).
 
-    Run before the squash stage starts, so the stage itself only writes.
+    The squash stage's check: it runs before the stage starts, so the stage
+    itself only writes.
     """
     stats = tree_stats(ctx.rootfs)
     needed = diskspace.estimate_squashfs(stats.bytes, ctx.config.squashfs.compression)
@@ -200,6 +194,9 @@ def squash(ctx: BuildContext, stats: TreeStats) -> Path:
 class Squash(Stage):
     name = "squash"
 
+    def check(self, ctx: BuildContext) -> None:
+        ctx.tree_stats = check_space(ctx)  # refuses before mksquashfs writes a byte
+
     def run(self, ctx: BuildContext) -> None:
-        stats = check_space(ctx)  # refuses before mksquashfs writes a byte
+        stats = ctx.tree_stats or tree_stats(ctx.rootfs)
         ctx.outputs.insert(0, squash(ctx, stats))
