@@ -210,6 +210,17 @@ def test_a_stage_that_cannot_fit_is_refused_before_it_starts(
     assert not (work.output / "filesystem.squashfs.partial").exists()
 
 
+def test_the_squash_stage_refuses_to_run_without_its_check(tmp_path: Path) -> None:
+    """A pipeline that skipped check() must fail loudly, not squash an unmeasured tree."""
+    log = BuildLog()
+    log.open(tmp_path / "build.log")
+    ctx = BuildContext(conftest.parse({"name": "t"}), log, Runner(log), WorkTree(tmp_path / "w"),
+                       tmp_path / "out", tmp_path / "cache", make_iso=False)
+    with pytest.raises(RuntimeError, match="without its space check"):
+        Squash().run(ctx)
+    log.close()
+
+
 def test_full_disk_is_recognised_through_a_masking_log_error() -> None:
     try:
         try:
