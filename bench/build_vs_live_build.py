@@ -7,7 +7,15 @@ deblive, side by side in one run: cold (empty caches) and warm (a second build
 with the caches kept). Prints each time, the ratios deblive/live-build, both
 ISO sizes, and deblive's per-stage times from its report.json.
 
-Targets (from the product issue): cold <= 0.5 and warm <= 0.15 of live-build.
+Then deblive's layered rebuilds (squashfs.layout: layered, the base from the
+cache): the first layered build (a miss that stores the base), (a) the hook
+changed, (b) one extra package, (c) nothing changed (with SOURCE_DATE_EPOCH
+set, so an identical ISO is expected), each against live-build's warm build
+and deblive's own cold build.
+
+Targets (from the product issues): cold <= 0.5 and warm <= 0.15 of live-build;
+(a) <= 0.10 of live-build's warm and <= 0.20 of deblive's cold, (b) <= 0.35 and
+(c) <= 0.10 of deblive's cold.
 
 Run as root: .venv/bin/python bench/build_vs_live_build.py [--suite S] [--skip-live-build]
 The mirror is the host's (its apt sources); nothing else is fetched.
@@ -116,6 +124,57 @@ def deblive_build(
     return cold, warm, iso.stat().st_size, report
 
 
+HOOK = "#!/bin/sh\nset -eu\necho {text} > \"$1/etc/bench-hook\"\n"
+
+
+def deblive_layered(base: Path, suite: str, arch: str, log: Path) -> dict[str, Any]:
+    """The layered loop: first build, hook changed, one package more, nothing changed."""
+    tree = base / "layered"
+    if tree.exists():
+        subprocess.run(["rm", "-rf", "--one-file-system", str(tree)], check=True)
+    tree.mkdir(parents=True)
+    hook = tree / "hook.sh"
+    config = tree / "bench.yaml"
+
+    def write(text: str, packages: list[str]) -> None:
+        hook.write_text(HOOK.format(text=text))
+        hook.chmod(0o755)
+        config.write_text(
+            "name: bench\n"
+            f"suite: {suite}\narchitecture: {arch}\n"
+            f"packages: [{', '.join(packages)}]\n"
+            f"squashfs: {{compression: {COMPRESSION}, layout: layered}}\nhook: hook.sh\n")
+
+    deblive = [sys.executable, "-m", "deblive", "build", str(config), "--cache-dir",
+               str(base / "deblive" / "cache"), "--workdir", str(tree / "work"), "-o",
+               str(tree / "out"), "--force"]
+    os.environ["SOURCE_DATE_EPOCH"] = "1780000000"
+    try:
+        results: dict[str, Any] = {}
+        for step, text, packages in (("first", "one", PACKAGES), ("hook", "two", PACKAGES),
+                                     ("package", "two", [*PACKAGES, "hello"]),
+                                     ("nothing", "two", [*PACKAGES, "hello"])):
+            write(text, packages)
+            before = _iso_digest(tree / "out")
+            seconds = run(deblive, REPO, log)
+            report = json.loads((tree / "out/report.json").read_text())
+            results[step] = {"seconds": seconds, "cache": report["base_cache"]["result"],
+                             "same_iso": before is not None and before == _iso_digest(tree / "out")}
+            print(f"deblive layered {step:8} {seconds:7.1f} s   base {results[step]['cache']}"
+                  f"{'   identical ISO' if results[step]['same_iso'] else ''}", flush=True)
+    finally:
+        del os.environ["SOURCE_DATE_EPOCH"]
+    return results
+
+
+def _iso_digest(out: Path) -> str | None:
+    isos = list(out.glob("*.iso")) if out.is_dir() else []
+    if not isos:
+        return None
+    return subprocess.run(["sha256sum", str(isos[0])], check=True, capture_output=True,
+                          text=True).stdout.split()[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default=hostapt.host_codename() or "bookworm")
@@ -139,6 +198,7 @@ def main() -> int:
           flush=True)
     print("deblive warm build stages:", ", ".join(
         f"{s['name']} {s['seconds']:.1f}s" for s in report["stages"]), flush=True)
+    layered = deblive_layered(base, args.suite, args.arch, log)
     if args.skip_live_build:
         return 0
     ensure_live_build()
@@ -147,6 +207,12 @@ def main() -> int:
     print(f"ratio deblive/live-build: cold {d_cold / l_cold:.2f} (target <= 0.50), "
           f"warm {d_warm / l_cold:.2f} of live-build's cold, {d_warm / l_warm:.2f} of its warm "
           "(target <= 0.15)")
+    hook, package, nothing = (layered[k]["seconds"] for k in ("hook", "package", "nothing"))
+    print(f"ratio layered rebuilds: (a) hook changed {hook / l_warm:.2f} of live-build's warm "
+          f"(target <= 0.10), {hook / d_cold:.2f} of deblive's cold (target <= 0.20); "
+          f"(b) one package more {package / d_cold:.2f} of deblive's cold (target <= 0.35); "
+          f"(c) nothing changed {nothing / d_cold:.2f} of deblive's cold (target <= 0.10), "
+          f"identical ISO: {'yes' if layered['nothing']['same_iso'] else 'no'}")
     return 0
 
 

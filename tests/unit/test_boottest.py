@@ -13,7 +13,7 @@ import pytest
 
 from deblive.boottest import checks
 from deblive.boottest import run as boottest
-from deblive.boottest.checks import failed_units, root_locked, secure_boot_value
+from deblive.boottest.checks import check_expect, failed_units, root_locked, secure_boot_value
 from deblive.boottest.medium import BOOT_ENTRIES, BootEntries, read_entries
 from deblive.boottest.modes import BadInput, BootMode, parse_modes
 from deblive.boottest.shell import (
@@ -376,3 +376,17 @@ def test_power_off_answers_the_eject_prompt_once() -> None:
     notes: list[str] = []
     assert boottest.power_off(vm, 10.0, notes)  # type: ignore[arg-type]
     assert vm.sent == ["\r"] and "remove the live-medium" in notes[0]
+
+
+def test_expect_commands_become_checks(fake_vm: Callable[[], Machine]) -> None:
+    with fake_vm() as vm:
+        vm.expect(LOGIN_PROMPT, 10)
+        login(vm, "user", "live", 10)
+        shell = SerialShell(vm)
+        shell.prepare()
+        good = check_expect(shell, "test 1 = 1")
+        bad = check_expect(shell, "echo missing /etc/x; (exit 1)")
+        vm.send("sudo -n poweroff\r")
+        assert vm.wait_exit(10)
+    assert (good.name, good.ok, good.detail) == ("expect: test 1 = 1", True, "exit 0")
+    assert not bad.ok and bad.detail == "exit 1: missing /etc/x"

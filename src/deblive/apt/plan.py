@@ -107,10 +107,16 @@ class Plan:
     base: PackageSet
     added: PackageSet
     installer_package: str | None = None
+    indexes: str = ""  # digest of the Packages indexes resolved from (index_digest)
 
     @property
     def count(self) -> int:
         return self.base.count + self.added.count
+
+    @property
+    def versions(self) -> list[str]:
+        """name=version of every package the image gets, sorted."""
+        return sorted(f"{p.name}={p.version}" for p in [*self.base.packages, *self.added.packages])
 
     @property
     def download_bytes(self) -> int:
@@ -348,6 +354,22 @@ def status_text(entries: Sequence[deb822.Packages]) -> str:
     return "\n".join(paragraphs)
 
 
+def index_digest(lists: Path, architecture: str) -> str:
+    """sha256 of the Packages index entries of every InRelease in apt's lists directory.
+
+    Only the indexes a build reads (binary-<arch>/Packages of each component)
+    count: a new Date on an unchanged suite changes nothing, a new index does.
+    """
+    lines: list[str] = []
+    for release in sorted(lists.glob("*_InRelease")):
+        para = deb822.Release(release.read_text(encoding="utf-8", errors="replace"))
+        for entry in para.get("SHA256", []):
+            name = entry["name"]
+            if name.endswith((f"/binary-{architecture}/Packages", "/binary-all/Packages")):
+                lines.append(f"{release.name} {name} {entry['sha256']}")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
 def cache_key(config: ImageConfig, sources: str) -> str:
     digest = hashlib.sha256(sources.encode()).hexdigest()[:12]
     return f"{config.codename}-{config.architecture}-{digest}"
@@ -388,8 +410,9 @@ def make_plan(config: ImageConfig, runner: Runner, cache_dir: Path | None = None
         if selection.netboot_installer:
             installer_package = netboot_package(apt.pkgnames("debian-installer-"),
                                                 str(config.architecture))
+        indexes = index_digest(root / "state/lists", str(config.architecture))
     return Plan(config.name, config.codename, str(config.architecture), selection.variant,
-                requested, base, added, installer_package)
+                requested, base, added, installer_package, indexes)
 
 
 def netboot_package(names: Sequence[str], architecture: str) -> str | None:

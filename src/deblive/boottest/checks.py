@@ -8,6 +8,7 @@ interface and Secure Boot state the mode booted with, systemd "running".
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from deblive.boottest.medium import BootEntries
@@ -110,8 +111,17 @@ def check_system_running(shell: SerialShell, timeout: float) -> Check:
     return Check("system-running", False, detail)
 
 
+def check_expect(shell: SerialShell, command: str) -> Check:
+    """A command of the tester's (`deblive test --expect`), run as the live user: it must
+    exit 0. How an image maker checks in the booted system what the hook made."""
+    res = shell.run(command)
+    tail = res.output.strip()[-300:]
+    return Check(f"expect: {command}", res.rc == 0,
+                 "exit 0" if res.rc == 0 else f"exit {res.rc}: {tail}")
+
+
 def run_checks(shell: SerialShell, mode: BootMode, entries: BootEntries, password: str,
-               system_timeout: float) -> tuple[list[Check], list[str]]:
+               system_timeout: float, expect: Sequence[str] = ()) -> tuple[list[Check], list[str]]:
     """Every check of a booted mode; returns the checks and notes on what was skipped."""
     notes = []
     checks = [check_sudo(shell, entries, password)]
@@ -125,4 +135,5 @@ def run_checks(shell: SerialShell, mode: BootMode, entries: BootEntries, passwor
     if mode.uefi:
         checks.append(check_secure_boot(shell, mode))
     checks.append(check_system_running(shell, system_timeout))
+    checks += [check_expect(shell, command) for command in expect]
     return checks, notes

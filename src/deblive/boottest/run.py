@@ -82,6 +82,7 @@ class TestOptions:
     screenshot_delay: float = 2.0  # seconds after the menu shows on serial
     direct_kernel: DirectKernel | None = None  # develop checks without a boot loader
     arch: Arch | None = None  # None: from boot-entries.json
+    expect: tuple[str, ...] = ()  # commands that must exit 0 in the booted system (live user)
 
     def slowdown(self, arch: Arch) -> float:
         """How much slower than the host's own architecture the guest runs (TCG)."""
@@ -185,7 +186,8 @@ def _logged_in(vm: Machine, target: Target, mode: BootMode, options: TestOptions
     shell = SerialShell(vm, slowdown)
     shell.prepare()
     result.checks, notes = checks_mod.run_checks(
-        shell, mode, target.entries, options.password, options.system_timeout * slowdown)
+        shell, mode, target.entries, options.password, options.system_timeout * slowdown,
+        options.expect)
     result.notes += notes
     result.failures += [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]
     if shell.root:

@@ -16,6 +16,7 @@ from deblive.host.imagetree import ImageTree
 from deblive.model.config import ImageConfig
 
 if TYPE_CHECKING:
+    from deblive.build.basecache import BaseCache, BaseInputs, Entry
     from deblive.build.bootfiles import BootFiles
     from deblive.build.chroot import InitramfsDeferral
     from deblive.build.installer import InstallerImages
@@ -32,6 +33,9 @@ class WorkTree:
     bootfiles/   those packages unpacked
     installer/   debian-installer images on their way to the medium
     output/      results being written (moved to the output directory when complete)
+    lower/       a layered build's cached base squashfs, mounted (read-only)
+    upper/       a layered build's upper layer: what the stages after the base change
+    ovlwork/     overlayfs's own work directory for upper/
     """
 
     root: Path
@@ -63,6 +67,18 @@ class WorkTree:
     @property
     def output(self) -> Path:
         return self.root / "output"
+
+    @property
+    def lower(self) -> Path:
+        return self.root / "lower"
+
+    @property
+    def upper(self) -> Path:
+        return self.root / "upper"
+
+    @property
+    def overlay_work(self) -> Path:
+        return self.root / "ovlwork"
 
     @property
     def logs(self) -> Path:
@@ -100,7 +116,8 @@ class BuildFacts:
     initramfs: list[str] = field(default_factory=list)  # kernels whose initramfs was made
     package_count: int | None = None
     password_hash: str | None = None  # the live user's hash scheme (yescrypt...)
-    squashfs: SquashfsFacts | None = None
+    squashfs: SquashfsFacts | None = None  # the flat image, or a layered build's base
+    layer: SquashfsFacts | None = None  # a layered build's top layer
     efi_image_bytes: int | None = None
     iso_bytes: int | None = None
     installer_origin: str | None = None
@@ -135,6 +152,17 @@ class BuildContext:
     installer_images: InstallerImages | None = None  # from the packages stage, for the medium
     boot_files: BootFiles | None = None  # from the bootloaders stage, for the ISO
     tree_stats: TreeStats | None = None  # from the squash stage's check, for the stage
+    # A layered build: the base (everything before the hook) is one squashfs,
+    # the rest an overlay's upper layer squashed on top (build.stages.base).
+    layered: bool = False
+    base_cache: BaseCache | None = None  # None: the base is not cached (--no-cache)
+    base_inputs: BaseInputs | None = None  # the base's key, from the plan
+    base_hit: Entry | None = None  # the entry this build starts from
+    base_miss: str = ""  # why the cache was not used, in words, for the log and report
+    base_squashfs: Path | None = None  # the base as one squashfs (the entry's or this build's)
+    base_stats: TreeStats | None = None  # the base tree, measured by the base stage's check
+    cached_stages: list[str] = field(default_factory=list)  # skipped: their tree came cached
+    installed: list[tuple[str, str, str]] | None = None  # dpkg's view, from the clean stage
     _tree: ImageTree | None = None
 
     @property

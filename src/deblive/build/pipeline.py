@@ -18,18 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deblive.apt import archive, mirrorfault, plan
-from deblive.build import failure, publish, report
+from deblive.build import basecache, failure, publish, report
 from deblive.build.context import BuildContext, WorkTree
 from deblive.build.stage import Stage
+from deblive.build.stages.base import Base
 from deblive.build.stages.bootloaders import Bootloaders
-from deblive.build.stages.bootstrap import Bootstrap
+from deblive.build.stages.bootstrap import Bootstrap, PackageCacheIn
 from deblive.build.stages.chrootsetup import ChrootSetup, ChrootTeardown
 from deblive.build.stages.clean import Clean
 from deblive.build.stages.hook import Hook
 from deblive.build.stages.initramfs import Initramfs
 from deblive.build.stages.iso import Iso
 from deblive.build.stages.medium import Medium
-from deblive.build.stages.packages import Packages
+from deblive.build.stages.packages import MediumPackages, Packages
 from deblive.build.stages.sources import ImageSources
 from deblive.build.stages.squash import Squash
 from deblive.build.stages.users import Users
@@ -41,10 +42,12 @@ from deblive.model.config import ImageConfig
 
 DEFAULT_CACHE = Path(os.environ.get("DEBLIVE_CACHE", "/var/cache/deblive"))
 
-# The seed's steps, in order. Each registers its own teardown.
+# The seed's steps, in order. Each registers its own teardown. The ones marked
+# in_base make the base tree, which a layered build can take from the cache.
 STAGES: tuple[Stage, ...] = (
-    Bootstrap(), ChrootSetup(), Packages(), Users(), Hook(), Initramfs(), ImageSources(),
-    ChrootTeardown(), Clean(), Squash(), Medium(), Bootloaders(), Iso(),
+    PackageCacheIn(), Bootstrap(), ChrootSetup(), Packages(), Users(), Base(),
+    MediumPackages(), Hook(), Initramfs(), ImageSources(), ChrootTeardown(), Clean(), Squash(),
+    Medium(), Bootloaders(), Iso(),
 )
 
 
@@ -59,6 +62,8 @@ class BuildOptions:
     force: bool = False
     verbose: bool = False
     check_network: bool = True
+    layout: str | None = None  # "flat" or "layered": overrides the config's squashfs.layout
+    use_cache: bool = True  # a layered build may take its base from the cache and store it
 
 
 @dataclass
@@ -80,6 +85,10 @@ def run_stages(ctx: BuildContext) -> list[Path]:
     """Every wanted stage in order, inside the build's teardown; returns the outputs."""
     with ctx.teardown:
         for stage in STAGES:
+            if stage.in_base and ctx.base_hit is not None:
+                ctx.log.info(f"stage {stage.name}: from the base cache ({ctx.base_hit.key})")
+                ctx.cached_stages.append(stage.name)
+                continue
             if stage.wanted(ctx):
                 stage.check(ctx)
                 with ctx.log.stage(stage.name):
@@ -87,16 +96,52 @@ def run_stages(ctx: BuildContext) -> list[Path]:
     return ctx.outputs
 
 
-def check_before(config: ImageConfig, options: BuildOptions, log: BuildLog) -> None:
-    """Everything that can fail on bad input, before anything is touched (exit 2)."""
+def check_before(config: ImageConfig, options: BuildOptions, log: BuildLog) -> plan.Plan | None:
+    """Everything that can fail on bad input, before anything is touched (exit 2).
+
+    Returns the package plan (None without the network check): its versions
+    and indexes are part of a layered build's base key.
+    """
+    resolved = None
     try:
         preflight.check(config, Runner(log), with_iso=options.make_iso)
         if options.check_network:
             archive.check_mirror(config)
-            plan.precheck(config, options.cache, log)  # unknown package names exit 2
+            resolved = plan.precheck(config, options.cache, log)  # unknown names exit 2
     except DebliveError as exc:  # a mirror fault is named as one (exit status kept)
         raise mirrorfault.explain(exc, config) from None
     publish.check_outdir(options.outdir, options.force)
+    return resolved
+
+
+def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | None) -> None:
+    """A layered build's base: a cache entry for its inputs (a hit), or why not."""
+    ctx.layered = (options.layout or ctx.config.squashfs.layout) == "layered"
+    if not ctx.layered:
+        return
+    if not options.use_cache:
+        ctx.base_miss = "the cache is off (--no-cache)"
+    elif resolved is None:
+        ctx.base_miss = "no package plan to key the base on (no network check)"
+    else:
+        ctx.base_cache = basecache.BaseCache(options.cache)
+        ctx.base_inputs = basecache.base_inputs(ctx.config, resolved.versions, resolved.indexes)
+        key = ctx.base_inputs.key
+        ctx.teardown.enter_context(ctx.base_cache.using(key))  # prune leaves it alone
+        entry = ctx.base_cache.entry(key)
+        if entry is not None:
+            ctx.base_hit = entry
+            ctx.base_cache.touch(entry)
+            ctx.log.info(f"base cache: hit {key}")
+            return
+        newest = ctx.base_cache.newest_for(ctx.config.name)
+        if newest is None:
+            ctx.base_miss = "no cached base for this image yet"
+        else:
+            changed = ctx.base_inputs.changed_from(
+                dict(newest.meta.get("inputs", {})), list(newest.meta.get("packages", [])))
+            ctx.base_miss = f"changed since {newest.key}: {', '.join(changed) or 'format'}"
+    ctx.log.info(f"base cache: miss: {ctx.base_miss}")
 
 
 def make_context(config: ImageConfig, options: BuildOptions, log: BuildLog) -> BuildContext:
@@ -139,7 +184,7 @@ def finish(ctx: BuildContext, started: dt.datetime, options: BuildOptions) -> Bu
 def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = None) -> BuildResult:
     """Build an image; raises DebliveError (with exit_code) on failure."""
     log = log or BuildLog(verbose=options.verbose)
-    check_before(config, options, log)
+    resolved = check_before(config, options, log)
     sandbox.enter_private_mount_namespace()
     with workbase.workdir_lock(options.workdir):
         if os.path.lexists(options.workdir):
@@ -151,6 +196,7 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
         log.info(f"building {config.name}: {config.codename} ({config.suite}) "
                  f"{config.architecture}, work tree {ctx.work.root}")
         try:
+            choose_base(ctx, options, resolved)
             run_stages(ctx)
         except BaseException as exc:
             ctx.runner.terminate_children()

@@ -61,7 +61,9 @@ def build_report(
     error: str | None = None,
 ) -> dict[str, Any]:
     finished = dt.datetime.now(dt.UTC)
-    packages = _manifest(ctx.rootfs)
+    # A layered build's tree is gone with its overlay: the clean stage's list stays.
+    packages = ([{"name": n, "version": v, "architecture": a} for n, v, a in ctx.installed]
+                if ctx.installed is not None else _manifest(ctx.rootfs))
     config = ctx.config
     facts = dataclasses.asdict(ctx.facts)
     return {
@@ -85,8 +87,13 @@ def build_report(
         "finished": finished.isoformat(timespec="seconds"),
         "duration_seconds": round((finished - started).total_seconds(), 1),
         "stages": [
-            {"name": t.name, "seconds": t.seconds, "ok": t.ok} for t in ctx.log.timings
+            *({"name": name, "seconds": 0.0, "ok": True, "cached": True}
+              for name in ctx.cached_stages),
+            *({"name": t.name, "seconds": t.seconds, "ok": t.ok, "cached": False}
+              for t in ctx.log.timings),
         ],
+        "layout": "layered" if ctx.layered else "flat",
+        "base_cache": cache_report(ctx),
         **facts,
         "packages": {"count": len(packages), "manifest": packages},
         "outputs": [
@@ -94,6 +101,19 @@ def build_report(
             for p in outputs
             if p.is_file()
         ],
+    }
+
+
+def cache_report(ctx: BuildContext) -> dict[str, Any] | None:
+    """Whether the base came from the cache, its key, and on a miss why."""
+    if not ctx.layered:
+        return None
+    inputs = ctx.base_inputs
+    return {
+        "result": "hit" if ctx.base_hit else ("miss" if ctx.base_cache else "off"),
+        "key": inputs.key if inputs else None,
+        "reason": ctx.base_miss or None,
+        "inputs": inputs.as_dict() if inputs else None,
     }
 
 

@@ -23,6 +23,8 @@ class Stage:
     """One named step; the pipeline runs it inside a logged, timed stage."""
 
     name: ClassVar[str]
+    # Part of the base tree: skipped when a layered build's base comes from the cache.
+    in_base: ClassVar[bool] = False
 
     def wanted(self, ctx: BuildContext) -> bool:
         """Whether this build runs the stage (ISO stages: not with --no-iso)."""

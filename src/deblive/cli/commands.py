@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,12 @@ from deblive.apt import plan as plan_mod
 from deblive.apt.archive import check_mirror
 from deblive.boottest import run as boottest
 from deblive.boottest.modes import BadInput, parse_modes
-from deblive.build import metapackage
+from deblive.build import basecache, metapackage
 from deblive.build import pipeline as build
 from deblive.buildervm import control
 from deblive.buildervm import run as buildervm
-from deblive.core.errors import DebliveError, ExitCode
-from deblive.core.log import BuildLog
+from deblive.core.errors import BadInputError, DebliveError, ExitCode
+from deblive.core.log import BuildLog, format_seconds
 from deblive.core.runner import Runner
 from deblive.host import configfile, preflight, workbase
 from deblive.model import config as config_mod
@@ -70,6 +71,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         make_iso=not args.no_iso,
         force=args.force,
         verbose=args.verbose,
+        layout=args.layout,
+        use_cache=not args.no_cache,
     )
     result = build.build(cfg, options, log)
     for path in result.outputs:
@@ -125,6 +128,54 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return code
 
 
+SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """1500, 200M, 2G (binary units); BadInputError for anything else."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in SIZE_UNITS and value[-1:] else ""
+    number = value[: len(value) - len(unit)]
+    if not number.isdigit():
+        raise BadInputError(f"--max-size {text!r}: expected a size such as 500M or 2G")
+    return int(number) * SIZE_UNITS[unit]
+
+
+def _cache(args: argparse.Namespace) -> basecache.BaseCache:
+    return basecache.BaseCache(Path(args.cache_dir) if args.cache_dir else build.DEFAULT_CACHE)
+
+
+def cmd_cache_list(args: argparse.Namespace) -> int:
+    cache = _cache(args)
+    entries = cache.entries()
+    if not entries:
+        print(f"deblive: no cached base trees in {cache.root}")
+        return ExitCode.OK
+    now = time.time()
+    for entry in entries:
+        meta = entry.meta
+        inputs = meta.get("inputs", {})
+        age = format_seconds(now - entry.last_used)
+        print(f"{entry.key}  {entry.size / 2**20:7.0f} MiB  used {age} ago  "
+              f"{entry.image}: {inputs.get('release', '?')}, "
+              f"{len(meta.get('packages', []))} packages, made {meta.get('created', '?')}")
+    total = sum(e.size for e in entries)
+    print(f"{len(entries)} entries, {total / 2**20:.0f} MiB in {cache.root}")
+    return ExitCode.OK
+
+
+def cmd_cache_prune(args: argparse.Namespace) -> int:
+    cache = _cache(args)
+    limit = parse_size(args.max_size)
+    removed = cache.prune(limit)
+    for entry in removed:
+        print(f"deblive: removed {entry.key} ({entry.image}, {entry.size / 2**20:.0f} MiB)")
+    left = cache.entries()
+    print(f"deblive: {len(left)} entries left, "
+          f"{sum(e.size for e in left) / 2**20:.0f} MiB (limit {limit / 2**20:.0f} MiB)")
+    return ExitCode.OK
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """Resolve the package set against the mirror; exit 2 for unknown names or conflicts."""
     cfg = load_config(args)
@@ -173,7 +224,7 @@ def cmd_test(args: argparse.Namespace, console: Console | None = None) -> int:
             password=test_password(args), user=args.user, timeout=args.timeout,
             accel=AccelRequest(args.accel), jobs=args.jobs, screenshot=args.screenshot,
             output=args.output, memory_mib=args.memory,
-            arch=Arch(args.arch) if args.arch else None,
+            arch=Arch(args.arch) if args.arch else None, expect=tuple(args.expect),
         )
         modes = parse_modes(args.mode)
         if not args.iso.is_file():

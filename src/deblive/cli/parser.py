@@ -42,6 +42,14 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--no-iso", action="store_true", help="stop after the verified squashfs")
     p.add_argument("--force", action="store_true", help="replace a previous build in the output")
     p.add_argument("-v", "--verbose", action="store_true", help="show every command's output")
+    layout = p.add_mutually_exclusive_group()
+    layout.add_argument("--flat", dest="layout", action="store_const", const="flat",
+                        help="one squashfs, for releases (overrides squashfs.layout)")
+    layout.add_argument("--layered", dest="layout", action="store_const", const="layered",
+                        help="the cached base and a layer on top, for fast rebuilds "
+                        "(overrides squashfs.layout)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="a layered build makes its base anew and does not store it")
     vm = p.add_argument_group(
         "builder VM", "run the whole build inside a throwaway VM of the target release")
     vm.add_argument("--vm", action="store_true",
@@ -87,6 +95,9 @@ def _add_test(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--output", type=Path, metavar="DIR",
                    help="serial logs, screenshots, results.json (default: <iso dir>/test-<name>)")
     p.add_argument("--memory", type=int, default=2048, metavar="MiB", help="guest RAM")
+    p.add_argument("--expect", action="append", default=[], metavar="COMMAND",
+                   help="a shell command that must exit 0 in the booted system, run as the "
+                   "live user after the built-in checks (repeatable)")
     p.set_defaults(func=commands.cmd_test)
 
 
@@ -135,6 +146,23 @@ def make_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     p.add_argument("-o", "--output", default=".", help="output directory (default: .)")
     p.set_defaults(func=commands.cmd_metapackage)
+
+    p = sub.add_parser("cache", help="list or prune the base trees of layered builds",
+                       description="The base cache: one squashfs per set of inputs "
+                       "(release, mirror indexes, package versions, the config's keys "
+                       "before the hook).")
+    p.add_argument("--cache-dir", help="the cache (default: /var/cache/deblive)")
+    cache_sub = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION",
+                                 parser_class=_Parser)
+    cp = cache_sub.add_parser("list", help="entries, sizes, age and what each was built from")
+    cp.add_argument("--cache-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    cp.set_defaults(func=commands.cmd_cache_list)
+    cp = cache_sub.add_parser("prune", help="remove the least recently used entries")
+    cp.add_argument("--cache-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    cp.add_argument("--max-size", default="0", metavar="SIZE",
+                    help="keep at most this much (bytes, or with K, M, G; default 0: all "
+                    "entries no build is using)")
+    cp.set_defaults(func=commands.cmd_cache_prune)
 
     p = sub.add_parser("schema", help="print the config's JSON schema",
                        description="Print the JSON schema of image config files.")

@@ -37,6 +37,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from deblive.core.errors import DebliveError
+from deblive.core.runner import Runner
 from deblive.host.imagetree import (
     RESOLVE_IN_ROOT,
     RESOLVE_NO_MAGICLINKS,
@@ -319,7 +320,8 @@ def chroot_mounts(tree: ImageTree) -> Iterator[None]:
     if not in_private_namespace():
         raise SandboxError("chroot mounts need the build's private mount namespace")
     root = tree.root
-    leftovers = mounts_under(root)
+    # A layered build's overlay is mounted on the root itself: that one belongs.
+    leftovers = [m for m in mounts_under(root) if m != Path(os.path.realpath(root))]
     if leftovers:
         raise SandboxError(f"{root} already has mounts: {', '.join(map(str, leftovers))}")
     plan: list[tuple[str, str, str, int, str | None]] = [
@@ -357,6 +359,63 @@ def bind_into(tree: ImageTree, source: Path, rel: str) -> Iterator[None]:
             umount(target)
         except SandboxError:
             umount(target, lazy=True)
+
+
+# The overlay's upper directory must squash into a layer that stands on its own
+# over the base: no metadata-only copies (metacopy), no directory redirects (a
+# renamed directory is copied whole), no inode index, no xino bits.
+OVERLAY_OPTIONS = ("redirect_dir=off", "metacopy=off", "index=off", "xino=off")
+
+
+def _unmount_here(target: Path) -> None:
+    unmount_below(target)
+    if Path(os.path.realpath(target)) in mounts_under(target):
+        try:
+            umount(target)
+        except SandboxError:
+            umount(target, lazy=True)
+
+
+@contextmanager
+def overlay(lower: Path, upper: Path, work: Path, target: Path) -> Iterator[None]:
+    """An overlay on target: lower read-only beneath, every change in upper.
+
+    lower may be target itself (a base tree built in place): its path is
+    resolved before the overlay covers it. Unmounted with everything below it.
+    """
+    if not in_private_namespace():
+        raise SandboxError("an overlay needs the build's private mount namespace")
+    for path in (lower, upper, work, target):
+        if any(char in str(path) for char in ",:\\="):
+            raise SandboxError(f"{path}: a path with , : = or \\ cannot name an overlay layer")
+    for path, mode in ((upper, 0o755), (work, 0o700), (target, 0o755)):
+        path.mkdir(mode=mode, exist_ok=True)
+    os.chmod(upper, 0o755)  # the layer's root directory is the booted system's /
+    options = ",".join((f"lowerdir={lower}", f"upperdir={upper}", f"workdir={work}",
+                        *OVERLAY_OPTIONS))
+    mount("overlay", target, "overlay", 0, options)
+    try:
+        yield
+    finally:
+        _unmount_here(target)
+
+
+@contextmanager
+def squashfs_image(image: Path, target: Path, runner: Runner) -> Iterator[None]:
+    """A squashfs file mounted read-only on target through a loop device.
+
+    mount(8) sets the loop device to clear itself on unmount, and the private
+    namespace unmounts it when the build's processes end, however they end.
+    """
+    if not in_private_namespace():
+        raise SandboxError("a squashfs mount needs the build's private mount namespace")
+    target.mkdir(mode=0o755, exist_ok=True)
+    runner.run(["mount", "-t", "squashfs", "-o", "loop,ro", str(image), str(target)],
+               what=f"mounting {image.name}")
+    try:
+        yield
+    finally:
+        _unmount_here(target)
 
 
 def mount_binfmt_misc() -> None:

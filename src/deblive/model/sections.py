@@ -92,6 +92,11 @@ class Squashfs(Model):
     compression: Compression = "xz"
     level: int | None = Field(None, ge=1, le=22, description="compressor level (zstd, gzip)")
     block_size: Literal["128K", "256K", "512K", "1M"] = "1M"
+    layout: Literal["flat", "layered"] = Field(
+        "flat",
+        description="flat: one squashfs, for releases; layered: the cached base tree "
+        "(everything before the hook) and a layer with the rest on top, for fast rebuilds",
+    )
 
 
 class Bootstrap(Model):

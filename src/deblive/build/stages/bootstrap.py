@@ -79,16 +79,30 @@ def drop_host_copies(tree: ImageTree) -> None:
             tree.unlink(rel)
 
 
-class Bootstrap(Stage):
-    name = "bootstrap"
+class PackageCacheIn(Stage):
+    """This build's archives directory, linked from the shared package cache."""
+
+    name = "package-cache"
 
     def run(self, ctx: BuildContext) -> None:
-        config = ctx.config
         cache = PackageCache(ctx.cache / "archives", ctx.work.archives, ctx.log)
         cache.stage_in()
         # Even a failed build keeps what it downloaded for the next try.
         ctx.teardown.callback(self._stage_out, ctx, cache)
         ctx.archives = cache.archives
+
+    @staticmethod
+    def _stage_out(ctx: BuildContext, cache: PackageCache) -> None:
+        ctx.facts.downloaded_bytes = cache.stage_out()
+
+
+class Bootstrap(Stage):
+    name = "bootstrap"
+    in_base = True
+
+    def run(self, ctx: BuildContext) -> None:
+        config = ctx.config
+        assert ctx.archives is not None
         os.mkdir(ctx.rootfs, 0o755)
         what = f"bootstrapping {config.codename}/{config.architecture}"
         if config.bootstrap.backend == "debootstrap":
@@ -104,7 +118,3 @@ class Bootstrap(Stage):
                 # and /dev mounts behind: the stage undoes them itself.
                 sandbox.unmount_below(ctx.rootfs)
         drop_host_copies(tree)
-
-    @staticmethod
-    def _stage_out(ctx: BuildContext, cache: PackageCache) -> None:
-        ctx.facts.downloaded_bytes = cache.stage_out()

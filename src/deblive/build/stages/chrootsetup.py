@@ -18,6 +18,7 @@ from deblive.host import sandbox
 
 class ChrootSetup(Stage):
     name = "chroot-setup"
+    in_base = True
 
     def run(self, ctx: BuildContext) -> None:
         tree, session = ctx.tree, ctx.session

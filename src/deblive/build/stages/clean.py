@@ -46,9 +46,13 @@ def installed_packages(tree: ImageTree) -> list[tuple[str, str, str]]:
     return sorted(out)
 
 
-def packages_list(tree: ImageTree) -> str:
+def format_packages(installed: list[tuple[str, str, str]]) -> str:
     """filesystem.packages in live-build's format: name, tab, version."""
-    return "".join(f"{name}\t{version}\n" for name, version, _ in installed_packages(tree))
+    return "".join(f"{name}\t{version}\n" for name, version, _ in installed)
+
+
+def packages_list(tree: ImageTree) -> str:
+    return format_packages(installed_packages(tree))
 
 
 def keep_build_logs(tree: ImageTree, dest: Path) -> list[str]:
@@ -118,7 +122,8 @@ class Clean(Stage):
         clean_tree(tree)
         manifest = ctx.work.output / "filesystem.packages"
         manifest.parent.mkdir(parents=True, exist_ok=True)
-        listing = packages_list(tree)
+        ctx.installed = installed_packages(tree)
+        listing = format_packages(ctx.installed)
         manifest.write_text(listing)
         ctx.outputs.append(manifest)
         ctx.facts.package_count = len(listing.splitlines())

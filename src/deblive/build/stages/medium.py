@@ -28,6 +28,7 @@ from debian.debian_support import Version
 from deblive.build import installer
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
+from deblive.build.stages.squash import FLAT, LAYER, MODULE
 from deblive.core.errors import DebliveError
 from deblive.core.files import sha256_file
 from deblive.host import deletion, diskspace, distroinfo
@@ -105,7 +106,7 @@ def disk_info(ctx: BuildContext) -> str:
     )
 
 
-def lay_out_medium(ctx: BuildContext, squashfs: Path, packages_list: Path) -> None:
+def lay_out_medium(ctx: BuildContext, squashfs: list[Path], packages_list: Path) -> None:
     """Create WorkTree.medium afresh with /live and /.disk (boot loaders come next)."""
     medium = ctx.work.medium
     deletion.remove_tree(medium)
@@ -121,7 +122,8 @@ def lay_out_medium(ctx: BuildContext, squashfs: Path, packages_list: Path) -> No
           link=True)
     place(live / f"initrd.img-{newest.version}", medium / bootmenu.INITRD_PATH.lstrip("/"),
           link=True)
-    place(squashfs, live / "filesystem.squashfs", link=True)
+    for image in squashfs:
+        place(image, live / image.name, link=True)
     place(packages_list, live / "filesystem.packages", link=False)
 
     disk = medium / ".disk"
@@ -166,6 +168,13 @@ def write_checksums(medium: Path) -> Path:
     return out
 
 
+def squashfs_images(ctx: BuildContext) -> list[Path]:
+    """The image(s) for /live: the flat squashfs, or a layered build's base, layer and
+    the module file that tells live-boot to stack them in that order."""
+    names = [FLAT, LAYER, MODULE] if ctx.layered else [FLAT]
+    return [ctx.work.output / name for name in names]
+
+
 class Medium(Stage):
     name = "medium"
 
@@ -174,9 +183,9 @@ class Medium(Stage):
 
     def check(self, ctx: BuildContext) -> None:
         # The squashfs is hard-linked into the medium; the ISO is about its size.
-        needed = (ctx.work.output / "filesystem.squashfs").stat().st_size + diskspace.ISO_EXTRA
+        images = squashfs_images(ctx)
+        needed = sum(p.stat().st_size for p in images) + diskspace.ISO_EXTRA
         ctx.log.info(diskspace.require(ctx.work.root, needed, "the ISO", stage="iso"))
 
     def run(self, ctx: BuildContext) -> None:
-        squashfs = ctx.work.output / "filesystem.squashfs"
-        lay_out_medium(ctx, squashfs, ctx.work.output / "filesystem.packages")
+        lay_out_medium(ctx, squashfs_images(ctx), ctx.work.output / "filesystem.packages")

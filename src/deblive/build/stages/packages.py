@@ -98,6 +98,7 @@ def install_metapackage(ctx: BuildContext, chroot: Chroot) -> None:
 
 class Packages(Stage):
     name = "packages"
+    in_base = True
 
     def run(self, ctx: BuildContext) -> None:
         config = ctx.config
@@ -112,13 +113,31 @@ class Packages(Stage):
         packages = PackageSelection.from_config(config).install
         ctx.log.info(f"installing {len(packages)} packages with Recommends: {' '.join(packages)}")
         chroot.apt_get("install", *packages, what="installing the live system, tasks and extras")
-        download_boot_packages(ctx, chroot)
         if config.metapackage.install:
             install_metapackage(ctx, chroot)
         for locale in language_locales(config):
             chroot.run(localedef_argv(locale), what=f"generating the locale {locale}")
         ctx.facts.language_locales = language_locales(config)
-        if config.installer is not None and ctx.make_iso:
+
+
+class MediumPackages(Stage):
+    """The boot loaders and the installer for the medium, fetched with the image's apt.
+
+    Not part of the image tree, so not of the base: a layered build whose base
+    came from the cache fetches them all the same (from the package cache).
+    """
+
+    name = "medium-packages"
+
+    def wanted(self, ctx: BuildContext) -> bool:
+        return ctx.make_iso
+
+    def run(self, ctx: BuildContext) -> None:
+        config = ctx.config
+        ctx.work.logs.mkdir(parents=True, exist_ok=True)
+        chroot = Chroot(ctx.tree, ctx.runner, apt_log=ctx.work.logs / "apt.log")
+        download_boot_packages(ctx, chroot)
+        if config.installer is not None:
             images = installer.obtain(config, chroot, ctx.log, ctx.work.installer)
             ctx.installer_images = images
             ctx.facts.installer_origin = images.origin

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from deblive.core.runner import Runner
 from deblive.host import diskspace
 from deblive.model.config import ImageConfig
 
+FLAT = "filesystem.squashfs"  # the whole tree, or a layered build's base (live-build's name)
+LAYER = "layer.squashfs"  # a layered build's top layer: sorts after FLAT, as live-boot stacks
+MODULE = "filesystem.module"  # live-boot's list of the images to stack, bottom first
 MIN_SQUASHFS_BYTES = 1024 * 1024
 # No compressor gets a Debian tree below this fraction of its size; smaller
 # means mksquashfs stopped early (full disk, crash) without telling us.
@@ -83,9 +87,10 @@ def excluded_inodes(rootfs: Path) -> int:
     return count
 
 
-def verify(runner: Runner, image: Path, stats: TreeStats, expected_inodes: int) -> int:
+def verify(runner: Runner, image: Path, stats: TreeStats, expected_inodes: int, *,
+           plausible_size: bool = True) -> int:
     size = image.stat().st_size
-    if size < MIN_SQUASHFS_BYTES or size < stats.bytes * MIN_RATIO:
+    if plausible_size and (size < MIN_SQUASHFS_BYTES or size < stats.bytes * MIN_RATIO):
         raise SquashfsError(
             f"squashfs {image} is {size} bytes for a tree of {stats.bytes} bytes: "
             "implausibly small, mksquashfs must have failed (full disk?)"
@@ -127,41 +132,48 @@ class _Progress:
             )
 
 
-def check_space(ctx: BuildContext) -> TreeStats:
+def check_space(ctx: BuildContext, source: Path | None = None,
+                out_dir: Path | None = None) -> TreeStats:
     """Measure the tree and refuse to start if its squashfs cannot fit (DiskSpaceError).
 
     The squash stage's check: it runs before the stage starts, so the stage
-    itself only writes.
+    itself only writes. source: the tree to squash (the image tree, or a
+    layered build's upper layer); out_dir: where the squashfs goes.
     """
-    stats = tree_stats(ctx.rootfs)
+    stats = tree_stats(source or ctx.rootfs)
     needed = diskspace.estimate_squashfs(stats.bytes, ctx.config.squashfs.compression)
-    ctx.work.output.mkdir(parents=True, exist_ok=True)
-    ctx.log.info(diskspace.require(ctx.work.output, needed, "the squashfs", stage="squash"))
+    out_dir = out_dir or ctx.work.output
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx.log.info(diskspace.require(out_dir, needed, "the squashfs", stage="squash"))
     return stats
 
 
-def squash(ctx: BuildContext, stats: TreeStats) -> Path:
-    """mksquashfs into a partial file, verified, then renamed: the squashfs or an error."""
-    rootfs = ctx.rootfs
-    out_dir = ctx.work.output
+def squash_tree(ctx: BuildContext, source: Path, final: Path, stats: TreeStats, *,
+                layer: bool = False) -> SquashfsFacts:
+    """mksquashfs source into final's partial file, verified, then renamed.
+
+    layer: source is an overlay's upper directory (whiteouts, opaque
+    directories): it may be tiny, so only its inode count is checked.
+    """
+    out_dir = final.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / "filesystem.squashfs"
-    partial = out_dir / "filesystem.squashfs.partial"
-    broken = out_dir / "filesystem.squashfs.broken"
+    partial = final.with_name(final.name + ".partial")
+    broken = final.with_name(final.name + ".broken")
     for stale in (final, partial, broken):
         stale.unlink(missing_ok=True)
-    expected = stats.inodes - excluded_inodes(rootfs)
+    expected = stats.inodes - excluded_inodes(source)
+    what = "the layer" if layer else "the tree"
     ctx.log.info(
-        f"squashing {stats.bytes / 2**20:.0f} MiB in {stats.inodes} inodes with "
+        f"squashing {what}: {stats.bytes / 2**20:.0f} MiB in {stats.inodes} inodes with "
         f"{ctx.config.squashfs.compression}"
     )
     env = {"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)}
     try:
         with _Progress(ctx, partial, stats.bytes):
             ctx.runner.run(
-                mksquashfs_argv(ctx.config, rootfs, partial), env=env, what="mksquashfs"
+                mksquashfs_argv(ctx.config, source, partial), env=env, what="mksquashfs"
             )
-        inodes = verify(ctx.runner, partial, stats, expected)
+        inodes = verify(ctx.runner, partial, stats, expected, plausible_size=not layer)
     except BaseException as exc:
         if diskspace.is_disk_full(exc):
             partial.unlink(missing_ok=True)
@@ -169,7 +181,7 @@ def squash(ctx: BuildContext, stats: TreeStats) -> Path:
                 f"disk full: mksquashfs ran out of space writing {partial} "
                 f"({diskspace.free_bytes(out_dir) / 2**20:.0f} MiB free now on "
                 f"{diskspace.existing_ancestor(out_dir)}); the partial squashfs was removed; "
-                f"the root filesystem is kept at {rootfs}\n{diskspace.root_error(exc)}"
+                f"the root filesystem is kept at {source}\n{diskspace.root_error(exc)}"
             ) from None
         if not isinstance(exc, DebliveError):
             # Interrupted or crashed: a partial squashfs is of no use to anyone.
@@ -178,28 +190,56 @@ def squash(ctx: BuildContext, stats: TreeStats) -> Path:
         if partial.exists():
             os.replace(partial, broken)
         raise SquashfsError(
-            f"{exc}\nthe root filesystem is kept at {rootfs}"
+            f"{exc}\nthe root filesystem is kept at {source}"
             + (f"; the broken squashfs at {broken}" if broken.exists() else "")
         ) from None
     os.replace(partial, final)
     size = final.stat().st_size
-    ctx.facts.squashfs = SquashfsFacts(size, stats.bytes, inodes, ctx.config.squashfs.compression)
     ctx.log.info(
-        f"squashfs verified: {size / 2**20:.0f} MiB, {inodes} inodes, "
+        f"squashfs {final.name} verified: {size / 2**20:.0f} MiB, {inodes} inodes, "
         f"ratio {size / max(stats.bytes, 1):.2f}"
     )
+    return SquashfsFacts(size, stats.bytes, inodes, ctx.config.squashfs.compression)
+
+
+def squash(ctx: BuildContext, stats: TreeStats) -> Path:
+    """The flat image: the whole tree as output/filesystem.squashfs."""
+    final = ctx.work.output / FLAT
+    ctx.facts.squashfs = squash_tree(ctx, ctx.rootfs, final, stats)
     return final
 
 
+def copy_base(ctx: BuildContext) -> None:
+    """The base squashfs into the outputs: a copy, so the published file and the
+    cache entry never share an inode one could change through the other."""
+    assert ctx.base_squashfs is not None
+    final = ctx.work.output / FLAT
+    if ctx.base_squashfs != final:
+        partial = final.with_name(FLAT + ".partial")
+        shutil.copyfile(ctx.base_squashfs, partial)
+        partial.replace(final)
+
+
 class Squash(Stage):
+    """The flat image, or a layered build's top layer beside its base."""
+
     name = "squash"
 
     def check(self, ctx: BuildContext) -> None:
-        ctx.tree_stats = check_space(ctx)  # refuses before mksquashfs writes a byte
+        # refuses before mksquashfs writes a byte
+        ctx.tree_stats = check_space(ctx, ctx.work.upper if ctx.layered else ctx.rootfs)
 
     def run(self, ctx: BuildContext) -> None:
         if ctx.tree_stats is None:
             # the pipeline runs check() before run(); measuring again here would hide a pipeline
             # that skipped the space check
             raise RuntimeError("the squash stage ran without its space check")
-        ctx.outputs.insert(0, squash(ctx, ctx.tree_stats))
+        if not ctx.layered:
+            ctx.outputs.insert(0, squash(ctx, ctx.tree_stats))
+            return
+        copy_base(ctx)
+        layer = ctx.work.output / LAYER
+        ctx.facts.layer = squash_tree(ctx, ctx.work.upper, layer, ctx.tree_stats, layer=True)
+        module = ctx.work.output / MODULE
+        module.write_text(f"{FLAT}\n{LAYER}\n", encoding="utf-8")
+        ctx.outputs[:0] = [ctx.work.output / FLAT, layer, module]

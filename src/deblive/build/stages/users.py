@@ -187,6 +187,7 @@ def create_user(ctx: BuildContext) -> None:
 
 class Users(Stage):
     name = "users"
+    in_base = True
 
     def run(self, ctx: BuildContext) -> None:
         configure_system(ctx)

@@ -1,0 +1,257 @@
+"""The base cache: the configured tree before the hook, squashed once, keyed on its inputs.
+
+Everything the stages up to the live user make (bootstrap, packages, users)
+depends only on inputs deblive knows before it starts: its own version, the
+release and architecture, the build mirror's indexes and the package versions
+the plan resolved from them, and the config's keys that shape the system. A
+digest of all of them names a cache entry: the base tree as one squashfs,
+compressed once. A layered build with a hit mounts that squashfs as the lower
+layer of an overlay and runs only the stages after it (build.stages.base).
+
+The key is made from named parts, so a miss can say which input changed
+against the newest entry of the same image. Keys the base stages never read
+(the hook, the boot menu, the installer, the squashfs options, the image's
+apt mirror) are left out, so changing them is a hit; every other config key is
+in, so a key added later is a miss until it is listed here, never a stale base.
+
+An entry is a directory <key>/ with base.squashfs and meta.json, made under a
+temporary name and renamed into place whole: a reader sees a complete entry or
+none. A build holds a shared lock on the entry it uses, so `deblive cache
+prune` never removes it under a running build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deblive import __version__
+from deblive.core.errors import DebliveError
+from deblive.core.files import open_lock_file, write_atomic
+from deblive.host import deletion
+from deblive.model.config import ImageConfig
+
+FORMAT = 1
+SQUASHFS = "base.squashfs"
+META = "meta.json"
+# Config keys read only after the base point: changing them keeps the base.
+AFTER_BASE_KEYS = frozenset({
+    "hook", "confine_paths", "boot", "volume_id", "installer", "apt_mirror",
+})
+
+
+def password_digest(password: str) -> str:
+    """A slow digest of the live user's password: a changed password is a miss, and
+    meta.json does not hand out a cheap way to test guesses."""
+    return hashlib.scrypt(password.encode(), salt=b"deblive-base-cache", n=2**14, r=8,
+                          p=1).hex()
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BaseInputs:
+    """The named inputs of a base tree and the packages the plan resolved for it."""
+
+    parts: tuple[tuple[str, str], ...]  # (input, digest), sorted
+    packages: tuple[str, ...]  # name=version, sorted
+
+    @property
+    def key(self) -> str:
+        return _digest([FORMAT, list(self.parts)])[:32]
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.parts)
+
+    def changed_from(self, parts: dict[str, str], packages: list[str]) -> list[str]:
+        """What differs from an entry's inputs, in words, for the miss line."""
+        mine = self.as_dict()
+        changed = [name for name in sorted(set(mine) | set(parts))
+                   if mine.get(name) != parts.get(name) and name != "packages"]
+        if mine.get("packages") != parts.get("packages"):
+            old, new = set(packages), set(self.packages)
+            names_old = {p.split("=", 1)[0] for p in old - new}
+            names_new = {p.split("=", 1)[0] for p in new - old}
+            words = [f"+{n}" for n in sorted(names_new - names_old)]
+            words += [f"-{n}" for n in sorted(names_old - names_new)]
+            words += [f"~{n}" for n in sorted(names_old & names_new)]
+            shown = " ".join(words[:8]) + (f" (+{len(words) - 8} more)" if len(words) > 8 else "")
+            changed.append(f"packages {shown}".rstrip())
+        return changed
+
+
+def base_inputs(config: ImageConfig, packages: list[str], indexes: str) -> BaseInputs:
+    """The base's key parts: deblive, the release, the mirror's indexes, the resolved
+    package versions and every config key the base stages read."""
+    shaping = {key: value for key, value in config.public_dump().items()
+               if key not in AFTER_BASE_KEYS}
+    user = shaping.pop("user", {})
+    # The base squashfs is compressed as configured; only the layout is not the base's.
+    squashfs = {k: v for k, v in shaping.pop("squashfs", {}).items() if k != "layout"}
+    bootstrap = shaping.pop("bootstrap", None)
+    selection = [shaping.pop(key, None) for key in ("tasks", "packages", "kernel")]
+    for key in ("mirror", "security_mirror"):
+        shaping.pop(key, None)
+    parts = {
+        "deblive": __version__,
+        "release": f"{config.codename} {config.architecture}",
+        "mirror": f"{config.mirror} {config.build_security_mirror}",
+        "indexes": indexes,
+        "packages": _digest(sorted(packages)),
+        "selection": _digest(selection),
+        "bootstrap": _digest(bootstrap),
+        "squashfs": _digest(squashfs),
+        "user": _digest([user, password_digest(config.user.password.get_secret_value())]),
+        "system": _digest(shaping),
+    }
+    return BaseInputs(tuple(sorted(parts.items())), tuple(sorted(packages)))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One complete cache entry."""
+
+    directory: Path
+    meta: dict[str, Any] = field(hash=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        return self.directory.name
+
+    @property
+    def squashfs(self) -> Path:
+        return self.directory / SQUASHFS
+
+    @property
+    def size(self) -> int:
+        try:
+            return self.squashfs.stat().st_size
+        except OSError:
+            return 0
+
+    @property
+    def last_used(self) -> float:
+        """When a build last used it (the entry directory's mtime, touched on each hit)."""
+        return self.directory.stat().st_mtime
+
+    @property
+    def image(self) -> str:
+        return str(self.meta.get("image", "?"))
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        facts = self.meta.get("facts", {})
+        return facts if isinstance(facts, dict) else {}
+
+
+class CacheError(DebliveError):
+    """The base cache could not be used."""
+
+
+class BaseCache:
+    """The entries under <cache>/bases, with their locks beside them."""
+
+    def __init__(self, cache: Path) -> None:
+        self.root = cache / "bases"
+
+    def _ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def entry(self, key: str) -> Entry | None:
+        directory = self.root / key
+        try:
+            meta = json.loads((directory / META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if directory.is_symlink() or not (directory / SQUASHFS).is_file():
+            return None
+        return Entry(directory, meta if isinstance(meta, dict) else {})
+
+    def entries(self) -> list[Entry]:
+        if not self.root.is_dir():
+            return []
+        found = [self.entry(p.name) for p in self.root.iterdir()
+                 if p.is_dir() and not p.name.startswith(".")]
+        return sorted((e for e in found if e is not None), key=lambda e: e.last_used,
+                      reverse=True)
+
+    def newest_for(self, image: str) -> Entry | None:
+        mine = [e for e in self.entries() if e.image == image]
+        return mine[0] if mine else None
+
+    @contextlib.contextmanager
+    def using(self, key: str) -> Iterator[None]:
+        """A shared hold on an entry for a build's lifetime (prune skips held entries)."""
+        self._ensure()
+        fd = open_lock_file(self.root / f".{key}.lock")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def touch(self, entry: Entry) -> None:
+        os.utime(entry.directory)
+
+    def store(self, inputs: BaseInputs, squashfs: Path, image: str,
+              facts: dict[str, Any]) -> Entry:
+        """Move a verified squashfs in as the entry for inputs; an entry another build
+        stored meanwhile wins (they are equal), and ours is dropped."""
+        self._ensure()
+        staging = self.root / f".{inputs.key}.{os.getpid()}.tmp"
+        deletion.remove_tree(staging)
+        staging.mkdir(mode=0o700)
+        try:
+            os.replace(squashfs, staging / SQUASHFS)
+            meta = {
+                "format": FORMAT, "key": inputs.key, "image": image,
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "inputs": inputs.as_dict(), "packages": list(inputs.packages), "facts": facts,
+            }
+            write_atomic(staging / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            with contextlib.suppress(OSError):  # another build stored the same entry first
+                os.rename(staging, self.root / inputs.key)
+        finally:
+            deletion.remove_tree(staging)
+        entry = self.entry(inputs.key)
+        if entry is None:
+            raise CacheError(f"the base cache entry {self.root / inputs.key} was not stored")
+        return entry
+
+    def remove(self, entry: Entry) -> bool:
+        """Remove an entry nobody uses; False when a build holds it."""
+        fd = open_lock_file(self.root / f".{entry.key}.lock")
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            doomed = self.root / f".{entry.key}.{os.getpid()}.prune"
+            os.rename(entry.directory, doomed)
+            deletion.remove_tree(doomed)
+            return True  # the lock file stays: a build may be waiting on it
+        finally:
+            os.close(fd)
+
+    def prune(self, max_bytes: int) -> list[Entry]:
+        """Remove the least recently used entries until the rest fit in max_bytes."""
+        entries = self.entries()  # newest first
+        total = sum(e.size for e in entries)
+        removed = []
+        for entry in reversed(entries):
+            if total <= max_bytes:
+                break
+            if self.remove(entry):
+                total -= entry.size
+                removed.append(entry)
+        return removed

@@ -1,0 +1,103 @@
+"""Step 5b (layered builds): the base tree as one squashfs, and an overlay for the rest.
+
+Everything before the hook (bootstrap, packages, users) is the base. On a
+cache miss the stages before this one built it in rootfs/: the chroot session
+is ended (so none of its temporary changes is in the base), the tree is
+squashed once into the base cache (build.basecache) and rootfs/ becomes the
+lower layer of an overlay mounted on itself. On a hit those stages were
+skipped and the cached squashfs is mounted as the lower layer instead. Either
+way the later stages (hook, initramfs, sources, clean) write only into the
+overlay's upper directory, which the squash stage turns into the top layer,
+and a new chroot session is opened on the overlay.
+
+Deletions and replacements in the upper directory are overlayfs whiteouts and
+opaque directories; live-boot stacks the layers with overlayfs at boot, which
+honours them the same way, so the booted system is the tree the stages saw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from deblive.build import basecache
+from deblive.build.context import BuildContext, SquashfsFacts
+from deblive.build.stage import Stage
+from deblive.build.stages.chrootsetup import ChrootSetup
+from deblive.build.stages.squash import FLAT, check_space, squash_tree
+from deblive.host import sandbox
+
+
+def base_facts(ctx: BuildContext) -> dict[str, object]:
+    """What the base stages learned that a hit must still report."""
+    facts = ctx.facts
+    return {"password_hash": facts.password_hash, "metapackage": facts.metapackage,
+            "language_locales": facts.language_locales,
+            "squashfs": None if facts.squashfs is None else vars(facts.squashfs)}
+
+
+def restore_facts(ctx: BuildContext, entry: basecache.Entry) -> None:
+    saved = entry.facts
+    ctx.facts.password_hash = saved.get("password_hash")
+    ctx.facts.metapackage = saved.get("metapackage")
+    ctx.facts.language_locales = list(saved.get("language_locales") or [])
+    squashfs = saved.get("squashfs")
+    if isinstance(squashfs, dict):
+        ctx.facts.squashfs = SquashfsFacts(**squashfs)
+
+
+class Base(Stage):
+    name = "base"
+
+    def wanted(self, ctx: BuildContext) -> bool:
+        return ctx.layered
+
+    def check(self, ctx: BuildContext) -> None:
+        if ctx.base_hit is None:
+            # The session's mounts and temporary files go first: the tree is
+            # measured (and then squashed) exactly as the base will hold it.
+            ctx.session.close()
+            ctx.initramfs = None
+            out_dir = ctx.base_cache.root if ctx.base_cache else ctx.work.output
+            ctx.base_stats = check_space(ctx, ctx.rootfs, out_dir)
+
+    def run(self, ctx: BuildContext) -> None:
+        if ctx.base_hit is None:
+            self._squash_base(ctx)
+            lower = ctx.rootfs  # the tree just built, covered by the overlay in place
+        else:
+            entry = ctx.base_hit
+            restore_facts(ctx, entry)
+            ctx.base_squashfs = entry.squashfs
+            ctx.log.info(f"base from the cache: {entry.key} ({entry.size / 2**20:.0f} MiB, "
+                         f"made {entry.meta.get('created', '?')})")
+            ctx.teardown.enter_context(
+                sandbox.squashfs_image(entry.squashfs, ctx.work.lower, ctx.runner))
+            lower = ctx.work.lower
+            ctx.rootfs.mkdir(mode=0o755, exist_ok=True)
+        ctx.teardown.enter_context(
+            sandbox.overlay(lower, ctx.work.upper, ctx.work.overlay_work, ctx.rootfs))
+        ctx.open_tree()
+        ctx.session = contextlib.ExitStack()
+        ChrootSetup().run(ctx)
+
+    @staticmethod
+    def _squash_base(ctx: BuildContext) -> None:
+        """Squash the tree once (its session ended in check), and keep it in the cache."""
+        assert ctx.base_stats is not None
+        cache, inputs = ctx.base_cache, ctx.base_inputs
+        if cache is None or inputs is None:
+            ctx.facts.squashfs = squash_tree(ctx, ctx.rootfs, ctx.work.output / FLAT,
+                                             ctx.base_stats)
+            ctx.base_squashfs = ctx.work.output / FLAT
+            return
+        staging = cache.root / f".{inputs.key}.{os.getpid()}.squashfs"
+        try:
+            ctx.facts.squashfs = squash_tree(ctx, ctx.rootfs, staging, ctx.base_stats)
+            entry = cache.store(inputs, staging, ctx.config.name, base_facts(ctx))
+        finally:
+            staging.unlink(missing_ok=True)
+        ctx.teardown.enter_context(cache.using(entry.key))
+        ctx.base_squashfs = entry.squashfs
+        ctx.log.info(f"base stored in the cache: {entry.key}")
+

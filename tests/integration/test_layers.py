@@ -1,0 +1,146 @@
+"""Layered builds: the base from the cache, only the hook's layer made anew, and the
+stacked image boots with the layer's deletions and replacements in force.
+
+Two builds of one config, only the hook changed between them: the first
+stores the base (a unique host name makes its key new, so it is a miss on any
+machine), the second takes it from the cache. The second ISO boots once, and
+`deblive test --expect` checks in the booted system what the hooks did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deblive.build import basecache, pipeline
+
+from .conftest import ARTIFACTS, Build, build, run_deblive
+
+HOOK_A = """\
+#!/bin/sh
+set -eu
+rm "$1/etc/issue.net"
+echo a > "$1/etc/deblive-layer-a"
+"""
+HOOK_B = """\
+#!/bin/sh
+set -eu
+rm "$1/etc/host.conf"
+echo b > "$1/etc/deblive-layer-b"
+echo "deblive layered motd" > "$1/etc/motd"
+rm -r "$1/usr/share/doc/base-files"
+mkdir "$1/usr/share/doc/base-files"
+echo replaced > "$1/usr/share/doc/base-files/replaced"
+"""
+# What the second image must show when booted, as the live user.
+EXPECT = (
+    "test -e /etc/deblive-layer-b",
+    "! test -e /etc/deblive-layer-a",  # the first hook's file: not in this image
+    "test -e /etc/issue.net",  # the first hook deleted it: back
+    "! test -e /etc/host.conf",  # this hook deleted it: gone
+    "grep -qx 'deblive layered motd' /etc/motd",  # replaced
+    "test -e /usr/share/doc/base-files/replaced",  # a directory made anew (opaque)
+    "! test -e /usr/share/doc/base-files/copyright",
+    "dpkg -s live-boot > /dev/null",  # the base's packages
+    "test $(grep -c ' squashfs ' /proc/mounts) -ge 2",  # both layers mounted
+)
+
+
+@dataclass
+class Layered:
+    first: Build
+    second: Build
+
+    def report(self, which: Build) -> dict[str, object]:
+        data: dict[str, object] = json.loads(which.path("report.json").read_text())
+        return data
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def layered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layered]:
+    base = tmp_path_factory.mktemp("layered")
+    hook = base / "hook.sh"
+    hook.write_text(HOOK_A)
+    hook.chmod(0o755)
+    config = base / "layered.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        name: layertest
+        hostname: layers-{os.getpid()}
+        hook: hook.sh
+        squashfs: {{compression: lz4, layout: layered}}
+        """))
+    first = build(config, base / "1")
+    assert first.returncode == 0, first.output[-4000:]
+    hook.write_text(HOOK_B)
+    second = build(config, base / "2")
+    assert second.returncode == 0, second.output[-4000:]
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "layered-report.json").write_bytes(second.path("report.json").read_bytes())
+    yield Layered(first, second)
+    cache = basecache.BaseCache(pipeline.DEFAULT_CACHE)  # this session's entry goes again
+    for entry in cache.entries():
+        if entry.image == "layertest":
+            cache.remove(entry)
+
+
+def test_the_first_build_stores_the_base_and_the_second_takes_it(layered: Layered) -> None:
+    one, two = layered.report(layered.first), layered.report(layered.second)
+    assert one["layout"] == two["layout"] == "layered"
+    cache_one, cache_two = one["base_cache"], two["base_cache"]
+    assert isinstance(cache_one, dict) and isinstance(cache_two, dict)
+    assert cache_one["result"] == "miss"
+    assert cache_one["reason"] == "no cached base for this image yet"
+    assert cache_two["result"] == "hit" and cache_two["key"] == cache_one["key"]
+    stages = two["stages"]
+    assert isinstance(stages, list)
+    cached = [s["name"] for s in stages if s["cached"]]
+    assert cached == ["bootstrap", "chroot-setup", "packages", "users"]
+    ran = [s["name"] for s in stages if not s["cached"]]
+    assert ran[:4] == ["package-cache", "base", "medium-packages", "hook"]
+    assert "stage bootstrap: from the base cache" in layered.second.output
+    assert f"base cache: hit {cache_one['key']}" in layered.second.output
+    # What the base stages learned is reported on a hit too.
+    assert two["metapackage"] == one["metapackage"]
+    assert isinstance(two["live_user"], dict) and two["live_user"]["password_hash"]
+
+
+def test_outputs_are_the_same_base_and_a_small_layer(layered: Layered) -> None:
+    first, second = layered.first, layered.second
+    assert _sha256(first.path("filesystem.squashfs")) == \
+        _sha256(second.path("filesystem.squashfs"))
+    assert second.path("filesystem.module").read_text() == \
+        "filesystem.squashfs\nlayer.squashfs\n"
+    layer = second.path("layer.squashfs").stat().st_size
+    assert layer * 5 < second.path("filesystem.squashfs").stat().st_size
+    assert first.path("filesystem.packages").read_text() == \
+        second.path("filesystem.packages").read_text()
+    listing = subprocess.run(
+        ["xorriso", "-indev", str(second.iso), "-find", "/live", "-type", "f"],
+        check=True, capture_output=True, text=True).stdout
+    for name in ("filesystem.squashfs", "layer.squashfs", "filesystem.module"):
+        assert f"'/live/{name}'" in listing, listing
+
+
+def test_the_layered_image_boots_with_the_layer_in_force(layered: Layered,
+                                                         tmp_path: Path) -> None:
+    out = ARTIFACTS / "boot-layered"
+    expect = [arg for command in EXPECT for arg in ("--expect", command)]
+    proc = run_deblive("test", layered.second.iso, "--mode", "uefi-cd", "--output", out,
+                       *expect, timeout=1800)
+    results = json.loads((out / "results.json").read_text())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    checks = {c["name"]: c["ok"] for c in results["modes"][0]["checks"]}
+    for command in EXPECT:
+        assert checks.get(f"expect: {command}") is True, checks

@@ -1,0 +1,208 @@
+"""The base cache: its key, the miss reasons, entries, pruning, and the pipeline's skip."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from deblive.apt.plan import index_digest
+from deblive.build import basecache, pipeline
+from deblive.build.context import BuildContext, WorkTree
+from deblive.build.stage import Stage
+from deblive.cli import main
+from deblive.cli.commands import parse_size
+from deblive.core.errors import BadInputError
+from deblive.core.log import BuildLog
+from deblive.core.runner import Runner
+from deblive.host import sandbox
+from deblive.model.config import ConfigError
+from tests.unit import conftest
+
+PACKAGES = ["base-files=12.4+deb12u5", "bash=5.2.15-2+b2", "live-boot=1:20230131+deb12u1"]
+
+
+def inputs(data: dict[str, Any], packages: list[str] = PACKAGES,
+           indexes: str = "i1") -> basecache.BaseInputs:
+    return basecache.base_inputs(conftest.parse({"name": "demo", **data}), packages, indexes)
+
+
+def test_keys_after_the_base_do_not_change_it(tmp_path: Path) -> None:
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\n")
+    hook.chmod(0o755)
+    plain = inputs({}).key
+    assert inputs({"hook": str(hook)}).key == plain
+    assert inputs({"boot": {"title": "Other"}}).key == plain
+    assert inputs({"squashfs": {"layout": "layered"}}).key == plain
+    assert inputs({"apt_mirror": "http://apt.example.org/debian"}).key == plain
+    assert inputs({}, indexes="i1").key == plain  # the same inputs, the same key
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"hostname": "other"}, "system"),
+    ({"locale": "de_DE.UTF-8"}, "system"),
+    ({"user": {"password": "another1"}}, "user"),
+    ({"squashfs": {"compression": "lz4"}}, "squashfs"),
+    ({"bootstrap": {"variant": "standard"}}, "bootstrap"),
+    ({"mirror": "http://127.0.0.1:9/debian"}, "mirror"),
+])
+def test_a_changed_input_is_a_miss_that_names_it(change: dict[str, Any], named: str) -> None:
+    before, after = inputs({}), inputs(change)
+    assert before.key != after.key
+    assert after.changed_from(before.as_dict(), list(before.packages)) == [named]
+
+
+def test_new_package_versions_and_extras_are_named() -> None:
+    before = inputs({})
+    after = inputs({"packages": ["hello"]}, [*PACKAGES[:2], "hello=2.10-3",
+                                             "live-boot=1:20230131+deb12u2"])
+    changed = after.changed_from(before.as_dict(), list(before.packages))
+    assert changed == ["selection", "packages +hello ~live-boot"]
+    newer_index = inputs({}, indexes="i2")
+    assert newer_index.changed_from(before.as_dict(), list(before.packages)) == ["indexes"]
+
+
+def test_the_password_is_not_in_the_entry_in_clear() -> None:
+    parts = json.dumps(inputs({"user": {"password": "sekrit123"}}).as_dict())
+    assert "sekrit123" not in parts
+    assert basecache.password_digest("sekrit123") != basecache.password_digest("sekrit124")
+
+
+def _in_release(date: str, packages_sha: str) -> str:
+    return (f"Origin: Debian\nSuite: stable\nCodename: bookworm\nDate: {date}\n"
+            "Architectures: amd64 arm64\nComponents: main\nSHA256:\n"
+            f" {packages_sha} 1000 main/binary-amd64/Packages\n"
+            f" {'c' * 64} 900 main/binary-arm64/Packages\n"
+            f" {'d' * 64} 300 main/i18n/Translation-en\n")
+
+
+def test_index_digest_follows_the_indexes_not_the_date(tmp_path: Path) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    release = lists / "mirror_debian_dists_bookworm_InRelease"
+    release.write_text(_in_release("Sat, 01 Nov 2026", "a" * 64))
+    first = index_digest(lists, "amd64")
+    release.write_text(_in_release("Sat, 08 Nov 2026", "a" * 64))
+    assert index_digest(lists, "amd64") == first  # a new Date alone
+    release.write_text(_in_release("Sat, 08 Nov 2026", "b" * 64))
+    assert index_digest(lists, "amd64") != first  # a new amd64 Packages index
+    assert index_digest(lists, "arm64") != index_digest(lists, "amd64")
+
+
+def _store(cache: basecache.BaseCache, tmp_path: Path, hostname: str, size: int,
+           used: float) -> basecache.Entry:
+    made = tmp_path / f"{hostname}.squashfs"
+    made.write_bytes(b"s" * size)
+    entry = cache.store(inputs({"hostname": hostname}), made, "demo", {"metapackage": None})
+    os.utime(entry.directory, (used, used))
+    return entry
+
+
+def test_entries_are_stored_whole_and_pruned_least_recently_used_first(tmp_path: Path) -> None:
+    cache = basecache.BaseCache(tmp_path / "cache")
+    old = _store(cache, tmp_path, "old", 3000, 1_000_000)
+    mid = _store(cache, tmp_path, "mid", 3000, 2_000_000)
+    new = _store(cache, tmp_path, "new", 3000, 3_000_000)
+    assert [e.key for e in cache.entries()] == [new.key, mid.key, old.key]
+    assert not list((tmp_path / "cache/bases").glob(".*.tmp"))
+    meta = json.loads((new.directory / "meta.json").read_text())
+    assert meta["image"] == "demo" and meta["packages"] == sorted(PACKAGES)
+    assert cache.newest_for("demo") == new and cache.newest_for("other") is None
+    with cache.using(old.key):  # a running build holds the oldest: it stays
+        removed = cache.prune(4000)
+    assert [e.key for e in removed] == [mid.key, new.key]
+    assert [e.key for e in cache.entries()] == [old.key]
+    assert cache.prune(0) == [old] and cache.entries() == []
+
+
+def test_a_second_store_of_the_same_inputs_keeps_the_first(tmp_path: Path) -> None:
+    cache = basecache.BaseCache(tmp_path / "cache")
+    first = _store(cache, tmp_path, "same", 100, 1_000_000)
+    second = _store(cache, tmp_path, "same", 200, 1_000_000)
+    assert second.directory == first.directory and second.size == 100
+    assert not (tmp_path / "same.squashfs").exists()
+
+
+def test_a_half_written_entry_is_not_an_entry(tmp_path: Path) -> None:
+    cache = basecache.BaseCache(tmp_path / "cache")
+    (cache.root / "abc").mkdir(parents=True)
+    (cache.root / "abc" / "base.squashfs").write_bytes(b"x")  # no meta.json yet
+    assert cache.entry("abc") is None and cache.entries() == []
+
+
+def test_cache_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = basecache.BaseCache(tmp_path / "c")
+    assert main(["cache", "--cache-dir", str(tmp_path / "c"), "list"]) == 0
+    assert "no cached base trees" in capsys.readouterr().out
+    entry = _store(cache, tmp_path, "one", 2 * 2**20, 1_000_000)
+    assert main(["cache", "--cache-dir", str(tmp_path / "c"), "list"]) == 0
+    out = capsys.readouterr().out
+    assert entry.key in out and "demo: bookworm amd64, 3 packages" in out
+    assert main(["cache", "--cache-dir", str(tmp_path / "c"), "prune", "--max-size", "1G"]) == 0
+    assert cache.entries() == [entry]
+    assert main(["cache", "--cache-dir", str(tmp_path / "c"), "prune"]) == 0
+    assert f"removed {entry.key}" in capsys.readouterr().out and cache.entries() == []
+
+
+def test_parse_size() -> None:
+    assert parse_size("1500") == 1500
+    assert parse_size("200M") == 200 * 2**20
+    assert parse_size("2GiB") == 2 * 2**30
+    with pytest.raises(BadInputError, match="500M or 2G"):
+        parse_size("lots")
+
+
+def test_layout_is_validated() -> None:
+    with pytest.raises(ConfigError) as info:
+        conftest.parse({"name": "demo", "squashfs": {"layout": "stacked"}})
+    assert "squashfs.layout" in str(info.value) and "'flat'" in str(info.value)
+
+
+class _Recorder(Stage):
+    ran: ClassVar[list[str]] = []
+
+    def run(self, ctx: BuildContext) -> None:
+        self.ran.append(self.name)
+
+
+class _InBase(_Recorder):
+    name = "made-in-base"
+    in_base = True
+
+
+class _After(_Recorder):
+    name = "after-base"
+
+
+def test_a_hit_skips_the_base_stages_and_says_so(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    log = BuildLog()
+    log.open(tmp_path / "build.log")
+    ctx = BuildContext(conftest.parse({"name": "t"}), log, Runner(log), WorkTree(tmp_path / "w"),
+                       tmp_path / "out", tmp_path / "cache", make_iso=False)
+    cache = basecache.BaseCache(tmp_path / "cache")
+    ctx.base_hit = _store(cache, tmp_path, "hit", 10, 1_000_000)
+    monkeypatch.setattr(pipeline, "STAGES", (_InBase(), _After()))
+    _Recorder.ran.clear()
+    pipeline.run_stages(ctx)
+    log.close()
+    assert _Recorder.ran == ["after-base"] and ctx.cached_stages == ["made-in-base"]
+    assert f"stage made-in-base: from the base cache ({ctx.base_hit.key})" in \
+        (tmp_path / "build.log").read_text()
+
+
+def test_overlay_layers_must_be_plain_paths(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(sandbox.SandboxError, match="private mount namespace"), \
+            sandbox.overlay(tmp_path, tmp_path / "u", tmp_path / "w", tmp_path / "m"):
+        pass
+    monkeypatch.setattr(sandbox, "in_private_namespace", lambda: True)
+    with pytest.raises(sandbox.SandboxError, match="cannot name an overlay layer"), \
+            sandbox.overlay(tmp_path / "a,b", tmp_path / "u", tmp_path / "w", tmp_path / "m"):
+        pass
+    assert not (tmp_path / "u").exists()  # refused before anything was made
+
