@@ -1,10 +1,12 @@
 """Layered builds: the base from the cache, only the hook's layer made anew, and the
 stacked image boots with the layer's deletions and replacements in force.
 
-Two builds of one config, only the hook changed between them: the first
-stores the base (a unique host name makes its key new, so it is a miss on any
-machine), the second takes it from the cache. The second ISO boots once, and
-`deblive test --expect` checks in the booted system what the hooks did.
+Three builds of one config with SOURCE_DATE_EPOCH set: the first stores the
+base (a unique host name makes its key new, so it is a miss on any machine),
+the second only changes the hook and takes the base from the cache, the third
+changes nothing and must give the same ISO with the initramfs from the cache.
+The second ISO boots once, and `deblive test --expect` checks in the booted
+system what the hooks did.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ EXPECT = (
 class Layered:
     first: Build
     second: Build
+    third: Build
 
     def report(self, which: Build) -> dict[str, object]:
         data: dict[str, object] = json.loads(which.path("report.json").read_text())
@@ -81,14 +84,20 @@ def layered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layered]:
         hook: hook.sh
         squashfs: {{compression: lz4, layout: layered}}
         """))
-    first = build(config, base / "1")
-    assert first.returncode == 0, first.output[-4000:]
-    hook.write_text(HOOK_B)
-    second = build(config, base / "2")
-    assert second.returncode == 0, second.output[-4000:]
+    os.environ["SOURCE_DATE_EPOCH"] = "1780000000"
+    try:
+        first = build(config, base / "1")
+        assert first.returncode == 0, first.output[-4000:]
+        hook.write_text(HOOK_B)
+        second = build(config, base / "2")
+        assert second.returncode == 0, second.output[-4000:]
+        third = build(config, base / "3")
+        assert third.returncode == 0, third.output[-4000:]
+    finally:
+        del os.environ["SOURCE_DATE_EPOCH"]
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "layered-report.json").write_bytes(second.path("report.json").read_bytes())
-    yield Layered(first, second)
+    yield Layered(first, second, third)
     cache = basecache.BaseCache(pipeline.DEFAULT_CACHE)  # this session's entry goes again
     for entry in cache.entries():
         if entry.image == "layertest":
@@ -106,7 +115,7 @@ def test_the_first_build_stores_the_base_and_the_second_takes_it(layered: Layere
     stages = two["stages"]
     assert isinstance(stages, list)
     cached = [s["name"] for s in stages if s["cached"]]
-    assert cached == ["bootstrap", "chroot-setup", "packages", "users"]
+    assert cached == ["bootstrap", "chroot-setup", "packages", "users", "base-clean"]
     ran = [s["name"] for s in stages if not s["cached"]]
     assert ran[:4] == ["package-cache", "base", "medium-packages", "hook"]
     assert "stage bootstrap: from the base cache" in layered.second.output
@@ -114,6 +123,33 @@ def test_the_first_build_stores_the_base_and_the_second_takes_it(layered: Layere
     # What the base stages learned is reported on a hit too.
     assert two["metapackage"] == one["metapackage"]
     assert isinstance(two["live_user"], dict) and two["live_user"]["password_hash"]
+
+
+def test_nothing_changed_gives_the_same_iso_with_the_initramfs_cached(layered: Layered
+                                                                    ) -> None:
+    # The second hook changes /usr: its initramfs is made, and kept with the base.
+    assert "initramfs stored with the base" in layered.second.output
+    assert "initramfs from the cache: nothing it is made from changed" in layered.third.output
+    assert _sha256(layered.third.iso) == _sha256(layered.second.iso)
+    assert _sha256(layered.third.path("layer.squashfs")) == \
+        _sha256(layered.second.path("layer.squashfs"))
+
+
+def test_the_base_ships_nothing_of_the_build(layered: Layered) -> None:
+    """The base is on the medium under the layer: it is cleaned as an image is."""
+    listing = subprocess.run(
+        ["unsquashfs", "-lln", str(layered.second.path("filesystem.squashfs"))],
+        check=True, capture_output=True, text=True).stdout
+    entries = {line.split()[-1].removeprefix("squashfs-root"): line[0]
+               for line in listing.splitlines() if line[:1] in "-lcdbps"}
+    assert entries.get("/var/lib/dpkg/status") == "-"
+    lists = [n for n, kind in entries.items() if n.startswith("/var/lib/apt/lists/")
+             and kind != "d" and n != "/var/lib/apt/lists/lock"]
+    logs = [n for n, kind in entries.items() if n.startswith("/var/log/") and kind != "d"]
+    keys = [n for n in entries if n.startswith("/etc/ssh/ssh_host_")]
+    assert (lists, logs, keys) == ([], [], [])
+    assert "/etc/apt/sources.list.d/deblive-build.sources" not in entries
+    assert (layered.first.path("logs") / "base" / "dpkg.log").is_file()
 
 
 def test_outputs_are_the_same_base_and_a_small_layer(layered: Layered) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -39,7 +40,7 @@ from deblive.core.files import open_lock_file, write_atomic
 from deblive.host import deletion
 from deblive.model.config import ImageConfig
 
-FORMAT = 1
+FORMAT = 2  # 2: the base is cleaned before it is squashed (build.stages.base.BaseClean)
 SQUASHFS = "base.squashfs"
 META = "meta.json"
 # Config keys read only after the base point: changing them keeps the base.
@@ -53,6 +54,19 @@ def password_digest(password: str) -> str:
     meta.json does not hand out a cheap way to test guesses."""
     return hashlib.scrypt(password.encode(), salt=b"deblive-base-cache", n=2**14, r=8,
                           p=1).hex()
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 of deblive's own files: a changed stage (an upgrade, a patch) is a miss,
+    whether or not the version number moved."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _digest(value: Any) -> str:
@@ -103,7 +117,7 @@ def base_inputs(config: ImageConfig, packages: list[str], indexes: str) -> BaseI
     for key in ("mirror", "security_mirror"):
         shaping.pop(key, None)
     parts = {
-        "deblive": __version__,
+        "deblive": f"{__version__} {code_digest()[:16]}",
         "release": f"{config.codename} {config.architecture}",
         "mirror": f"{config.mirror} {config.build_security_mirror}",
         "indexes": indexes,
@@ -134,10 +148,13 @@ class Entry:
 
     @property
     def size(self) -> int:
-        try:
-            return self.squashfs.stat().st_size
-        except OSError:
-            return 0
+        """Bytes on disk: the squashfs and the initramfs kept with it."""
+        total = 0
+        for dirpath, _dirs, files in os.walk(self.directory):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+        return total
 
     @property
     def last_used(self) -> float:

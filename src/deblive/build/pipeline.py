@@ -21,7 +21,7 @@ from deblive.apt import archive, mirrorfault, plan
 from deblive.build import basecache, failure, publish, report
 from deblive.build.context import BuildContext, WorkTree
 from deblive.build.stage import Stage
-from deblive.build.stages.base import Base
+from deblive.build.stages.base import Base, BaseClean
 from deblive.build.stages.bootloaders import Bootloaders
 from deblive.build.stages.bootstrap import Bootstrap, PackageCacheIn
 from deblive.build.stages.chrootsetup import ChrootSetup, ChrootTeardown
@@ -45,7 +45,7 @@ DEFAULT_CACHE = Path(os.environ.get("DEBLIVE_CACHE", "/var/cache/deblive"))
 # The seed's steps, in order. Each registers its own teardown. The ones marked
 # in_base make the base tree, which a layered build can take from the cache.
 STAGES: tuple[Stage, ...] = (
-    PackageCacheIn(), Bootstrap(), ChrootSetup(), Packages(), Users(), Base(),
+    PackageCacheIn(), Bootstrap(), ChrootSetup(), Packages(), Users(), BaseClean(), Base(),
     MediumPackages(), Hook(), Initramfs(), ImageSources(), ChrootTeardown(), Clean(), Squash(),
     Medium(), Bootloaders(), Iso(),
 )

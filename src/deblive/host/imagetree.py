@@ -199,6 +199,41 @@ class ImageTree:
         finally:
             os.close(fd)
 
+    def is_opaque(self, path: str | PurePosixPath) -> bool:
+        """Whether a directory of an overlay's upper layer hides the lower layers' entries
+        (overlayfs's trusted.overlay.opaque, set when a directory is made anew)."""
+        try:
+            fd = self.open_fd(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            return os.getxattr(fd, "trusted.overlay.opaque") == b"y"
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def remove_xattrs(self, path: str | PurePosixPath, prefix: str,
+                      keep: frozenset[str] = frozenset()) -> list[str]:
+        """Remove the extended attributes under prefix (but keep) of one entry, which is
+        never followed: reached as a name in its parent's descriptor. Returns them."""
+        if _relative(path) == ".":
+            # The root itself: through its descriptor's /proc link, which is followed
+            # to the directory this tree holds open, never to anything else.
+            return self._remove_xattrs(f"/proc/self/fd/{self._fd}", prefix, keep, follow=True)
+        with self._parent(path, "clearing attributes of") as (fd, name):
+            return self._remove_xattrs(f"/proc/self/fd/{fd}/{name}", prefix, keep, follow=False)
+
+    @staticmethod
+    def _remove_xattrs(target: str, prefix: str, keep: frozenset[str], *,
+                       follow: bool) -> list[str]:
+        removed = []
+        for attr in os.listxattr(target, follow_symlinks=follow):
+            if attr.startswith(prefix) and attr not in keep:
+                os.removexattr(target, attr, follow_symlinks=follow)
+                removed.append(attr)
+        return removed
+
     def glob(self, directory: str | PurePosixPath, pattern: str) -> list[str]:
         """Image paths of the entries of directory whose names match pattern (fnmatch)."""
         rel = _relative(directory).rstrip("/")

@@ -1,10 +1,11 @@
 """Step 5b (layered builds): the base tree as one squashfs, and an overlay for the rest.
 
 Everything before the hook (bootstrap, packages, users) is the base. On a
-cache miss the stages before this one built it in rootfs/: the chroot session
-is ended (so none of its temporary changes is in the base), the tree is
-squashed once into the base cache (build.basecache) and rootfs/ becomes the
-lower layer of an overlay mounted on itself. On a hit those stages were
+cache miss the stages before this one built it in rootfs/ and base-clean
+ended the chroot session (so none of its temporary changes is in the base)
+and cleaned the tree as an image is cleaned; it is squashed once into the
+base cache (build.basecache) and rootfs/ becomes the lower layer of an
+overlay mounted on itself. On a hit those stages were
 skipped and the cached squashfs is mounted as the lower layer instead. Either
 way the later stages (hook, initramfs, sources, clean) write only into the
 overlay's upper directory, which the squash stage turns into the top layer,
@@ -21,9 +22,12 @@ import contextlib
 import os
 
 from deblive.build import basecache
+from deblive.build.chroot import Chroot
 from deblive.build.context import BuildContext, SquashfsFacts
 from deblive.build.stage import Stage
+from deblive.build.stages import sources
 from deblive.build.stages.chrootsetup import ChrootSetup
+from deblive.build.stages.clean import clean_tree, keep_build_logs
 from deblive.build.stages.squash import FLAT, check_space, squash_tree
 from deblive.host import sandbox
 
@@ -46,6 +50,32 @@ def restore_facts(ctx: BuildContext, entry: basecache.Entry) -> None:
         ctx.facts.squashfs = SquashfsFacts(**squashfs)
 
 
+class BaseClean(Stage):
+    """End the chroot session and clean the base as the clean stage cleans an image.
+
+    The base squashfs ships on the medium under the layer: it must not carry
+    what a flat image never does (the build mirror's sources and package
+    lists, apt's caches, the build's logs, a machine id, ssh host keys). The
+    logs are kept in logs/base/ first; the base stage fetches the lists again.
+    """
+
+    name = "base-clean"
+    in_base = True
+
+    def wanted(self, ctx: BuildContext) -> bool:
+        return ctx.layered
+
+    def run(self, ctx: BuildContext) -> None:
+        ctx.session.close()
+        ctx.initramfs = None
+        tree = ctx.tree
+        for path in keep_build_logs(tree, ctx.work.logs / "base"):
+            ctx.log.warn(f"{path} in the image is not a regular file: not kept in logs/base/")
+        tree.unlink(sources.BUILD_SOURCES)
+        sources.clear_lists(tree)
+        clean_tree(tree)
+
+
 class Base(Stage):
     name = "base"
 
@@ -54,10 +84,6 @@ class Base(Stage):
 
     def check(self, ctx: BuildContext) -> None:
         if ctx.base_hit is None:
-            # The session's mounts and temporary files go first: the tree is
-            # measured (and then squashed) exactly as the base will hold it.
-            ctx.session.close()
-            ctx.initramfs = None
             out_dir = ctx.base_cache.root if ctx.base_cache else ctx.work.output
             ctx.base_stats = check_space(ctx, ctx.rootfs, out_dir)
 
@@ -67,6 +93,7 @@ class Base(Stage):
             lower = ctx.rootfs  # the tree just built, covered by the overlay in place
         else:
             entry = ctx.base_hit
+            ctx.base_entry = entry
             restore_facts(ctx, entry)
             ctx.base_squashfs = entry.squashfs
             ctx.log.info(f"base from the cache: {entry.key} ({entry.size / 2**20:.0f} MiB, "
@@ -80,10 +107,14 @@ class Base(Stage):
         ctx.open_tree()
         ctx.session = contextlib.ExitStack()
         ChrootSetup().run(ctx)
+        ctx.work.logs.mkdir(parents=True, exist_ok=True)
+        # The base holds no package lists: the hook's apt and the medium's packages need them.
+        Chroot(ctx.tree, ctx.runner, apt_log=ctx.work.logs / "apt.log").apt_get(
+            "update", what="apt-get update from the build mirror")
 
     @staticmethod
     def _squash_base(ctx: BuildContext) -> None:
-        """Squash the tree once (its session ended in check), and keep it in the cache."""
+        """Squash the cleaned tree once, and keep it in the cache."""
         assert ctx.base_stats is not None
         cache, inputs = ctx.base_cache, ctx.base_inputs
         if cache is None or inputs is None:
@@ -98,6 +129,7 @@ class Base(Stage):
         finally:
             staging.unlink(missing_ok=True)
         ctx.teardown.enter_context(cache.using(entry.key))
+        ctx.base_entry = entry
         ctx.base_squashfs = entry.squashfs
         ctx.log.info(f"base stored in the cache: {entry.key}")
 

@@ -3,20 +3,41 @@
 Until here update-initramfs was a no-op (build.chroot.InitramfsDeferral), so
 the kernel's and live-boot's triggers did not make it two or three times;
 now it is made from the finished tree, the hook's /etc/initramfs-tools
-changes included.
+changes included. A layered build keeps it beside its cached base and takes
+it from there while nothing it is made from changed (build.initramfsreuse).
 """
 
 from __future__ import annotations
 
+from deblive.build import initramfsreuse
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
+from deblive.host.imagetree import ImageTree
 
 
 class Initramfs(Stage):
     name = "initramfs"
 
     def run(self, ctx: BuildContext) -> None:
-        assert ctx.initramfs is not None
-        versions = ctx.initramfs.generate()
+        deferral = ctx.initramfs
+        assert deferral is not None
+        entry = ctx.base_entry
+        if entry is None:
+            versions = deferral.generate()
+        else:
+            deferral.restore()  # the no-op goes before the layer is read
+            with ImageTree(ctx.work.upper) as layer:
+                digest = initramfsreuse.inputs_digest(layer)
+            kernels = deferral.kernels()
+            stored = initramfsreuse.lookup(entry, digest, kernels)
+            if stored is not None:
+                initramfsreuse.restore(stored, ctx.tree, kernels)
+                versions = kernels
+                ctx.log.info(f"initramfs from the cache: nothing it is made from changed "
+                             f"(inputs {digest[:12]})")
+            else:
+                versions = deferral.generate()
+                initramfsreuse.store(entry, digest, ctx.tree, versions)
+                ctx.log.info(f"initramfs stored with the base (inputs {digest[:12]})")
         ctx.facts.initramfs = versions
         ctx.log.info("initramfs made once for " + (", ".join(versions) or "no kernel"))

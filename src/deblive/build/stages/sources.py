@@ -28,7 +28,7 @@ def _remove_files(tree: ImageTree, directory: str, keep: tuple[str, ...] = ()) -
             tree.unlink(path)
 
 
-def _clear_lists(tree: ImageTree) -> None:
+def clear_lists(tree: ImageTree) -> None:
     _remove_files(tree, LISTS, keep=("lock",))
     tree.empty_dir(f"{LISTS}/partial")
 
@@ -54,4 +54,4 @@ class ImageSources(Stage):
         tree.unlink(BUILD_SOURCES)
         tree.unlink("/etc/apt/sources.list")
         tree.write(IMAGE_SOURCES, image_sources(ctx.config))
-        _clear_lists(tree)
+        clear_lists(tree)

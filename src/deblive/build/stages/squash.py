@@ -23,6 +23,7 @@ from deblive.build.stage import Stage
 from deblive.core.errors import DebliveError
 from deblive.core.runner import Runner
 from deblive.host import diskspace
+from deblive.host.imagetree import ImageTree
 from deblive.model.config import ImageConfig
 
 FLAT = "filesystem.squashfs"  # the whole tree, or a layered build's base (live-build's name)
@@ -209,6 +210,30 @@ def squash(ctx: BuildContext, stats: TreeStats) -> Path:
     return final
 
 
+OPAQUE = "trusted.overlay.opaque"
+
+
+def strip_overlay_bookkeeping(layer: ImageTree) -> int:
+    """Drop overlayfs's own records from an upper directory, all but opaque markers.
+
+    Copy-up leaves trusted.overlay.origin (a file handle of the lower file,
+    with the build host's file system id) and .impure on what it copied; they
+    mean nothing over another lower layer at boot, and they differ from build
+    to build, so the layer would never be reproducible. Whiteouts are device
+    nodes and stay; an opaque directory keeps its marker.
+    """
+    count = len(layer.remove_xattrs("/", "trusted.overlay.", frozenset({OPAQUE})))
+    pending = ["/"]
+    while pending:
+        directory = pending.pop()
+        for name in layer.listdir(directory):
+            path = f"{directory.rstrip('/')}/{name}"
+            count += len(layer.remove_xattrs(path, "trusted.overlay.", frozenset({OPAQUE})))
+            if layer.is_dir(path) and not layer.is_symlink(path):
+                pending.append(path)
+    return count
+
+
 def copy_base(ctx: BuildContext) -> None:
     """The base squashfs into the outputs: a copy, so the published file and the
     cache entry never share an inode one could change through the other."""
@@ -238,6 +263,9 @@ class Squash(Stage):
             ctx.outputs.insert(0, squash(ctx, ctx.tree_stats))
             return
         copy_base(ctx)
+        with ImageTree(ctx.work.upper) as upper:
+            dropped = strip_overlay_bookkeeping(upper)
+        ctx.log.info(f"overlay records dropped from the layer: {dropped}")
         layer = ctx.work.output / LAYER
         ctx.facts.layer = squash_tree(ctx, ctx.work.upper, layer, ctx.tree_stats, layer=True)
         module = ctx.work.output / MODULE
