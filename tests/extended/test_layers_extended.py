@@ -1,0 +1,101 @@
+"""Extended tier: a layered image booted in all six modes, and the same config flat in one.
+
+The layered image comes from a base cache hit (a first build stores the base,
+the second, with another hook, takes it), so what boots is a cached base with
+a fresh layer on top; each mode checks in the booted system that the layer's
+deletions, replacements and new files are in force. The flat build of the
+same config (`--flat`) must boot with the same result from one squashfs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deblive.boottest.modes import BootMode
+from deblive.boottest.run import ModeResult, TestOptions, run_tests
+from deblive.build import basecache, pipeline
+from deblive.core.log import BuildLog
+from tests.extended.test_flavours_extended import artifacts
+from tests.integration.test_layers import EXPECT, HOOK_A, HOOK_B
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.extended
+
+
+def _build(config: Path, out: Path, *extra: str) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "deblive", "build", str(config), "-o", str(out), "--workdir",
+         str(out.with_name(out.name + "-work")), "--force", *extra],
+        capture_output=True, text=True, timeout=3600, cwd=REPO, stdin=subprocess.DEVNULL,
+    )
+    out.with_name(out.name + "-output.txt").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    report: dict[str, object] = json.loads((out / "report.json").read_text())
+    return report
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    base = tmp_path_factory.mktemp("layers")
+    hook = base / "hook.sh"
+    hook.write_text(HOOK_A)
+    hook.chmod(0o755)
+    config = base / "layers.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        name: layerext
+        hostname: layers-ext-{os.getpid()}
+        hook: hook.sh
+        squashfs: {{compression: zstd, layout: layered}}
+        """))
+    _build(config, base / "first")
+    hook.write_text(HOOK_B)
+    layered = _build(config, base / "layered")
+    cache = layered["base_cache"]
+    assert isinstance(cache, dict) and cache["result"] == "hit", cache
+    flat = _build(config, base / "flat", "--flat")
+    assert flat["layout"] == "flat" and flat["base_cache"] is None
+    assert not (base / "flat" / "layer.squashfs").exists()
+    yield {name: next((base / name).glob("*.iso")) for name in ("layered", "flat")}
+    store = basecache.BaseCache(pipeline.DEFAULT_CACHE)
+    for entry in store.entries():
+        if entry.image == "layerext":
+            store.remove(entry)
+
+
+def _boot(iso: Path, modes: list[BootMode], out: Path) -> dict[str, ModeResult]:
+    options = TestOptions(output=out, jobs=2, expect=EXPECT)
+    return {r.mode: r for r in run_tests(iso, modes, options, BuildLog())}
+
+
+@pytest.fixture(scope="module")
+def layered_results(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+                    ) -> dict[str, ModeResult]:
+    return _boot(images["layered"], list(BootMode), artifacts(tmp_path_factory, "boot-layered"))
+
+
+@pytest.mark.parametrize("mode", [str(m) for m in BootMode])
+def test_layered_image_boots_in_every_mode(layered_results: dict[str, ModeResult],
+                                           mode: str) -> None:
+    result = layered_results[mode]
+    assert result.result == "pass", "\n".join(result.failures) + "\n" + result.serial_log
+    passed = {c.name for c in result.checks if c.ok}
+    assert {f"expect: {command}" for command in EXPECT} <= passed, result.checks
+
+
+def test_flat_build_of_the_same_config_boots(images: dict[str, Path],
+                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The flat image is one squashfs: everything but the two-layer mount check holds.
+    results = run_tests(images["flat"], [BootMode.UEFI_CD],
+                        TestOptions(output=artifacts(tmp_path_factory, "boot-flat"),
+                                    expect=EXPECT[:-1]), BuildLog())
+    result = results[0]
+    assert result.result == "pass", "\n".join(result.failures)
