@@ -206,3 +206,20 @@ def test_overlay_layers_must_be_plain_paths(tmp_path: Path,
         pass
     assert not (tmp_path / "u").exists()  # refused before anything was made
 
+
+
+def test_prune_removes_what_killed_builds_left(tmp_path: Path) -> None:
+    cache = basecache.BaseCache(tmp_path / "cache")
+    cache.root.mkdir(parents=True)
+    gone = 4_000_000 + (os.getpid() % 1000)  # above pid_max: never alive
+    stale = [cache.root / f".k1.{gone}.squashfs.partial", cache.root / f".k2.{gone}.tmp"]
+    stale[0].write_bytes(b"half")
+    stale[1].mkdir()
+    (stale[1] / "base.squashfs").write_bytes(b"x")
+    mine = cache.root / f".k3.{os.getpid()}.squashfs"
+    mine.write_bytes(b"in progress")
+    lock = cache.root / ".k1.lock"
+    lock.write_bytes(b"")
+    assert cache.leftovers() == sorted(stale)
+    cache.prune(0)
+    assert not any(p.exists() for p in stale) and mine.exists() and lock.exists()

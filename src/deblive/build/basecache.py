@@ -171,6 +171,16 @@ class Entry:
         return facts if isinstance(facts, dict) else {}
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class CacheError(DebliveError):
     """The base cache could not be used."""
 
@@ -260,8 +270,24 @@ class BaseCache:
         finally:
             os.close(fd)
 
+    def leftovers(self) -> list[Path]:
+        """What builds that were killed left: staging files and directories named
+        .<key>.<pid>.<what> whose process is gone."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for path in self.root.iterdir():
+            parts = path.name.split(".")
+            if len(parts) >= 4 and parts[0] == "" and parts[2].isdigit() \
+                    and not _alive(int(parts[2])) and not path.name.endswith(".lock"):
+                found.append(path)
+        return sorted(found)
+
     def prune(self, max_bytes: int) -> list[Entry]:
-        """Remove the least recently used entries until the rest fit in max_bytes."""
+        """Remove what killed builds left, then the least recently used entries until
+        the rest fit in max_bytes."""
+        for path in self.leftovers():
+            deletion.remove_tree(path)
         entries = self.entries()  # newest first
         total = sum(e.size for e in entries)
         removed = []
