@@ -4,7 +4,8 @@ stacked image boots with the layer's deletions and replacements in force.
 Three builds of one config with SOURCE_DATE_EPOCH set: the first stores the
 base (a unique host name makes its key new, so it is a miss on any machine),
 the second only changes the hook and takes the base from the cache, the third
-changes nothing and must give the same ISO with the initramfs from the cache.
+changes nothing and must give the same ISO with the initramfs from the cache,
+the fourth adds a package: the same base, and apt installs it into the layer.
 The second ISO boots once, and `deblive test --expect` checks in the booted
 system what the hooks did.
 """
@@ -61,6 +62,7 @@ class Layered:
     first: Build
     second: Build
     third: Build
+    fourth: Build
 
     def report(self, which: Build) -> dict[str, object]:
         data: dict[str, object] = json.loads(which.path("report.json").read_text())
@@ -93,11 +95,14 @@ def layered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layered]:
         assert second.returncode == 0, second.output[-4000:]
         third = build(config, base / "3")
         assert third.returncode == 0, third.output[-4000:]
+        config.write_text(config.read_text() + "packages: [hello]\n")
+        fourth = build(config, base / "4", "--no-iso")
+        assert fourth.returncode == 0, fourth.output[-4000:]
     finally:
         del os.environ["SOURCE_DATE_EPOCH"]
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "layered-report.json").write_bytes(second.path("report.json").read_bytes())
-    yield Layered(first, second, third)
+    yield Layered(first, second, third, fourth)
     cache = basecache.BaseCache(pipeline.DEFAULT_CACHE)  # this session's entry goes again
     for entry in cache.entries():
         if entry.image == "layertest":
@@ -180,3 +185,20 @@ def test_the_layered_image_boots_with_the_layer_in_force(layered: Layered,
     checks = {c["name"]: c["ok"] for c in results["modes"][0]["checks"]}
     for command in EXPECT:
         assert checks.get(f"expect: {command}") is True, checks
+
+
+def test_an_added_package_goes_into_the_layer_over_the_same_base(layered: Layered) -> None:
+    report = layered.report(layered.fourth)
+    cache = report["base_cache"]
+    assert isinstance(cache, dict)
+    assert (cache["result"], cache["extra_packages"]) == ("hit", ["hello"])
+    assert cache["base"] == layered.report(layered.first)["base_cache"]["key"]  # type: ignore[index]
+    assert "base cache: hit" in layered.fourth.output and "packages on top: hello" in \
+        layered.fourth.output
+    listing = subprocess.run(
+        ["unsquashfs", "-lln", str(layered.fourth.path("layer.squashfs")), "usr/bin"],
+        check=True, capture_output=True, text=True).stdout
+    assert "squashfs-root/usr/bin/hello" in listing
+    assert "hello\t" in layered.fourth.path("filesystem.packages").read_text()
+    assert _sha256(layered.fourth.path("filesystem.squashfs")) == \
+        _sha256(layered.first.path("filesystem.squashfs"))

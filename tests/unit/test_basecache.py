@@ -223,3 +223,30 @@ def test_prune_removes_what_killed_builds_left(tmp_path: Path) -> None:
     assert cache.leftovers() == sorted(stale)
     cache.prune(0)
     assert not any(p.exists() for p in stale) and mine.exists() and lock.exists()
+
+
+def test_a_base_with_fewer_packages_is_a_parent(tmp_path: Path) -> None:
+    cache = basecache.BaseCache(tmp_path / "cache")
+    asked = ("bash", "live-boot")
+    parent_inputs = basecache.base_inputs(conftest.parse({"name": "demo"}), PACKAGES, "i1", asked)
+    made = tmp_path / "p.squashfs"
+    made.write_bytes(b"p")
+    parent = cache.store(parent_inputs, made, "demo", {})
+    more = [*PACKAGES, "hello=2.10-3", "libfoo1=1.0"]
+
+    def child(data: dict[str, Any], packages: list[str], requested: tuple[str, ...],
+              indexes: str = "i1") -> basecache.BaseInputs:
+        return basecache.base_inputs(conftest.parse({"name": "demo", **data}), packages,
+                                     indexes, requested)
+
+    found = cache.parent_for(child({"packages": ["hello"]}, more, (*asked, "hello")))
+    assert found == (parent, ["hello"])
+    # Anything else changed, a package removed, or a newer index: no parent.
+    assert cache.parent_for(child({"packages": ["hello"], "hostname": "x"}, more,
+                                  (*asked, "hello"))) is None
+    assert cache.parent_for(child({"packages": ["hello"]}, more[1:], ("live-boot", "hello"))
+                            ) is None
+    assert cache.parent_for(child({"packages": ["hello"]}, more, (*asked, "hello"), "i2")
+                            ) is None
+    # The same packages: that is the entry itself (a hit), not a parent.
+    assert cache.parent_for(parent_inputs) is None

@@ -114,6 +114,11 @@ class Plan:
         return self.base.count + self.added.count
 
     @property
+    def requested_names(self) -> tuple[str, ...]:
+        """The names asked of apt (tasks, extras, the live system), without versions."""
+        return tuple(sorted(set(self.requested)))
+
+    @property
     def versions(self) -> list[str]:
         """name=version of every package the image gets, sorted."""
         return sorted(f"{p.name}={p.version}" for p in [*self.base.packages, *self.added.packages])

@@ -79,6 +79,7 @@ class BaseInputs:
 
     parts: tuple[tuple[str, str], ...]  # (input, digest), sorted
     packages: tuple[str, ...]  # name=version, sorted
+    requested: tuple[str, ...] = ()  # the names the config asks apt for, sorted
 
     @property
     def key(self) -> str:
@@ -104,7 +105,13 @@ class BaseInputs:
         return changed
 
 
-def base_inputs(config: ImageConfig, packages: list[str], indexes: str) -> BaseInputs:
+# The parts a base with fewer packages may differ in and still carry this build
+# (the extra packages go into the layer, build.stages.base.ExtraPackages).
+PACKAGE_PARTS = frozenset({"selection", "packages"})
+
+
+def base_inputs(config: ImageConfig, packages: list[str], indexes: str,
+                requested: tuple[str, ...] = ()) -> BaseInputs:
     """The base's key parts: deblive, the release, the mirror's indexes, the resolved
     package versions and every config key the base stages read."""
     shaping = {key: value for key, value in config.public_dump().items()
@@ -128,7 +135,8 @@ def base_inputs(config: ImageConfig, packages: list[str], indexes: str) -> BaseI
         "user": _digest([user, password_digest(config.user.password.get_secret_value())]),
         "system": _digest(shaping),
     }
-    return BaseInputs(tuple(sorted(parts.items())), tuple(sorted(packages)))
+    return BaseInputs(tuple(sorted(parts.items())), tuple(sorted(packages)),
+                      tuple(sorted(set(requested))))
 
 
 @dataclass(frozen=True)
@@ -212,6 +220,29 @@ class BaseCache:
         return sorted((e for e in found if e is not None), key=lambda e: e.last_used,
                       reverse=True)
 
+    def parent_for(self, inputs: BaseInputs) -> tuple[Entry, list[str]] | None:
+        """An entry this build can start from with more packages: every input equal but
+        the package selection, its packages (with versions) and requested names a subset
+        of this build's. Returns it and the names to install on top, fewest first."""
+        mine = inputs.as_dict()
+        best: tuple[Entry, list[str]] | None = None
+        for entry in self.entries():
+            theirs = entry.meta.get("inputs", {})
+            if not isinstance(theirs, dict) or entry.meta.get("format") != FORMAT:
+                continue
+            if any(mine.get(k) != theirs.get(k) for k in set(mine) | set(theirs)
+                   if k not in PACKAGE_PARTS):
+                continue
+            packages = set(entry.meta.get("packages", []))
+            requested = set(entry.meta.get("requested", []))
+            if not requested or not packages <= set(inputs.packages) \
+                    or not requested <= set(inputs.requested):
+                continue
+            extra = sorted(set(inputs.requested) - requested)
+            if extra and (best is None or len(extra) < len(best[1])):
+                best = (entry, extra)
+        return best
+
     def newest_for(self, image: str) -> Entry | None:
         mine = [e for e in self.entries() if e.image == image]
         return mine[0] if mine else None
@@ -243,7 +274,8 @@ class BaseCache:
             meta = {
                 "format": FORMAT, "key": inputs.key, "image": image,
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "inputs": inputs.as_dict(), "packages": list(inputs.packages), "facts": facts,
+                "inputs": inputs.as_dict(), "packages": list(inputs.packages),
+                "requested": list(inputs.requested), "facts": facts,
             }
             write_atomic(staging / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
             with contextlib.suppress(OSError):  # another build stored the same entry first

@@ -159,6 +159,7 @@ class BuildContext:
     base_inputs: BaseInputs | None = None  # the base's key, from the plan
     base_hit: Entry | None = None  # the entry this build starts from
     base_entry: Entry | None = None  # the entry this build uses: its hit, or the one it stored
+    extra_packages: list[str] = field(default_factory=list)  # installed on a base with fewer
     base_miss: str = ""  # why the cache was not used, in words, for the log and report
     base_squashfs: Path | None = None  # the base as one squashfs (the entry's or this build's)
     base_stats: TreeStats | None = None  # the base tree, measured by the base stage's check

@@ -30,7 +30,7 @@ from deblive.build.stages.hook import Hook
 from deblive.build.stages.initramfs import Initramfs
 from deblive.build.stages.iso import Iso
 from deblive.build.stages.medium import Medium
-from deblive.build.stages.packages import MediumPackages, Packages
+from deblive.build.stages.packages import ExtraPackages, MediumPackages, Packages
 from deblive.build.stages.sources import ImageSources
 from deblive.build.stages.squash import Squash
 from deblive.build.stages.users import Users
@@ -46,8 +46,8 @@ DEFAULT_CACHE = Path(os.environ.get("DEBLIVE_CACHE", "/var/cache/deblive"))
 # in_base make the base tree, which a layered build can take from the cache.
 STAGES: tuple[Stage, ...] = (
     PackageCacheIn(), Bootstrap(), ChrootSetup(), Packages(), Users(), BaseClean(), Base(),
-    MediumPackages(), Hook(), Initramfs(), ImageSources(), ChrootTeardown(), Clean(), Squash(),
-    Medium(), Bootloaders(), Iso(),
+    ExtraPackages(), MediumPackages(), Hook(), Initramfs(), ImageSources(), ChrootTeardown(),
+    Clean(), Squash(), Medium(), Bootloaders(), Iso(),
 )
 
 
@@ -125,7 +125,8 @@ def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | 
         ctx.base_miss = "no package plan to key the base on (no network check)"
     else:
         ctx.base_cache = basecache.BaseCache(options.cache)
-        ctx.base_inputs = basecache.base_inputs(ctx.config, resolved.versions, resolved.indexes)
+        ctx.base_inputs = basecache.base_inputs(ctx.config, resolved.versions, resolved.indexes,
+                                                resolved.requested_names)
         key = ctx.base_inputs.key
         ctx.teardown.enter_context(ctx.base_cache.using(key))  # prune leaves it alone
         entry = ctx.base_cache.entry(key)
@@ -133,6 +134,14 @@ def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | 
             ctx.base_hit = entry
             ctx.base_cache.touch(entry)
             ctx.log.info(f"base cache: hit {key}")
+            return
+        parent = ctx.base_cache.parent_for(ctx.base_inputs)
+        if parent is not None:
+            entry, extra = parent
+            ctx.teardown.enter_context(ctx.base_cache.using(entry.key))
+            ctx.base_hit, ctx.extra_packages = entry, extra
+            ctx.base_cache.touch(entry)
+            ctx.log.info(f"base cache: hit {entry.key}, with packages on top: {' '.join(extra)}")
             return
         newest = ctx.base_cache.newest_for(ctx.config.name)
         if newest is None:

@@ -111,6 +111,8 @@ def cache_report(ctx: BuildContext) -> dict[str, Any] | None:
     inputs = ctx.base_inputs
     return {
         "result": "hit" if ctx.base_hit else ("miss" if ctx.base_cache else "off"),
+        "base": ctx.base_entry.key if ctx.base_entry else None,
+        "extra_packages": list(ctx.extra_packages),
         "key": inputs.key if inputs else None,
         "reason": ctx.base_miss or None,
         "inputs": inputs.as_dict() if inputs else None,

@@ -76,7 +76,7 @@ def download_boot_packages(ctx: BuildContext, chroot: Chroot) -> None:
     ctx.facts.boot_packages = [deb.name for deb in debs]
 
 
-def install_metapackage(ctx: BuildContext, chroot: Chroot) -> None:
+def install_metapackage(ctx: BuildContext, chroot: Chroot, *, again: bool = False) -> None:
     """<name>-live-task into the image, its dependencies then marked automatic.
 
     The dependencies are already installed, so apt only adds the package; once
@@ -88,7 +88,9 @@ def install_metapackage(ctx: BuildContext, chroot: Chroot) -> None:
     inside = f"/var/tmp/{deb.name}"
     ctx.tree.copy_in(deb, inside)
     try:
-        chroot.apt_get("install", inside, what=f"installing {deb.name}")
+        # again: over a cached base with fewer packages, the same version with new Depends
+        chroot.apt_get("install", *(["--reinstall"] if again else []), inside,
+                       what=f"installing {deb.name}")
     finally:
         ctx.tree.unlink(inside)
     deps = metapackage.depends(ctx.config)
@@ -118,6 +120,25 @@ class Packages(Stage):
         for locale in language_locales(config):
             chroot.run(localedef_argv(locale), what=f"generating the locale {locale}")
         ctx.facts.language_locales = language_locales(config)
+
+
+class ExtraPackages(Stage):
+    """A layered build over a cached base that lacks some of the config's packages:
+    apt installs them (with Recommends) into the layer, and the metapackage again."""
+
+    name = "extra-packages"
+
+    def wanted(self, ctx: BuildContext) -> bool:
+        return bool(ctx.extra_packages)
+
+    def run(self, ctx: BuildContext) -> None:
+        ctx.work.logs.mkdir(parents=True, exist_ok=True)
+        chroot = Chroot(ctx.tree, ctx.runner, apt_log=ctx.work.logs / "apt.log")
+        ctx.log.info(f"installing on the cached base: {' '.join(ctx.extra_packages)}")
+        chroot.apt_get("install", *ctx.extra_packages,
+                       what="installing the packages the cached base lacks")
+        if ctx.config.metapackage.install:
+            install_metapackage(ctx, chroot, again=True)
 
 
 class MediumPackages(Stage):
