@@ -98,6 +98,10 @@ def test_inner_command_forwards_options() -> None:
     assert argv[argv.index("-o") + 1] == shares.GUEST_OUT
     assert argv[argv.index("--workdir") + 1] == shares.GUEST_WORK
     assert "--no-iso" in argv and "--force" in argv and "--verbose" not in argv
+    assert "--layered" not in argv and "--no-cache" not in argv
+    layered = control.InnerCommand(None, {}, layout="layered", use_cache=False)
+    argv = layered.argv(shares.GUEST_OUT, shares.GUEST_CACHE, shares.GUEST_WORK)
+    assert argv[-2:] == ["--layered", "--no-cache"]
 
 
 def test_control_files_name_shares_env_and_command(tmp_path: Path, fake_host_apt: Path,
@@ -215,6 +219,14 @@ def test_results_are_taken_by_name_and_checked(tmp_path: Path) -> None:
     assert all((f.stat().st_mode & 0o777) == 0o644 for f in files)
     assert not (tmp_path / "taken" / "planted").exists()
     assert (tmp_path / "taken" / "logs" / "apt.log").read_text() == "apt\n"
+
+
+def test_a_layered_builds_layer_and_module_are_taken_too(tmp_path: Path) -> None:
+    out = guest_out(tmp_path, **{"layer.squashfs": b"ly" * 50,
+                                 "filesystem.module": b"filesystem.squashfs\nlayer.squashfs\n"})
+    files = control.take_results(out, tmp_path / "taken", "live-bookworm-amd64", make_iso=True)
+    assert {"layer.squashfs", "filesystem.module"} <= {f.name for f in files}
+    assert (tmp_path / "taken" / "layer.squashfs").read_bytes() == b"ly" * 50
 
 
 def test_a_result_that_is_a_symlink_is_refused(tmp_path: Path) -> None:

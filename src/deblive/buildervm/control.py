@@ -47,6 +47,8 @@ class InnerCommand:
     overrides: Mapping[str, str]
     make_iso: bool = True
     verbose: bool = False
+    layout: str | None = None  # --flat / --layered, as given on the host
+    use_cache: bool = True
 
     def argv(self, outdir: str, cache: str, workdir: str) -> list[str]:
         argv = ["deblive", "build"]
@@ -59,6 +61,10 @@ class InnerCommand:
             argv.append("--no-iso")
         if self.verbose:
             argv.append("--verbose")
+        if self.layout is not None:
+            argv.append(f"--{self.layout}")
+        if not self.use_cache:
+            argv.append("--no-cache")
         return argv
 
 
@@ -130,6 +136,9 @@ def _take(source: Path, dest: Path, limit: int | None = None) -> str:
     return sha256_file(dest)
 
 
+LAYERED_NAMES = ("layer.squashfs", "filesystem.module")
+
+
 def expected_outputs(image_basename: str, make_iso: bool) -> tuple[list[str], list[str]]:
     """(required, optional) result file names of a build."""
     required = ["filesystem.squashfs", "filesystem.packages", "report.json", "build.log"]
@@ -148,6 +157,11 @@ def take_results(out: Path, dest: Path, image_basename: str, make_iso: bool) -> 
             raise GuestError(f"the builder VM's build left no {name}")
         small = None if name.endswith((".iso", ".squashfs")) else MAX_SMALL_FILE
         digests[name] = _take(out / name, dest / name, small)
+    for name in LAYERED_NAMES:  # a layered build's top layer and live-boot's list
+        if os.path.lexists(out / name):
+            small = None if name.endswith(".squashfs") else MAX_SMALL_FILE
+            digests[name] = _take(out / name, dest / name, small)
+            required.append(name)
     (dest / "logs").mkdir()
     for name in optional:
         if _regular(out / "logs" / name, MAX_SMALL_FILE) is not None:

@@ -89,7 +89,8 @@ def _build_in_vm(args: argparse.Namespace, cfg: config_mod.ImageConfig, outdir: 
             overrides[option] = value
     inner = control.InnerCommand(
         config=Path(args.config).resolve() if args.config else None, overrides=overrides,
-        make_iso=not args.no_iso, verbose=args.verbose,
+        make_iso=not args.no_iso, verbose=args.verbose, layout=args.layout,
+        use_cache=not args.no_cache,
     )
     options = buildervm.VMOptions(
         outdir=outdir.resolve(), workdir=workdir, cache=cache, force=args.force,
