@@ -2,7 +2,7 @@
 ISO = out/deblive/deblive-$(shell . /etc/os-release && echo $$VERSION_CODENAME)-$(shell dpkg --print-architecture).iso
 PYTEST = .venv/bin/pytest
 
-.PHONY: setup image test test-fast test-ci test-extended lint bench
+.PHONY: setup image test test-fast test-ci test-extended lint bench bench-squash
 
 setup:
 	./scripts/setup.sh
@@ -33,3 +33,6 @@ lint: setup
 
 bench: setup
 	.venv/bin/python bench/build_vs_live_build.py
+
+bench-squash: setup
+	.venv/bin/python bench/squash_options.py
