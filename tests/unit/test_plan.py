@@ -19,6 +19,7 @@ from debian import deb822
 
 from deblive.apt import plan
 from deblive.apt.plan import Package, PlanError
+from deblive.build import basecache
 from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
 from deblive.model import config
@@ -263,3 +264,37 @@ def test_plan_for_an_architecture_the_suite_lacks(repo: Repo, tmp_path: Path) ->
     # No riscv64 index: apt must not quietly fall back to another architecture's.
     with pytest.raises(PlanError, match=r"unknown packages.*apt"):
         plan.make_plan(cfg, RUNNER, tmp_path, keyring=repo.keyring)
+
+
+@needs_tools
+def test_a_new_mirror_index_is_a_base_cache_miss_a_new_date_is_not(tmp_path: Path) -> None:
+    """The layered builds' base key follows the mirror's indexes (apt, a signed repo)."""
+    home = tmp_path / "gnupg"
+    keyring = make_key(home)
+    dists = tmp_path / "debian" / "dists" / "bookworm"
+
+    def publish(stanzas: list[str], date: str) -> None:
+        indexes = {"main/binary-amd64/Packages": "\n".join(stanzas).encode()}
+        for rel, data in indexes.items():
+            (dists / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dists / rel).write_bytes(data)
+        release = release_text("bookworm", indexes).replace(
+            "Sat, 01 Jan 2000 00:00:00 UTC", date)
+        (dists / "InRelease").write_bytes(sign_release(home, release))
+
+    def inputs() -> basecache.BaseInputs:
+        cfg = repo_config(Repo(f"file://{tmp_path / 'debian'}", keyring), tasks=["task-demo"])
+        made = plan.make_plan(cfg, RUNNER, tmp_path / "plan", keyring=keyring)
+        return basecache.base_inputs(cfg, made.versions, made.indexes, made.requested_names)
+
+    publish(REPO_PACKAGES, "Sat, 01 Jan 2000 00:00:00 UTC")
+    first = inputs()
+    publish(REPO_PACKAGES, "Sun, 02 Jan 2000 00:00:00 UTC")
+    assert inputs().key == first.key  # the same indexes under a new Date
+    newer = [s.replace("Version: 1.0", "Version: 1.1") if s.startswith("Package: tool\n")
+             else s for s in REPO_PACKAGES]
+    publish(newer, "Mon, 03 Jan 2000 00:00:00 UTC")
+    changed = inputs()
+    assert changed.key != first.key
+    assert changed.changed_from(first.as_dict(), list(first.packages)) == [
+        "indexes", "packages ~tool"]
