@@ -56,7 +56,7 @@ class BaseClean(Stage):
     The base squashfs ships on the medium under the layer: it must not carry
     what a flat image never does (the build mirror's sources and package
     lists, apt's caches, the build's logs, a machine id, ssh host keys). The
-    logs are kept in logs/base/ first; the base stage fetches the lists again.
+    logs are kept as logs/base-*.log first; the base stage fetches the lists again.
     """
 
     name = "base-clean"
@@ -69,8 +69,8 @@ class BaseClean(Stage):
         ctx.session.close()
         ctx.initramfs = None
         tree = ctx.tree
-        for path in keep_build_logs(tree, ctx.work.logs / "base"):
-            ctx.log.warn(f"{path} in the image is not a regular file: not kept in logs/base/")
+        for path in keep_build_logs(tree, ctx.work.logs, prefix="base-"):
+            ctx.log.warn(f"{path} in the image is not a regular file: not kept in logs/")
         tree.unlink(sources.BUILD_SOURCES)
         sources.clear_lists(tree)
         clean_tree(tree)

@@ -55,7 +55,7 @@ def packages_list(tree: ImageTree) -> str:
     return format_packages(installed_packages(tree))
 
 
-def keep_build_logs(tree: ImageTree, dest: Path) -> list[str]:
+def keep_build_logs(tree: ImageTree, dest: Path, prefix: str = "") -> list[str]:
     """apt's and dpkg's logs of the build go to the output, not the image.
 
     Only regular files are copied; returns the paths that were something else
@@ -68,7 +68,7 @@ def keep_build_logs(tree: ImageTree, dest: Path) -> list[str]:
             continue
         if tree.is_file(path) and not tree.is_symlink(path):
             try:
-                tree.copy_out(path, dest / path.rsplit("/", 1)[1])
+                tree.copy_out(path, dest / (prefix + path.rsplit("/", 1)[1]))
                 continue
             except TreeError:
                 pass
