@@ -231,3 +231,17 @@ def context(tree: ImageTree, root: Path) -> BuildContext:
                        root.parent / "out", root.parent / "cache")
     ctx._tree = tree
     return ctx
+
+
+def test_a_walk_reports_links_and_never_follows_them(
+        planted: tuple[ImageTree, Sentinels, Path]) -> None:
+    tree, host, _root = planted
+    seen = dict(tree.walk())
+    assert "/etc/ssh" in seen and "/tmp" in seen  # reported as links
+    assert not any(path.startswith(("/etc/ssh/", "/tmp/", "/var/tmp/")) for path in seen)
+    assert list(seen) == sorted(seen, key=lambda p: p.split("/"))  # depth first, names sorted
+    pruned = [path for path, _st in tree.walk(descend=lambda p: not p.startswith("/var"))]
+    assert "/etc/apt/sources.list" in pruned and not any(p.startswith("/var") for p in pruned)
+    assert [p for p, _st in tree.walk("/boot")] == ["/boot/initrd.img-6.1.0-1-amd64",
+                                                   "/boot/vmlinuz-6.1.0-1-amd64"]
+    assert host.intact()

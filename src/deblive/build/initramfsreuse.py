@@ -50,10 +50,7 @@ def may_reach_initramfs(path: str) -> bool:
     return not (parts[0] == "etc" and len(parts) > 1 and parts[1] not in ETC_READ)
 
 
-def _entry_line(layer: ImageTree, path: str) -> str | None:
-    st = layer.lstat(path)
-    if st is None:
-        return None
+def _entry_line(layer: ImageTree, path: str, st: os.stat_result) -> str:
     kind = stat.S_IFMT(st.st_mode)
     head = f"{path} {kind:o} {stat.S_IMODE(st.st_mode):o} {st.st_uid}:{st.st_gid}"
     if stat.S_ISREG(st.st_mode):
@@ -72,19 +69,9 @@ def _entry_line(layer: ImageTree, path: str) -> str | None:
 def inputs_digest(layer: ImageTree) -> str:
     """sha256 over the layer's entries that may reach the initramfs (mtimes left out)."""
     digest = hashlib.sha256()
-    pending = ["/"]
-    while pending:
-        directory = pending.pop()
-        for name in layer.listdir(directory):
-            path = f"{directory.rstrip('/')}/{name}"
-            if not may_reach_initramfs(path):
-                continue
-            line = _entry_line(layer, path)
-            if line is None:
-                continue
-            digest.update(line.encode("utf-8", errors="surrogateescape") + b"\n")
-            if layer.is_dir(path) and not layer.is_symlink(path):
-                pending.append(path)
+    for path, st in layer.walk(descend=may_reach_initramfs):
+        line = _entry_line(layer, path, st)
+        digest.update(line.encode("utf-8", errors="surrogateescape") + b"\n")
     return digest.hexdigest()
 
 

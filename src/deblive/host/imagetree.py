@@ -32,7 +32,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -198,6 +198,26 @@ class ImageTree:
             return sorted(os.listdir(fd))
         finally:
             os.close(fd)
+
+    def walk(self, top: str | PurePosixPath = "/",
+             descend: Callable[[str], bool] = lambda _path: True,
+             ) -> Iterator[tuple[str, os.stat_result]]:
+        """Every entry below top as (image path, lstat), depth first, names sorted.
+
+        Symlinks are reported, never followed; an entry for which descend is
+        False is skipped with everything below it. An entry that vanished while
+        walking is left out.
+        """
+        rel = _relative(top).rstrip("/")
+        directory = "" if rel == "." else f"/{rel}"
+        for name in self.listdir(directory or "/"):
+            path = f"{directory}/{name}"
+            st = self.lstat(path) if descend(path) else None
+            if st is None:
+                continue
+            yield path, st
+            if stat.S_ISDIR(st.st_mode):
+                yield from self.walk(path, descend)
 
     def is_opaque(self, path: str | PurePosixPath) -> bool:
         """Whether a directory of an overlay's upper layer hides the lower layers' entries

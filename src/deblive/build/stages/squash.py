@@ -222,15 +222,10 @@ def strip_overlay_bookkeeping(layer: ImageTree) -> int:
     to build, so the layer would never be reproducible. Whiteouts are device
     nodes and stay; an opaque directory keeps its marker.
     """
-    count = len(layer.remove_xattrs("/", "trusted.overlay.", frozenset({OPAQUE})))
-    pending = ["/"]
-    while pending:
-        directory = pending.pop()
-        for name in layer.listdir(directory):
-            path = f"{directory.rstrip('/')}/{name}"
-            count += len(layer.remove_xattrs(path, "trusted.overlay.", frozenset({OPAQUE})))
-            if layer.is_dir(path) and not layer.is_symlink(path):
-                pending.append(path)
+    keep = frozenset({OPAQUE})
+    count = len(layer.remove_xattrs("/", "trusted.overlay.", keep))
+    for path, _st in layer.walk():
+        count += len(layer.remove_xattrs(path, "trusted.overlay.", keep))
     return count
 
 
