@@ -119,6 +119,15 @@ def test_entries_are_stored_whole_and_pruned_least_recently_used_first(tmp_path:
     assert cache.prune(0) == [old] and cache.entries() == []
 
 
+def test_prune_stops_as_soon_as_the_rest_fits(tmp_path: Path) -> None:
+    cache = basecache.BaseCache(tmp_path / "cache")
+    entries = [_store(cache, tmp_path, name, 3000, used)
+               for name, used in (("old", 1_000_000), ("mid", 2_000_000), ("new", 3_000_000))]
+    size = entries[0].size
+    assert [e.key for e in cache.prune(2 * size)] == [entries[0].key]
+    assert [e.key for e in cache.entries()] == [entries[2].key, entries[1].key]
+
+
 def test_a_second_store_of_the_same_inputs_keeps_the_first(tmp_path: Path) -> None:
     cache = basecache.BaseCache(tmp_path / "cache")
     first = _store(cache, tmp_path, "same", 100, 1_000_000)

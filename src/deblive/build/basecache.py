@@ -154,9 +154,10 @@ class Entry:
     def squashfs(self) -> Path:
         return self.directory / SQUASHFS
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
-        """Bytes on disk: the squashfs and the initramfs kept with it."""
+        """Bytes on disk: the squashfs and the initramfs kept with it (measured once:
+        prune still needs it after the entry is gone)."""
         total = 0
         for dirpath, _dirs, files in os.walk(self.directory):
             for name in files:
@@ -185,7 +186,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # it exists, under another user
     return True
 
 

@@ -128,8 +128,7 @@ class Base(Stage):
             entry = cache.store(inputs, staging, ctx.config.name, base_facts(ctx))
         finally:
             staging.unlink(missing_ok=True)
-        ctx.teardown.enter_context(cache.using(entry.key))
-        ctx.base_entry = entry
+        ctx.base_entry = entry  # held since choose_base: the key is inputs.key
         ctx.base_squashfs = entry.squashfs
         ctx.log.info(f"base stored in the cache: {entry.key}")
 
