@@ -10,10 +10,8 @@ same config (`--flat`) must boot with the same result from one squashfs.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +19,9 @@ import pytest
 
 from deblive.boottest.modes import BootMode
 from deblive.boottest.run import ModeResult, TestOptions, run_tests
-from deblive.build import basecache, pipeline
 from deblive.core.log import BuildLog
 from tests.extended.test_flavours_extended import artifacts
-from tests.integration.test_layers import EXPECT, HOOK_A, HOOK_B
+from tests.support.layers import EXPECT, HOOK_B, forget_cached_bases, write_layered_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,16 +43,7 @@ def _build(config: Path, out: Path, *extra: str) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     base = tmp_path_factory.mktemp("layers")
-    hook = base / "hook.sh"
-    hook.write_text(HOOK_A)
-    hook.chmod(0o755)
-    config = base / "layers.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        name: layerext
-        hostname: layers-ext-{os.getpid()}
-        hook: hook.sh
-        squashfs: {{compression: zstd, layout: layered}}
-        """))
+    config, hook = write_layered_config(base, "layerext", "zstd")
     _build(config, base / "first")
     hook.write_text(HOOK_B)
     layered = _build(config, base / "layered")
@@ -65,10 +53,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]
     assert flat["layout"] == "flat" and flat["base_cache"] is None
     assert not (base / "flat" / "layer.squashfs").exists()
     yield {name: next((base / name).glob("*.iso")) for name in ("layered", "flat")}
-    store = basecache.BaseCache(pipeline.DEFAULT_CACHE)
-    for entry in store.entries():
-        if entry.image == "layerext":
-            store.remove(entry)
+    forget_cached_bases("layerext")
 
 
 def _boot(iso: Path, modes: list[BootMode], out: Path) -> dict[str, ModeResult]:

@@ -16,45 +16,15 @@ import hashlib
 import json
 import os
 import subprocess
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from deblive.build import basecache, pipeline
+from tests.support.layers import EXPECT, HOOK_B, forget_cached_bases, write_layered_config
 
 from .conftest import ARTIFACTS, Build, build, run_deblive
-
-HOOK_A = """\
-#!/bin/sh
-set -eu
-rm "$1/etc/issue.net"
-echo a > "$1/etc/deblive-layer-a"
-"""
-HOOK_B = """\
-#!/bin/sh
-set -eu
-rm "$1/etc/host.conf"
-echo b > "$1/etc/deblive-layer-b"
-echo "deblive layered motd" > "$1/etc/motd"
-rm -r "$1/usr/share/doc/base-files"
-mkdir "$1/usr/share/doc/base-files"
-echo replaced > "$1/usr/share/doc/base-files/replaced"
-"""
-# What the second image must show when booted, as the live user.
-EXPECT = (
-    "test -e /etc/deblive-layer-b",
-    "! test -e /etc/deblive-layer-a",  # the first hook's file: not in this image
-    "test -e /etc/issue.net",  # the first hook deleted it: back
-    "! test -e /etc/host.conf",  # this hook deleted it: gone
-    "grep -qx 'deblive layered motd' /etc/motd",  # replaced
-    "test -e /usr/share/doc/base-files/replaced",  # a directory made anew (opaque)
-    "! test -e /usr/share/doc/base-files/copyright",
-    "dpkg -s live-boot > /dev/null",  # the base's packages
-    "test $(grep -c ' squashfs ' /proc/mounts) -ge 2",  # both layers mounted
-)
 
 
 @dataclass
@@ -76,16 +46,7 @@ def _sha256(path: Path) -> str:
 @pytest.fixture(scope="session")
 def layered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layered]:
     base = tmp_path_factory.mktemp("layered")
-    hook = base / "hook.sh"
-    hook.write_text(HOOK_A)
-    hook.chmod(0o755)
-    config = base / "layered.yaml"
-    config.write_text(textwrap.dedent(f"""\
-        name: layertest
-        hostname: layers-{os.getpid()}
-        hook: hook.sh
-        squashfs: {{compression: lz4, layout: layered}}
-        """))
+    config, hook = write_layered_config(base, "layertest", "lz4")
     os.environ["SOURCE_DATE_EPOCH"] = "1780000000"
     try:
         first = build(config, base / "1")
@@ -103,10 +64,7 @@ def layered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layered]:
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "layered-report.json").write_bytes(second.path("report.json").read_bytes())
     yield Layered(first, second, third, fourth)
-    cache = basecache.BaseCache(pipeline.DEFAULT_CACHE)  # this session's entry goes again
-    for entry in cache.entries():
-        if entry.image == "layertest":
-            cache.remove(entry)
+    forget_cached_bases("layertest")
 
 
 def test_the_first_build_stores_the_base_and_the_second_takes_it(layered: Layered) -> None:
@@ -128,6 +86,8 @@ def test_the_first_build_stores_the_base_and_the_second_takes_it(layered: Layere
     log = layered.second.path("build.log").read_text()
     assert f"stage bootstrap: from the base cache ({cache_one['key']})" in log
     assert f"base cache: hit {cache_one['key']}" in log
+    # The lists the plan verified are copied into the overlay, not fetched again.
+    assert "files from the plan's verified lists" in log
     # What the base stages learned is reported on a hit too.
     assert two["metapackage"] == one["metapackage"]
     assert isinstance(two["live_user"], dict) and two["live_user"]["password_hash"]

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from deblive.apt.plan import index_digest
+from deblive.apt.indexes import index_digest
 from deblive.build import basecache, pipeline
 from deblive.build.context import BuildContext, WorkTree
 from deblive.build.stage import Stage

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from debian import deb822
 
-from deblive.apt import plan
+from deblive.apt import indexes, plan
 from deblive.apt.plan import Package, PlanError
 from deblive.build import basecache
 from deblive.core.log import BuildLog
@@ -298,3 +298,24 @@ def test_a_new_mirror_index_is_a_base_cache_miss_a_new_date_is_not(tmp_path: Pat
     assert changed.key != first.key
     assert changed.changed_from(first.as_dict(), list(first.packages)) == [
         "indexes", "packages ~tool"]
+
+
+@needs_tools
+def test_the_plans_lists_are_lent_only_while_they_are_the_ones_it_resolved_from(
+        repo: Repo, tmp_path: Path) -> None:
+    """A layered build copies these lists into its overlay instead of fetching them."""
+    cfg = repo_config(repo, tasks=["task-demo"])
+    made = plan.make_plan(cfg, RUNNER, tmp_path, keyring=repo.keyring)
+    assert made.lists is not None
+    with indexes.held(made.lists, made.architecture, made.indexes) as lists:
+        assert lists == made.lists
+        assert any(p.name.endswith("_InRelease") for p in lists.iterdir())
+        assert any(p.name.endswith("_main_binary-amd64_Packages") for p in lists.iterdir())
+    release = next(made.lists.glob("*_InRelease"))
+    release.write_text(release.read_text().replace("main/binary-amd64/Packages",
+                                                   "main/binary-amd64/Gone"))
+    with indexes.held(made.lists, made.architecture, made.indexes) as lists:
+        assert lists is None  # replaced since: the build fetches its own
+    made.lists = None
+    with indexes.held(made.lists, made.architecture, made.indexes) as lists:
+        assert lists is None

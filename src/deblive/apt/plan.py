@@ -36,6 +36,7 @@ from typing import Any, Final
 
 from debian import deb822
 
+from deblive.apt.indexes import PLAN_LOCK, index_digest
 from deblive.apt.keyring import DEBIAN_ARCHIVE_KEYRING
 from deblive.apt.sources import build_sources
 from deblive.core.errors import BadInputError
@@ -108,6 +109,7 @@ class Plan:
     added: PackageSet
     installer_package: str | None = None
     indexes: str = ""  # digest of the Packages indexes resolved from (index_digest)
+    lists: Path | None = None  # apt's lists it resolved from (read them under indexes.held)
 
     @property
     def count(self) -> int:
@@ -359,22 +361,6 @@ def status_text(entries: Sequence[deb822.Packages]) -> str:
     return "\n".join(paragraphs)
 
 
-def index_digest(lists: Path, architecture: str) -> str:
-    """sha256 of the Packages index entries of every InRelease in apt's lists directory.
-
-    Only the indexes a build reads (binary-<arch>/Packages of each component)
-    count: a new Date on an unchanged suite changes nothing, a new index does.
-    """
-    lines: list[str] = []
-    for release in sorted(lists.glob("*_InRelease")):
-        para = deb822.Release(release.read_text(encoding="utf-8", errors="replace"))
-        for entry in para.get("SHA256", []):
-            name = entry["name"]
-            if name.endswith((f"/binary-{architecture}/Packages", "/binary-all/Packages")):
-                lines.append(f"{release.name} {name} {entry['sha256']}")
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
 def cache_key(config: ImageConfig, sources: str) -> str:
     digest = hashlib.sha256(sources.encode()).hexdigest()[:12]
     return f"{config.codename}-{config.architecture}-{digest}"
@@ -400,7 +386,7 @@ def make_plan(config: ImageConfig, runner: Runner, cache_dir: Path | None = None
     requested = list(selection.install)
     root.mkdir(parents=True, exist_ok=True)
     # One plan at a time per cache directory (apt's own list lock would fail the second).
-    with exclusive_lock(root / ".deblive-plan.lock", wait=True):
+    with exclusive_lock(root / PLAN_LOCK, wait=True):
         apt.prepare()
         apt.status.write_text("", encoding="utf-8")
         if update or not any((root / "state/lists").glob("*_Packages*")):
@@ -417,7 +403,7 @@ def make_plan(config: ImageConfig, runner: Runner, cache_dir: Path | None = None
                                                 str(config.architecture))
         indexes = index_digest(root / "state/lists", str(config.architecture))
     return Plan(config.name, config.codename, str(config.architecture), selection.variant,
-                requested, base, added, installer_package, indexes)
+                requested, base, added, installer_package, indexes, root / "state/lists")
 
 
 def netboot_package(names: Sequence[str], architecture: str) -> str | None:

@@ -16,6 +16,7 @@ from deblive.host.imagetree import ImageTree
 from deblive.model.config import ImageConfig
 
 if TYPE_CHECKING:
+    from deblive.apt.plan import Plan
     from deblive.build.basecache import BaseCache, BaseInputs, Entry
     from deblive.build.bootfiles import BootFiles
     from deblive.build.chroot import InitramfsDeferral
@@ -157,6 +158,7 @@ class BuildContext:
     layered: bool = False
     base_cache: BaseCache | None = None  # None: the base is not cached (--no-cache)
     base_inputs: BaseInputs | None = None  # the base's key, from the plan
+    plan: Plan | None = None  # what the base's key was resolved from, with its lists
     base_hit: Entry | None = None  # the entry this build starts from
     base_entry: Entry | None = None  # the entry this build uses: its hit, or the one it stored
     extra_packages: list[str] = field(default_factory=list)  # installed on a base with fewer

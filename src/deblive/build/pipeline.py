@@ -119,6 +119,7 @@ def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | 
     ctx.layered = (options.layout or ctx.config.squashfs.layout) == "layered"
     if not ctx.layered:
         return
+    ctx.plan = resolved
     if not options.use_cache:
         ctx.base_miss = "the cache is off (--no-cache)"
     elif resolved is None:

@@ -202,12 +202,8 @@ class ImageTree:
     def walk(self, top: str | PurePosixPath = "/",
              descend: Callable[[str], bool] = lambda _path: True,
              ) -> Iterator[tuple[str, os.stat_result]]:
-        """Every entry below top as (image path, lstat), depth first, names sorted.
-
-        Symlinks are reported, never followed; an entry for which descend is
-        False is skipped with everything below it. An entry that vanished while
-        walking is left out.
-        """
+        """Every entry below top as (image path, lstat), depth first, names sorted;
+        symlinks reported, never followed; what descend refuses skipped whole."""
         rel = _relative(top).rstrip("/")
         directory = "" if rel == "." else f"/{rel}"
         for name in self.listdir(directory or "/"):
