@@ -179,8 +179,21 @@ def test_mksquashfs_argv() -> None:
     assert argv[argv.index("-comp") + 1] == "zstd"
     assert argv[argv.index("-Xcompression-level") + 1] == "15"
     assert "-noappend" in argv and "-b" in argv
+    # mksquashfs reads every argument after -e as a path to exclude: it comes last.
+    assert argv[argv.index("-e"):] == ["-e", "proc/*", "sys/*", "dev/*", "run/*"]
     xz = squash.mksquashfs_argv(cfg(), Path("/r"), Path("/o"))
     assert xz[xz.index("-comp") + 1] == "xz" and "-Xcompression-level" not in xz
+
+
+def test_the_squashfs_must_record_the_configured_level() -> None:
+    made_at_3 = "Compression zstd\n\tcompression-level 3\nBlock size 1048576\n"
+    squash.check_level(made_at_3, "zstd", 3)
+    squash.check_level("Compression zstd\nBlock size 1048576\n", "zstd", 15)  # the default
+    squash.check_level("Compression xz\n", "xz", None)
+    with pytest.raises(squash.SquashfsError, match="compression-level 3"):
+        squash.check_level("Compression zstd\nBlock size 1048576\n", "zstd", 3)
+    with pytest.raises(squash.SquashfsError, match="compression-level 19"):
+        squash.check_level(made_at_3, "zstd", 19)
 
 
 def test_inode_parser() -> None:

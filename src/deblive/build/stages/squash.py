@@ -63,12 +63,33 @@ def mksquashfs_argv(config: ImageConfig, rootfs: Path, output: Path) -> list[str
         "-comp", squash.compression,
         "-b", squash.block_size,
         "-wildcards",
-        # The chroot's mount points are empty at this point; keep them empty.
-        "-e", "proc/*", "sys/*", "dev/*", "run/*",
     ]
-    if squash.level is not None and squash.compression in ("zstd", "gzip"):
-        argv += ["-Xcompression-level", str(squash.level)]
-    return argv
+    level = applied_level(config)
+    if level is not None:
+        argv += ["-Xcompression-level", str(level)]
+    # Last: mksquashfs takes every argument after -e as a path to exclude. The
+    # chroot's mount points are empty at this point; keep them empty.
+    return [*argv, "-e", "proc/*", "sys/*", "dev/*", "run/*"]
+
+
+# mksquashfs's own level per compressor: a squashfs made with it records none.
+DEFAULT_LEVELS = {"zstd": 15, "gzip": 9}
+
+
+def applied_level(config: ImageConfig) -> int | None:
+    """The compressor level mksquashfs is given (only zstd and gzip take one)."""
+    squash = config.squashfs
+    return squash.level if squash.compression in DEFAULT_LEVELS else None
+
+
+def check_level(superblock: str, compression: str, level: int | None) -> None:
+    """The squashfs was made at the configured level (its superblock records any
+    level but the compressor's default)."""
+    if level is None or level == DEFAULT_LEVELS.get(compression):
+        return
+    if not re.search(rf"(?m)^\s*compression-level {level}$", superblock):
+        raise SquashfsError(f"the squashfs records no {compression} compression-level {level}, "
+                            "the level the config asks for:\n" + superblock[-500:])
 
 
 def parse_inode_count(superblock: str) -> int:
@@ -89,7 +110,8 @@ def excluded_inodes(rootfs: Path) -> int:
 
 
 def verify(runner: Runner, image: Path, stats: TreeStats, expected_inodes: int, *,
-           plausible_size: bool = True) -> int:
+           plausible_size: bool = True, compression: tuple[str, int | None] = ("", None)
+           ) -> int:
     size = image.stat().st_size
     if plausible_size and (size < MIN_SQUASHFS_BYTES or size < stats.bytes * MIN_RATIO):
         raise SquashfsError(
@@ -97,6 +119,7 @@ def verify(runner: Runner, image: Path, stats: TreeStats, expected_inodes: int, 
             "implausibly small, mksquashfs must have failed (full disk?)"
         )
     superblock = runner.output(["unsquashfs", "-s", str(image)], what="reading the squashfs")
+    check_level(superblock, *compression)
     inodes = parse_inode_count(superblock)
     if inodes != expected_inodes:
         raise SquashfsError(
@@ -167,6 +190,7 @@ def squash_tree(ctx: BuildContext, source: Path, final: Path, stats: TreeStats, 
     ctx.log.info(
         f"squashing {what}: {stats.bytes / 2**20:.0f} MiB in {stats.inodes} inodes with "
         f"{ctx.config.squashfs.compression}"
+        + (f" level {level}" if (level := applied_level(ctx.config)) is not None else "")
     )
     env = {"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)}
     try:
@@ -174,7 +198,8 @@ def squash_tree(ctx: BuildContext, source: Path, final: Path, stats: TreeStats, 
             ctx.runner.run(
                 mksquashfs_argv(ctx.config, source, partial), env=env, what="mksquashfs"
             )
-        inodes = verify(ctx.runner, partial, stats, expected, plausible_size=not layer)
+        inodes = verify(ctx.runner, partial, stats, expected, plausible_size=not layer,
+                        compression=(ctx.config.squashfs.compression, applied_level(ctx.config)))
     except BaseException as exc:
         if diskspace.is_disk_full(exc):
             partial.unlink(missing_ok=True)
