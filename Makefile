@@ -2,7 +2,7 @@
 ISO = out/deblive/deblive-$(shell . /etc/os-release && echo $$VERSION_CODENAME)-$(shell dpkg --print-architecture).iso
 PYTEST = .venv/bin/pytest
 
-.PHONY: setup image test test-fast test-ci test-extended lint bench bench-squash
+.PHONY: setup image test test-fast test-ci test-extended lint bench bench-squash bench-initramfs
 
 setup:
 	./scripts/setup.sh
@@ -36,3 +36,6 @@ bench: setup
 
 bench-squash: setup
 	.venv/bin/python bench/squash_options.py
+
+bench-initramfs: setup
+	.venv/bin/python bench/initramfs_options.py

@@ -42,6 +42,7 @@ from deblive.model.config import default_security_mirror  # noqa: E402
 # What both tools install beyond their base: the same package set.
 PACKAGES = ["sudo", "locales", "live-config", "live-config-systemd"]
 COMPRESSION = "zstd"
+LEVEL = 3  # deblive's default for images to iterate on (make bench-squash); both tools
 
 
 def run(argv: list[str], cwd: Path, log: Path) -> float:
@@ -86,6 +87,7 @@ def live_build(
         "--debian-installer", "none", "--memtest", "none",
         "--firmware-binary", "false", "--firmware-chroot", "false",
         "--chroot-squashfs-compression-type", COMPRESSION,
+        "--chroot-squashfs-compression-level", str(LEVEL),
         "--apt-recommends", "true",
     ]
     run(lb_config, tree, log)
@@ -112,7 +114,7 @@ def deblive_build(
         "name: bench\n"
         f"suite: {suite}\narchitecture: {arch}\n"
         f"packages: [{', '.join(PACKAGES)}]\n"
-        f"squashfs: {{compression: {COMPRESSION}}}\n"
+        f"squashfs: {{compression: {COMPRESSION}, level: {LEVEL}}}\n"
     )
     deblive = [sys.executable, "-m", "deblive", "build", str(config), "--cache-dir",
                str(tree / "cache"), "--workdir", str(tree / "work"), "-o", str(tree / "out"),
@@ -143,7 +145,8 @@ def deblive_layered(base: Path, suite: str, arch: str, log: Path) -> dict[str, A
             "name: bench\n"
             f"suite: {suite}\narchitecture: {arch}\n"
             f"packages: [{', '.join(packages)}]\n"
-            f"squashfs: {{compression: {COMPRESSION}, layout: layered}}\nhook: hook.sh\n")
+            f"squashfs: {{compression: {COMPRESSION}, level: {LEVEL}, layout: layered}}\n"
+            "hook: hook.sh\n")
 
     deblive = [sys.executable, "-m", "deblive", "build", str(config), "--cache-dir",
                str(base / "deblive" / "cache"), "--workdir", str(tree / "work"), "-o",
@@ -191,7 +194,8 @@ def main() -> int:
     base.mkdir(parents=True, exist_ok=True)
     log = base / "bench.log"
     log.write_text("")
-    print(f"bench: {args.suite}/{args.arch}, packages {' '.join(PACKAGES)}, {COMPRESSION}; "
+    print(f"bench: {args.suite}/{args.arch}, packages {' '.join(PACKAGES)}, "
+          f"{COMPRESSION} level {LEVEL}; "
           f"log {log}", flush=True)
     d_cold, d_warm, d_size, report = deblive_build(base, args.suite, args.arch, log)
     print(f"deblive     cold {d_cold:7.1f} s   warm {d_warm:7.1f} s   ISO {d_size / 2**20:.0f} MiB",
