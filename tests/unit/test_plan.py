@@ -13,12 +13,14 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from debian import deb822
 
 from deblive.apt import indexes, plan
-from deblive.apt.plan import Package, PlanError
+from deblive.apt.packageset import Package, PackageSet
+from deblive.apt.plan import PlanError
 from deblive.build import basecache
 from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
@@ -113,8 +115,8 @@ def test_status_text_marks_entries_installed() -> None:
 
 
 def test_format_plan_shows_the_three_numbers() -> None:
-    base = plan.PackageSet([Package("a", "1", "all", 2**20, 1024)])
-    added = plan.PackageSet([Package("b", "1", "all", 3 * 2**20, 4096)])
+    base = PackageSet([Package("a", "1", "all", 2**20, 1024)])
+    added = PackageSet([Package("b", "1", "all", 3 * 2**20, 4096)])
     text = plan.format_plan(plan.Plan("demo", "bookworm", "amd64", "minbase", ["b"],
                                       base, added))
     assert "image: 2 packages, download 4.0 MiB, installed 5.0 MiB" in text
@@ -319,3 +321,37 @@ def test_the_plans_lists_are_lent_only_while_they_are_the_ones_it_resolved_from(
     made.lists = None
     with indexes.held(made.lists, made.architecture, made.indexes) as lists:
         assert lists is None
+
+
+class CountingRunner(Runner):
+    """A real runner that remembers the programs it ran."""
+
+    def __init__(self) -> None:
+        super().__init__(BuildLog())
+        self.commands: list[str] = []
+
+    def run(self, argv: Any, **kwargs: Any) -> Any:
+        self.commands.append(" ".join(map(str, argv[:2])))
+        return super().run(argv, **kwargs)
+
+
+@needs_tools
+def test_a_second_plan_of_the_same_inputs_reads_the_kept_resolution(
+        repo: Repo, tmp_path: Path) -> None:
+    cfg = repo_config(repo, tasks=["task-demo"])
+    first_runner, second_runner, other_runner = CountingRunner(), CountingRunner(), CountingRunner()
+    first = plan.make_plan(cfg, first_runner, tmp_path, keyring=repo.keyring)
+    second = plan.make_plan(cfg, second_runner, tmp_path, keyring=repo.keyring)
+    assert "apt-get -q" in first_runner.commands and len(first_runner.commands) > 1
+    assert second_runner.commands == ["apt-get -q"]  # the update only: no simulation
+    assert second.versions == first.versions and second.count == first.count
+    assert second.added.installed_bytes == first.added.installed_bytes
+    # Other names asked for: resolved anew; so is a kept result of another shape.
+    other = plan.make_plan(repo_config(repo, tasks=["task-demo"], packages=["tool"]),
+                           other_runner, tmp_path, keyring=repo.keyring)
+    assert len(other_runner.commands) > 1 and other.versions == first.versions
+    for kept in (first.lists.parents[1] / "results").glob("*.json"):  # type: ignore[union-attr]
+        kept.write_text('{"base": 1}')
+    again = CountingRunner()
+    assert plan.make_plan(cfg, again, tmp_path, keyring=repo.keyring).versions == first.versions
+    assert len(again.commands) > 1

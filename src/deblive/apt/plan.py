@@ -30,14 +30,16 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from debian import deb822
 
+from deblive.apt import planresults
 from deblive.apt.indexes import PLAN_LOCK, index_digest
 from deblive.apt.keyring import DEBIAN_ARCHIVE_KEYRING
+from deblive.apt.packageset import Package, PackageSet
 from deblive.apt.sources import build_sources
 from deblive.core.errors import BadInputError
 from deblive.core.files import exclusive_lock
@@ -70,32 +72,6 @@ class PlanError(BadInputError):
     def __init__(self, message: str, unknown: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.unknown = list(unknown)
-
-
-@dataclass(frozen=True)
-class Package:
-    name: str
-    version: str
-    architecture: str
-    size: int = 0  # bytes to download
-    installed_size: int = 0  # KiB, as dpkg counts
-
-
-@dataclass
-class PackageSet:
-    packages: list[Package] = field(default_factory=list)
-
-    @property
-    def count(self) -> int:
-        return len(self.packages)
-
-    @property
-    def download_bytes(self) -> int:
-        return sum(p.size for p in self.packages)
-
-    @property
-    def installed_bytes(self) -> int:
-        return sum(p.installed_size for p in self.packages) * 1024
 
 
 @dataclass
@@ -388,22 +364,32 @@ def make_plan(config: ImageConfig, runner: Runner, cache_dir: Path | None = None
     # One plan at a time per cache directory (apt's own list lock would fail the second).
     with exclusive_lock(root / PLAN_LOCK, wait=True):
         apt.prepare()
-        apt.status.write_text("", encoding="utf-8")
         if update or not any((root / "state/lists").glob("*_Packages*")):
             apt.update()
-        base_pkgs = apt.simulate(list(selection.base_request), recommends=False)
-        base_entries = apt.show(base_pkgs)
-        base = with_sizes(base_pkgs, base_entries)
-        apt.status.write_text(status_text(base_entries), encoding="utf-8")
-        added_pkgs = apt.simulate(requested, recommends=True)
-        added = with_sizes(added_pkgs, apt.show(added_pkgs))
-        installer_package = None
-        if selection.netboot_installer:
-            installer_package = netboot_package(apt.pkgnames("debian-installer-"),
-                                                str(config.architecture))
         indexes = index_digest(root / "state/lists", str(config.architecture))
+        key = planresults.result_key(indexes, str(config.architecture), selection.base_request,
+                                     requested, selection.netboot_installer)
+        resolved = planresults.load(root, key)
+        if resolved is None:
+            resolved = _resolve(apt, selection, requested)
+            planresults.save(root, key, *resolved)
+        base, added, installer_package = resolved
     return Plan(config.name, config.codename, str(config.architecture), selection.variant,
                 requested, base, added, installer_package, indexes, root / "state/lists")
+
+
+def _resolve(apt: PrivateApt, selection: PackageSelection, requested: list[str]
+             ) -> tuple[PackageSet, PackageSet, str | None]:
+    """The base (without Recommends, from nothing), then what goes on it (with them)."""
+    apt.status.write_text("", encoding="utf-8")
+    base_pkgs = apt.simulate(list(selection.base_request), recommends=False)
+    base_entries = apt.show(base_pkgs)
+    apt.status.write_text(status_text(base_entries), encoding="utf-8")
+    added_pkgs = apt.simulate(requested, recommends=True)
+    added = with_sizes(added_pkgs, apt.show(added_pkgs))
+    installer = (netboot_package(apt.pkgnames("debian-installer-"), apt.architecture)
+                 if selection.netboot_installer else None)
+    return with_sizes(base_pkgs, base_entries), added, installer
 
 
 def netboot_package(names: Sequence[str], architecture: str) -> str | None:
