@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,22 +11,31 @@ from deblive.build import basecache, initramfsreuse
 from deblive.host.imagetree import ImageTree
 from tests.unit import conftest
 
+# What a kept initramfs holds, as image paths (from lsinitramfs in a real build).
+LISTED = frozenset({"/usr/bin/kmod", "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                    "/usr/lib/live/boot/9990-main.sh"})
+
 
 @pytest.mark.parametrize(("path", "reaches"), [
-    ("/usr/bin/busybox", True),
+    ("/usr/bin/kmod", True),  # a file it holds
+    ("/usr/lib/x86_64-linux-gnu/libc.so.6", True),
     ("/etc/initramfs-tools/modules", True),
     ("/etc/default/keyboard", True),
     ("/etc/modprobe.d/blacklist.conf", True),
     ("/boot/vmlinuz-6.1.0-1-amd64", True),
-    ("/etc", True),
+    ("/usr/lib/modules/6.1.0-1-amd64/kernel/fs/new.ko", True),  # read whole
+    ("/lib/firmware/new.bin", True),
+    ("/usr/share/initramfs-tools/hooks/newhook", True),
+    ("/boot/initrd.img-6.1.0-1-amd64", False),  # its own output
+    ("/usr/bin/hello", False),  # a package's new program
+    ("/usr/share/doc/hello/copyright", False),
     ("/etc/motd", False),
     ("/etc/apt/sources.list.d/debian.sources", False),
     ("/home/user/notes", False),
     ("/var/lib/dpkg/status", False),
-    ("/root/.bashrc", False),
 ])
 def test_what_may_reach_the_initramfs(path: str, reaches: bool) -> None:
-    assert initramfsreuse.may_reach_initramfs(path) is reaches
+    assert initramfsreuse.may_reach_initramfs(path, LISTED) is reaches
 
 
 def _layer(root: Path, files: dict[str, str]) -> str:
@@ -33,20 +43,46 @@ def _layer(root: Path, files: dict[str, str]) -> str:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     with ImageTree(root) as layer:
-        return initramfsreuse.inputs_digest(layer)
+        return initramfsreuse.inputs_digest(layer, LISTED)
 
 
 def test_the_digest_follows_only_what_may_reach_it(tmp_path: Path) -> None:
-    files = {"etc/motd": "hello", "usr/sbin/policy-rc.d": "exit 101", "home/u/a": "x"}
+    files = {"etc/motd": "hello", "usr/bin/kmod": "kmod", "home/u/a": "x"}
     first = _layer(tmp_path / "a", files)
-    assert _layer(tmp_path / "b", {**files, "etc/motd": "other", "home/u/b": "y"}) == first
+    # A package's files and a hook's notes: the same inputs.
+    assert _layer(tmp_path / "b", {**files, "etc/motd": "other", "home/u/b": "y",
+                                   "usr/bin/hello": "hi", "usr/share/doc/hello/c": "c",
+                                   "boot/initrd.img-6.1": "made"}) == first
     assert _layer(tmp_path / "c", {**files, "etc/initramfs-tools/modules": "loop"}) != first
-    assert _layer(tmp_path / "d", {**files, "usr/sbin/policy-rc.d": "exit 0"}) != first
-    (tmp_path / "e").mkdir()
-    (tmp_path / "e/usr").mkdir()
-    (tmp_path / "e/usr/lib").symlink_to("/etc/passwd")  # a link is recorded, not followed
-    with ImageTree(tmp_path / "e") as layer, ImageTree(tmp_path / "a") as plain:
-        assert initramfsreuse.inputs_digest(layer) != initramfsreuse.inputs_digest(plain)
+    assert _layer(tmp_path / "d", {**files, "usr/bin/kmod": "another kmod"}) != first
+    assert _layer(tmp_path / "e", {**files, "usr/lib/modules/6.1/extra/new.ko": "m"}) != first
+    (tmp_path / "f/usr").mkdir(parents=True)
+    (tmp_path / "f/usr/lib").symlink_to("/etc/passwd")  # a link is recorded, not followed
+    os.mknod(tmp_path / "f/usr/bin", 0o600 | 0o020000, 0)  # whiteout: /usr/bin deleted
+    (tmp_path / "g").mkdir()
+    empty = _layer(tmp_path / "g", {})
+    with ImageTree(tmp_path / "f") as layer:
+        assert initramfsreuse.inputs_digest(layer, LISTED) != empty
+    (tmp_path / "f/usr/lib").unlink()
+    with ImageTree(tmp_path / "f") as layer:
+        assert initramfsreuse.inputs_digest(layer, LISTED) != empty
+
+
+def test_a_directory_made_anew_counts_a_copied_up_one_does_not(tmp_path: Path) -> None:
+    plain = _layer(tmp_path / "a", {"usr/lib/x86_64-linux-gnu/other.so": "x"})
+    (tmp_path / "b/usr/lib/x86_64-linux-gnu").mkdir(parents=True)
+    (tmp_path / "b/usr/lib/x86_64-linux-gnu/other.so").write_text("x")
+    os.setxattr(tmp_path / "b/usr/lib/x86_64-linux-gnu", "trusted.overlay.opaque", b"y")
+    with ImageTree(tmp_path / "b") as layer:
+        assert initramfsreuse.inputs_digest(layer, LISTED) != plain  # it hides libc.so.6
+
+
+def _built(root: Path) -> Path:
+    (root / "boot").mkdir(parents=True)
+    (root / "var/lib/initramfs-tools").mkdir(parents=True)
+    (root / "boot/initrd.img-6.1").write_bytes(b"initrd")
+    (root / "var/lib/initramfs-tools/6.1").write_text("sha1\n")
+    return root
 
 
 def test_store_lookup_restore(tmp_path: Path) -> None:
@@ -55,17 +91,25 @@ def test_store_lookup_restore(tmp_path: Path) -> None:
     made.write_bytes(b"s")
     entry = cache.store(basecache.base_inputs(conftest.parse({"name": "demo"}), [], "i"),
                         made, "demo", {})
-    built = tmp_path / "built"
-    (built / "boot").mkdir(parents=True)
-    (built / "var/lib/initramfs-tools").mkdir(parents=True)
-    (built / "boot/initrd.img-6.1").write_bytes(b"initrd")
-    (built / "var/lib/initramfs-tools/6.1").write_text("sha1\n")
-    assert initramfsreuse.lookup(entry, "d1", ["6.1"]) is None
-    with ImageTree(built) as tree:
-        initramfsreuse.store(entry, "d1", tree, ["6.1"])
-    stored = initramfsreuse.lookup(entry, "d1", ["6.1"])
-    assert stored is not None and initramfsreuse.lookup(entry, "d2", ["6.1"]) is None
-    assert initramfsreuse.lookup(entry, "d1", ["6.1", "6.2"]) is None  # another kernel
+    hook_layer, package_layer, module_layer = (tmp_path / n for n in ("l1", "l2", "l3"))
+    (hook_layer / "etc").mkdir(parents=True)
+    (hook_layer / "etc/motd").write_text("hook")
+    (package_layer / "usr/bin").mkdir(parents=True)
+    (package_layer / "usr/bin/hello").write_text("hi")
+    (module_layer / "usr/lib/live/boot").mkdir(parents=True)
+    (module_layer / "usr/lib/live/boot/9990-main.sh").write_text("changed")
+    with ImageTree(_built(tmp_path / "built")) as tree, ImageTree(hook_layer) as layer:
+        assert initramfsreuse.lookup(entry, layer, ["6.1"]) is None
+        digest = initramfsreuse.store(entry, layer, tree, ["6.1"], LISTED)
+        found = initramfsreuse.lookup(entry, layer, ["6.1"])
+        assert found is not None and found[1] == digest
+        assert initramfsreuse.lookup(entry, layer, ["6.1", "6.2"]) is None  # another kernel
+    stored = found[0]
+    assert frozenset((stored / "files.txt").read_text().splitlines()) == LISTED
+    with ImageTree(package_layer) as layer:
+        assert initramfsreuse.lookup(entry, layer, ["6.1"]) == found  # a new program only
+    with ImageTree(module_layer) as layer:
+        assert initramfsreuse.lookup(entry, layer, ["6.1"]) is None  # a file it holds
     fresh = tmp_path / "fresh"
     (fresh / "boot").mkdir(parents=True)
     with ImageTree(fresh) as tree:

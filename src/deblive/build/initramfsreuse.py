@@ -1,36 +1,46 @@
 """A layered build's initramfs, made again only when what it is made from changed.
 
 The initramfs is the largest stage of a rebuild whose base came from the cache
-(about 30 s of 33 s here). It is made from the kernel, its modules,
-initramfs-tools' and live-boot's hooks and scripts, the binaries and
-libraries they copy, and a few files of /etc; all of those are in the base,
-except what the layer above it changes. So the initramfs of a base is kept
-beside the cache entry, keyed on a digest of the layer's entries that can
-reach it: everything the hook (and the session) changed outside the places
-initramfs-tools never reads (/home, /root, /srv, /opt, /var, /tmp, and /etc
-except the directories and files below). A hook that writes /etc/motd or a
-user's files reuses the initramfs; one that installs a package, changes
-/usr, /etc/initramfs-tools or /etc/default makes it anew.
+(about 20 s of 25 s here). It is made from the kernel, its modules and
+firmware, initramfs-tools' and live-boot's hooks and scripts, the binaries
+and libraries those copy, and a few files of /etc; all of those are in the
+base, except what the layer above it changes. So the initramfs of a base is
+kept beside the cache entry with the list of the files it holds
+(`lsinitramfs`), and a later build of the same base takes it when no entry of
+its layer can reach it. An entry can, if it is:
+
+* one of the files the kept initramfs holds (a changed binary or library);
+* below what initramfs-tools reads whole: its own hooks, scripts and
+  configuration, the kernel's modules and firmware, /boot, udev's rules,
+  live-boot's scripts (ALWAYS), and the directories of /etc in ETC_READ;
+* a directory made anew (opaque), which hides the base's files below it, or
+  anything but a directory where one of those files' directories was.
+
+A hook that writes /etc/motd, a package that adds /usr/bin/hello and its
+documentation: the kept initramfs. A changed /etc/initramfs-tools, a new
+kernel module or firmware file, a replaced libc: a new one. The initramfs's
+own outputs (/boot/initrd.img-*) do not count, so the digest taken before
+making it equals the one taken after, when it is stored.
 
 The layer is read through an ImageTree like any image tree: its content is
-the hook's.
+the hook's and the packages'.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import os
 import stat
 from pathlib import Path
 
 from deblive.build.basecache import Entry
+from deblive.build.chroot import Chroot
 from deblive.core.files import write_atomic
 from deblive.host import deletion
 from deblive.host.imagetree import ImageTree
 
-NEVER_READ = frozenset({"home", "root", "srv", "opt", "var", "tmp", "media", "mnt", "run",
-                        "proc", "sys", "dev", "lost+found"})
 # What of /etc initramfs-tools, its hooks (udev, kmod, console-setup, cryptsetup,
 # mdadm, lvm, live-boot) and the linker read.
 ETC_READ = frozenset({
@@ -39,15 +49,35 @@ ETC_READ = frozenset({
     "ld.so.cache", "mdadm", "lvm", "iscsi", "cryptsetup-initramfs", "kernel", "plymouth",
     "alternatives", "kbd", "keyboard", "X11",
 })
+# Trees initramfs-tools and its hooks read whole (both spellings: merged /usr or not).
+_LIB_TREES = ("/lib/modules", "/lib/firmware", "/lib/udev", "/lib/modprobe.d",
+              "/lib/modules-load.d", "/lib/klibc", "/lib/initramfs-tools", "/lib/live")
+ALWAYS = (*_LIB_TREES, *(f"/usr{path}" for path in _LIB_TREES), "/usr/share/initramfs-tools",
+          "/boot", "/usr/sbin/mkinitramfs", "/usr/sbin/update-initramfs")
+OUTPUTS = "/boot/initrd.img-*"  # what making it writes: never one of its inputs
 STATE = "/var/lib/initramfs-tools"
+LISTING = "files.txt"
 
 
-def may_reach_initramfs(path: str) -> bool:
-    """Whether an image path (/a/b) is one initramfs-tools can read."""
-    parts = path.strip("/").split("/")
-    if parts[0] in NEVER_READ:
+def may_reach_initramfs(path: str, listed: frozenset[str] = frozenset()) -> bool:
+    """Whether a file at this image path (/a/b) is an input of the initramfs
+    whose files (as image paths) are listed."""
+    if path in listed:
+        return True
+    if fnmatch.fnmatchcase(path, OUTPUTS):
         return False
-    return not (parts[0] == "etc" and len(parts) > 1 and parts[1] not in ETC_READ)
+    parts = path.strip("/").split("/")
+    if parts[0] == "etc":
+        return len(parts) > 1 and parts[1] in ETC_READ
+    return any(path == tree or path.startswith(tree + "/") for tree in ALWAYS)
+
+
+def _ancestors(paths: frozenset[str]) -> frozenset[str]:
+    found: set[str] = set()
+    for path in paths:
+        parts = path.strip("/").split("/")
+        found.update("/" + "/".join(parts[:n]) for n in range(1, len(parts)))
+    return frozenset(found)
 
 
 def _entry_line(layer: ImageTree, path: str, st: os.stat_result) -> str:
@@ -61,37 +91,76 @@ def _entry_line(layer: ImageTree, path: str, st: os.stat_result) -> str:
         return f"{head} {digest.hexdigest()}"
     if stat.S_ISLNK(st.st_mode):
         return f"{head} -> {layer.readlink(path)}"
-    if stat.S_ISDIR(st.st_mode):
-        return f"{head} opaque={layer.is_opaque(path)}"
     return f"{head} dev={st.st_rdev}"  # 0/0: a whiteout, a deletion from the base
 
 
-def inputs_digest(layer: ImageTree) -> str:
-    """sha256 over the layer's entries that may reach the initramfs (mtimes left out)."""
+def inputs_digest(layer: ImageTree, listed: frozenset[str]) -> str:
+    """sha256 over the layer's entries that may reach the initramfs (mtimes left out).
+
+    Directories count only when made anew (opaque): any change below the base
+    copies its directories up, and that alone changes nothing of what is read.
+    """
+    ancestors = _ancestors(listed) | _ancestors(frozenset(ALWAYS)) | {"/etc"}
+
+    def descend(path: str) -> bool:
+        return path in ancestors or may_reach_initramfs(path, listed)
+
     digest = hashlib.sha256()
-    for path, st in layer.walk(descend=may_reach_initramfs):
-        line = _entry_line(layer, path, st)
+    for path, st in layer.walk(descend=descend):
+        if stat.S_ISDIR(st.st_mode):
+            if not layer.is_opaque(path):
+                continue
+            line = f"{path} opaque"
+        elif path in ancestors or may_reach_initramfs(path, listed):
+            line = _entry_line(layer, path, st)  # a file, link or whiteout
+        else:
+            continue
         digest.update(line.encode("utf-8", errors="surrogateescape") + b"\n")
     return digest.hexdigest()
+
+
+def contents(tree: ImageTree, chroot: Chroot, versions: list[str]) -> frozenset[str]:
+    """Image paths of the files the made initramfs holds (lsinitramfs, in the image),
+    spelled as the tree stores them (lib/x -> usr/lib/x where /lib is a link)."""
+    links = {}
+    for name in tree.listdir("/"):
+        target = tree.readlink(f"/{name}")
+        if target and not target.startswith("/") and ".." not in target.split("/"):
+            links[name] = target.strip("/")
+    listed = set()
+    for version in versions:
+        output = chroot.run(["lsinitramfs", f"/boot/initrd.img-{version}"], capture=True,
+                            quiet=True, what=f"listing the initramfs of {version}").output
+        for line in output.splitlines():
+            parts = line.strip().strip("/").split("/")
+            if not parts[0] or parts[0] == ".":
+                continue
+            parts[0] = links.get(parts[0], parts[0])
+            listed.add("/" + "/".join(parts))
+    return frozenset(listed)
 
 
 def _files(version: str) -> tuple[str, ...]:
     return (f"/boot/initrd.img-{version}", f"{STATE}/{version}")
 
 
-def _stored(entry: Entry, digest: str) -> Path:
-    return entry.directory / "initramfs" / digest
-
-
-def lookup(entry: Entry, digest: str, versions: list[str]) -> Path | None:
-    """The stored initramfs of every kernel for these inputs, or None."""
-    stored = _stored(entry, digest)
-    if not (stored / "complete").is_file():
-        return None
-    for version in versions:
-        if not (stored / f"initrd.img-{version}").is_file():
-            return None
-    return stored
+def lookup(entry: Entry, layer: ImageTree, versions: list[str]) -> tuple[Path, str] | None:
+    """A kept initramfs of every kernel that no entry of this layer can reach, and the
+    digest it was found under; None if there is none."""
+    kept = entry.directory / "initramfs"
+    for stored in sorted(kept.iterdir()) if kept.is_dir() else []:
+        if stored.name.startswith(".") or not (stored / "complete").is_file():
+            continue
+        if not all((stored / f"initrd.img-{v}").is_file() for v in versions):
+            continue
+        try:
+            listed = frozenset((stored / LISTING).read_text(encoding="utf-8").splitlines())
+        except OSError:
+            continue
+        digest = inputs_digest(layer, listed)
+        if digest == stored.name:
+            return stored, digest
+    return None
 
 
 def restore(stored: Path, tree: ImageTree, versions: list[str]) -> None:
@@ -105,11 +174,14 @@ def restore(stored: Path, tree: ImageTree, versions: list[str]) -> None:
             tree.copy_in(saved, record, 0o644)
 
 
-def store(entry: Entry, digest: str, tree: ImageTree, versions: list[str]) -> None:
-    """Keep what update-initramfs made for these inputs beside the base entry."""
-    final = _stored(entry, digest)
+def store(entry: Entry, layer: ImageTree, tree: ImageTree, versions: list[str],
+          listed: frozenset[str]) -> str:
+    """Keep what update-initramfs made beside the base entry, under the digest of the
+    layer's entries that can reach it; returns that digest."""
+    digest = inputs_digest(layer, listed)
+    final = entry.directory / "initramfs" / digest
     if final.exists():
-        return
+        return digest
     staging = final.with_name(f".{digest}.{os.getpid()}.tmp")
     deletion.remove_tree(staging)
     staging.mkdir(parents=True, mode=0o700)
@@ -119,8 +191,10 @@ def store(entry: Entry, digest: str, tree: ImageTree, versions: list[str]) -> No
             tree.copy_out(initrd, staging / f"initrd.img-{version}")
             if tree.is_file(record) and not tree.is_symlink(record):
                 tree.copy_out(record, staging / f"state-{version}")
+        write_atomic(staging / LISTING, "".join(f"{p}\n" for p in sorted(listed)))
         write_atomic(staging / "complete", " ".join(versions) + "\n")
         with contextlib.suppress(OSError):  # another build stored it first
             os.rename(staging, final)
     finally:
         deletion.remove_tree(staging)
+    return digest

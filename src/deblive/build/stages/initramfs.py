@@ -26,18 +26,20 @@ class Initramfs(Stage):
             versions = deferral.generate()
         else:
             deferral.restore()  # the no-op goes before the layer is read
-            with ImageTree(ctx.work.upper) as layer:
-                digest = initramfsreuse.inputs_digest(layer)
             kernels = deferral.kernels()
-            stored = initramfsreuse.lookup(entry, digest, kernels)
-            if stored is not None:
-                initramfsreuse.restore(stored, ctx.tree, kernels)
-                versions = kernels
-                ctx.log.info(f"initramfs from the cache: nothing it is made from changed "
-                             f"(inputs {digest[:12]})")
-            else:
-                versions = deferral.generate()
-                initramfsreuse.store(entry, digest, ctx.tree, versions)
-                ctx.log.info(f"initramfs stored with the base (inputs {digest[:12]})")
+            with ImageTree(ctx.work.upper) as layer:
+                found = initramfsreuse.lookup(entry, layer, kernels)
+                if found is not None:
+                    stored, digest = found
+                    initramfsreuse.restore(stored, ctx.tree, kernels)
+                    versions = kernels
+                    ctx.log.info(f"initramfs from the cache: nothing it is made from changed "
+                                 f"(inputs {digest[:12]})")
+                else:
+                    versions = deferral.generate()
+                    listed = initramfsreuse.contents(ctx.tree, deferral.chroot, versions)
+                    digest = initramfsreuse.store(entry, layer, ctx.tree, versions, listed)
+                    ctx.log.info(f"initramfs stored with the base: {len(listed)} files "
+                                 f"(inputs {digest[:12]})")
         ctx.facts.initramfs = versions
         ctx.log.info("initramfs made once for " + (", ".join(versions) or "no kernel"))
