@@ -1,11 +1,13 @@
 """Layered builds: the base from the cache, only the hook's layer made anew, and the
 stacked image boots with the layer's deletions and replacements in force.
 
-Three builds of one config with SOURCE_DATE_EPOCH set: the first stores the
+Four builds of one config with SOURCE_DATE_EPOCH set: the first stores the
 base (a unique host name makes its key new, so it is a miss on any machine),
-the second only changes the hook and takes the base from the cache, the third
+the second only changes the hook (which writes to /etc/initramfs-tools, so
+its initramfs is made anew) and takes the base from the cache, the third
 changes nothing and must give the same ISO with the initramfs from the cache,
-the fourth adds a package: the same base, and apt installs it into the layer.
+the fourth adds a package: the same base, apt installs it into the layer, and
+the initramfs comes from the cache (nothing of it changed).
 The second ISO boots once, and `deblive test --expect` checks in the booted
 system what the hooks did.
 """
@@ -95,7 +97,8 @@ def test_the_first_build_stores_the_base_and_the_second_takes_it(layered: Layere
 
 def test_nothing_changed_gives_the_same_iso_with_the_initramfs_cached(layered: Layered
                                                                     ) -> None:
-    # The second hook changes /usr: its initramfs is made, and kept with the base.
+    # The second hook writes to /etc/initramfs-tools: its initramfs is made, and kept
+    # with the base (the first build's, made without that file, does not fit).
     assert "initramfs stored with the base" in layered.second.path("build.log").read_text()
     assert "initramfs from the cache: nothing it is made from changed" in \
         layered.third.path("build.log").read_text()
@@ -159,6 +162,8 @@ def test_an_added_package_goes_into_the_layer_over_the_same_base(layered: Layere
     assert cache["base"] == layered.report(layered.first)["base_cache"]["key"]  # type: ignore[index]
     log = layered.fourth.path("build.log").read_text()  # not wrapped, as the console is
     assert f"base cache: hit {cache['base']}, with packages on top: hello" in log
+    # hello's program and documentation are nothing the kept initramfs holds or reads.
+    assert "initramfs from the cache: nothing it is made from changed" in log
     listing = subprocess.run(
         ["unsquashfs", "-lln", str(layered.fourth.path("layer.squashfs")), "usr/bin"],
         check=True, capture_output=True, text=True).stdout

@@ -28,6 +28,8 @@ echo "deblive layered motd" > "$1/etc/motd"
 rm -r "$1/usr/share/doc/base-files"
 mkdir "$1/usr/share/doc/base-files"
 echo replaced > "$1/usr/share/doc/base-files/replaced"
+mkdir -p "$1/etc/initramfs-tools/conf.d"
+echo "# read by initramfs-tools" > "$1/etc/initramfs-tools/conf.d/deblive-test"
 """
 # What the second image must show when booted, as the live user.
 EXPECT = (
