@@ -355,3 +355,11 @@ def test_a_second_plan_of_the_same_inputs_reads_the_kept_resolution(
     again = CountingRunner()
     assert plan.make_plan(cfg, again, tmp_path, keyring=repo.keyring).versions == first.versions
     assert len(again.commands) > 1
+
+
+def test_a_relative_cache_directory_gives_apt_absolute_paths(
+        repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    apt = plan.private_apt(repo_config(repo), RUNNER, Path("cache/plan"), repo.keyring)
+    assert apt.root.is_absolute() and apt.root.is_relative_to(tmp_path)
+    assert f'Dir::State "{tmp_path}/cache/plan/' in apt.apt_conf()

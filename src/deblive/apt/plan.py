@@ -346,7 +346,8 @@ def private_apt(config: ImageConfig, runner: Runner, cache_dir: Path | None = No
                 keyring: Path = DEBIAN_ARCHIVE_KEYRING) -> PrivateApt:
     """The private apt of config's suite, architecture and build sources (not yet updated)."""
     sources = build_sources(config, keyring)
-    root = (cache_dir or default_cache_dir()) / cache_key(config, sources)
+    # Absolute: apt reads the paths of its private configuration from "/".
+    root = (cache_dir or default_cache_dir()).absolute() / cache_key(config, sources)
     return PrivateApt(root, str(config.architecture), sources, runner, keyring)
 
 
