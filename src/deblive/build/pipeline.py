@@ -116,10 +116,10 @@ def check_before(config: ImageConfig, options: BuildOptions, log: BuildLog) -> p
 
 def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | None) -> None:
     """A layered build's base: a cache entry for its inputs (a hit), or why not."""
+    ctx.plan = resolved  # its verified lists go into the chroot (stages.sources)
     ctx.layered = (options.layout or ctx.config.squashfs.layout) == "layered"
     if not ctx.layered:
         return
-    ctx.plan = resolved
     if not options.use_cache:
         ctx.base_miss = "the cache is off (--no-cache)"
     elif resolved is None:

@@ -21,9 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from deblive.apt import indexes
 from deblive.build import basecache
-from deblive.build.chroot import Chroot
 from deblive.build.context import BuildContext, SquashfsFacts
 from deblive.build.stage import Stage
 from deblive.build.stages import sources
@@ -49,30 +47,6 @@ def restore_facts(ctx: BuildContext, entry: basecache.Entry) -> None:
     squashfs = saved.get("squashfs")
     if isinstance(squashfs, dict):
         ctx.facts.squashfs = SquashfsFacts(**squashfs)
-
-
-def package_lists(ctx: BuildContext) -> None:
-    """Give the overlay the build mirror's package lists, which the base does not hold
-    and the hook's apt, the medium's and extra packages need.
-
-    They are the lists the plan resolved the base's key from, already verified
-    by apt against the archive keys: copied in, so the packages installed on
-    top come from the indexes the key names, and a rebuild does not fetch
-    them twice. Lists another plan replaced meanwhile are fetched anew.
-    """
-    resolved = ctx.plan
-    held = (indexes.held(resolved.lists, resolved.architecture, resolved.indexes)
-            if resolved is not None else contextlib.nullcontext(None))
-    with held as lists:
-        if lists is not None:
-            names = [p.name for p in sorted(lists.iterdir())
-                     if p.is_file() and not p.is_symlink() and p.name != "lock"]
-            for name in names:
-                ctx.tree.copy_in(lists / name, f"{sources.LISTS}/{name}", 0o644)
-            ctx.log.info(f"package lists: {len(names)} files from the plan's verified lists")
-            return
-    Chroot(ctx.tree, ctx.runner, apt_log=ctx.work.logs / "apt.log").apt_get(
-        "update", what="apt-get update from the build mirror")
 
 
 class BaseClean(Stage):
@@ -133,7 +107,7 @@ class Base(Stage):
         ctx.session = contextlib.ExitStack()
         ChrootSetup().run(ctx)
         ctx.work.logs.mkdir(parents=True, exist_ok=True)
-        package_lists(ctx)
+        sources.package_lists(ctx)
 
     @staticmethod
     def _squash_base(ctx: BuildContext) -> None:

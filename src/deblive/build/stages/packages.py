@@ -14,6 +14,7 @@ from deblive.build import installer, metapackage
 from deblive.build.chroot import Chroot, download_packages
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
+from deblive.build.stages import sources
 from deblive.host import deletion
 from deblive.model.config import ImageConfig
 from deblive.model.packages import PackageSelection
@@ -111,7 +112,7 @@ class Packages(Stage):
             input_data="\n".join(debconf_selections(config)) + "\n",
             what="preseeding debconf",
         )
-        chroot.apt_get("update", what="apt-get update from the build mirror")
+        sources.package_lists(ctx)
         packages = PackageSelection.from_config(config).install
         ctx.log.info(f"installing {len(packages)} packages with Recommends: {' '.join(packages)}")
         chroot.apt_get("install", *packages, what="installing the live system, tasks and extras")

@@ -8,9 +8,12 @@ and the build mirror's package lists are deleted so none ship.
 
 from __future__ import annotations
 
+import contextlib
 import stat
 
+from deblive.apt import indexes
 from deblive.apt.sources import build_sources, image_sources
+from deblive.build.chroot import Chroot
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
 from deblive.host.imagetree import ImageTree
@@ -55,3 +58,29 @@ class ImageSources(Stage):
         tree.unlink("/etc/apt/sources.list")
         tree.write(IMAGE_SOURCES, image_sources(ctx.config))
         clear_lists(tree)
+
+
+def package_lists(ctx: BuildContext) -> None:
+    """Give the chroot the build mirror's package lists for the packages stage (or a
+    layered build's overlay, whose base holds none, for the hook and the packages
+    on top).
+
+    They are the lists the plan resolved from, already verified by apt against
+    the archive keys: copied in, so what is installed comes from the indexes
+    the plan (and a layered build's key) names, and a build does not fetch
+    them twice. Lists another plan replaced meanwhile, or a build without a
+    plan, are fetched anew.
+    """
+    resolved = ctx.plan
+    held = (indexes.held(resolved.lists, resolved.architecture, resolved.indexes)
+            if resolved is not None else contextlib.nullcontext(None))
+    with held as lists:
+        if lists is not None:
+            names = [p.name for p in sorted(lists.iterdir())
+                     if p.is_file() and not p.is_symlink() and p.name != "lock"]
+            for name in names:
+                ctx.tree.copy_in(lists / name, f"{LISTS}/{name}", 0o644)
+            ctx.log.info(f"package lists: {len(names)} files from the plan's verified lists")
+            return
+    Chroot(ctx.tree, ctx.runner, apt_log=ctx.work.logs / "apt.log").apt_get(
+        "update", what="apt-get update from the build mirror")
