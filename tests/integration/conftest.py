@@ -175,6 +175,24 @@ def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Sentinels:
     return Sentinels(base, Sentinels.state(base))
 
 
+def make_overlay(root: Path, sentinels: Sentinels) -> None:
+    """The custom build's overlay: owned by a plain user on the host, odd modes, a
+    private directory, and links (one to a host sentinel) that must stay links."""
+    files = {"etc/deblive-overlay/settings.conf": ("from the overlay\n", 0o640),
+             "etc/deblive-overlay/private/secret": ("s3cret\n", 0o600),
+             "usr/local/bin/overlay-tool": ("#!/bin/sh\necho overlay\n", 0o755)}
+    for rel, (text, mode) in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+        (root / rel).chmod(mode)
+    (root / "etc/deblive-overlay/private").chmod(0o700)
+    (root / "etc").chmod(0o700)  # the image has /etc: its own mode stays
+    (root / "etc/deblive-overlay/hostname-link").symlink_to("/etc/hostname")
+    (root / "etc/deblive-overlay/host-link").symlink_to(sentinels.base / "file")
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, 1234, 1234)
+
+
 @pytest.fixture(scope="session")
 def custom_build(tmp_path_factory: pytest.TempPathFactory, sentinels: Sentinels) -> Build:
     """A task-based image with its own apt mirror, user and hook; no serial console; sudo
@@ -184,6 +202,7 @@ def custom_build(tmp_path_factory: pytest.TempPathFactory, sentinels: Sentinels)
     hook.parent.mkdir()
     hook.write_text(HOOK.replace("__SENTINEL__", shlex.quote(str(sentinels.base))))
     hook.chmod(0o755)
+    make_overlay(base / "overlay", sentinels)
     config = base / "custom.yaml"
     config.write_text(textwrap.dedent(f"""\
         name: itest
@@ -196,6 +215,7 @@ def custom_build(tmp_path_factory: pytest.TempPathFactory, sentinels: Sentinels)
         hostname: itest-host
         timezone: Europe/Berlin
         hook: hooks/hook.sh
+        overlay: overlay
         squashfs: {{compression: lz4}}
         boot: {{serial_console: false, title: deblive VGA test}}
         """))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 from pathlib import Path
 
 from debian import deb822
 
-from .conftest import APT_MIRROR, Build, run_deblive, unsquash
+from .conftest import APT_MIRROR, Build, Sentinels, run_deblive, unsquash
 
 
 def shadow_field(tree: Path, user: str) -> str:
@@ -124,6 +126,22 @@ def test_tree_is_clean(custom_tree: Path) -> None:
     assert not list(custom_tree.glob("etc/*.deblive-saved"))
     assert not list((custom_tree / "proc").iterdir())
     assert not list((custom_tree / "sys").iterdir())
+
+
+def test_overlay_is_copied_as_root_with_its_modes_and_links(
+        custom_build: Build, custom_tree: Path, sentinels: Sentinels) -> None:
+    overlay = custom_tree / "etc/deblive-overlay"
+    expected = {"settings.conf": 0o640, "private": 0o700, "private/secret": 0o600}
+    for rel, mode in expected.items():
+        st = (overlay / rel).lstat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, 0, 0), rel
+    tool = (custom_tree / "usr/local/bin/overlay-tool").lstat()
+    assert (stat.S_IMODE(tool.st_mode), tool.st_uid) == (0o755, 0)
+    assert stat.S_IMODE((custom_tree / "etc").lstat().st_mode) == 0o755  # the image's own
+    assert os.readlink(overlay / "hostname-link") == "/etc/hostname"
+    assert os.readlink(overlay / "host-link") == str(sentinels.base / "file")  # not followed
+    assert sentinels.intact()
+    assert "overlay: 3 files from " in custom_build.path("build.log").read_text()
 
 
 def test_hook_ran_with_its_environment(custom_build: Build, custom_tree: Path) -> None:

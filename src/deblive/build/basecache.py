@@ -45,7 +45,7 @@ SQUASHFS = "base.squashfs"
 META = "meta.json"
 # Config keys read only after the base point: changing them keeps the base.
 AFTER_BASE_KEYS = frozenset({
-    "hook", "confine_paths", "boot", "volume_id", "installer", "apt_mirror",
+    "hook", "overlay", "confine_paths", "boot", "volume_id", "installer", "apt_mirror",
 })
 
 

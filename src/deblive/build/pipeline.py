@@ -30,6 +30,7 @@ from deblive.build.stages.hook import Hook
 from deblive.build.stages.initramfs import Initramfs
 from deblive.build.stages.iso import Iso
 from deblive.build.stages.medium import Medium
+from deblive.build.stages.overlay import Overlay
 from deblive.build.stages.packages import ExtraPackages, MediumPackages, Packages
 from deblive.build.stages.sources import ImageSources
 from deblive.build.stages.squash import Squash
@@ -46,8 +47,8 @@ DEFAULT_CACHE = Path(os.environ.get("DEBLIVE_CACHE", "/var/cache/deblive"))
 # in_base make the base tree, which a layered build can take from the cache.
 STAGES: tuple[Stage, ...] = (
     PackageCacheIn(), Bootstrap(), ChrootSetup(), Packages(), Users(), BaseClean(), Base(),
-    ExtraPackages(), MediumPackages(), Hook(), Initramfs(), ImageSources(), ChrootTeardown(),
-    Clean(), Squash(), Medium(), Bootloaders(), Iso(),
+    ExtraPackages(), MediumPackages(), Overlay(), Hook(), Initramfs(), ImageSources(),
+    ChrootTeardown(), Clean(), Squash(), Medium(), Bootloaders(), Iso(),
 )
 
 

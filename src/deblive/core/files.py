@@ -129,3 +129,13 @@ def publish(files: list[Path], outdir: Path) -> list[Path]:
         move_into_place(src, dest)
         published.append(dest)
     return published
+
+
+def read_regular(path: Path) -> bytes:
+    """A host file's bytes, never through a symlink; a FIFO, device or socket there
+    (even one put in place of the file just now) is refused, not read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DebliveError(f"{path}: not a regular file: not read")
+        return f.read()

@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from deblive.core.errors import DebliveError
+from deblive.core.files import read_regular
 from deblive.host import deletion
 
 SYS_OPENAT2 = 437  # the same number on every architecture Linux added it for (5.6)
@@ -322,26 +323,26 @@ class ImageTree:
         self.write(path, source.read_bytes(), mode)
 
     def copy_tree_in(self, source: Path, dest: str | PurePosixPath) -> int:
-        """Copy a host directory deblive made (never one of a tree) into the image at
-        dest, modes kept, symlinks as symlinks; returns the number of files."""
+        """Copy a host directory (deblive's, or the config's overlay; never a tree's) into
+        the image at dest: modes kept (but of directories the image has), symlinks
+        as symlinks, anything else refused. Returns the number of files."""
         count = 0
         base = PurePosixPath("/" + _relative(dest))
         self.mkdir(base)
         for dirpath, dirnames, filenames in os.walk(source):
             rel = Path(dirpath).relative_to(source)
             inside = base / rel.as_posix() if str(rel) != "." else base
-            for name in sorted(dirnames):
-                if (Path(dirpath) / name).is_symlink():
-                    self.symlink(os.readlink(Path(dirpath) / name), inside / name)
+            for name in sorted(dirnames) + sorted(filenames):
+                host = Path(dirpath) / name
+                st = host.lstat()
+                if stat.S_ISLNK(st.st_mode):
+                    self.symlink(os.readlink(host), inside / name)
+                elif stat.S_ISDIR(st.st_mode):
+                    if not self.is_dir(inside / name):
+                        self.mkdir(inside / name)
+                        self.chmod(inside / name, stat.S_IMODE(st.st_mode))
                 else:
-                    self.mkdir(inside / name)
-            for name in sorted(filenames):
-                host_file = Path(dirpath) / name
-                if host_file.is_symlink():
-                    self.symlink(os.readlink(host_file), inside / name)
-                else:
-                    self.write(inside / name, host_file.read_bytes(),
-                               stat.S_IMODE(host_file.stat().st_mode))
+                    self.write(inside / name, read_regular(host), stat.S_IMODE(st.st_mode))
                     count += 1
         return count
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+from pathlib import Path
 
 from deblive.core.errors import BadInputError
 from deblive.core.runner import Runner
@@ -44,17 +46,33 @@ def missing_tools(config: ImageConfig, with_iso: bool) -> list[str]:
     return [f"{tool} (package {pkg})" for tool, pkg in tools.items() if shutil.which(tool) is None]
 
 
+def _not_copyable(directory: Path) -> list[Path]:
+    """Entries below directory that are not files, directories or symlinks (FIFOs,
+    devices, sockets), without following symlinks."""
+    odd = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        for name in dirnames + filenames:
+            mode = (Path(dirpath) / name).lstat().st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+                odd.append(Path(dirpath) / name)
+    return odd
+
+
 def check_paths(config: ImageConfig) -> None:
     """The files the config names exist, the hook is executable, and with confine_paths
     every one of them really (symlinks followed) lies inside the config's directory."""
     where = config.where
     paths = config.referenced_paths()
     for key, path in paths.items():
-        if key == "installer.directory":
+        if key in ("installer.directory", "overlay"):
             if not path.is_dir():
                 raise PreflightError(f"{where}: {key}: {path} is not a directory")
         elif not path.is_file():
             raise PreflightError(f"{where}: {key}: {path} does not exist or is not a file")
+    overlay = paths.get("overlay")
+    for odd in _not_copyable(overlay) if overlay is not None else []:
+        raise PreflightError(f"{where}: overlay: {odd} is not a file, directory or symlink "
+                             "(an overlay copies only those)")
     hook = paths.get("hook")
     if hook is not None and not os.access(hook, os.X_OK):
         raise PreflightError(f"{where}: hook: {hook} is not executable (chmod +x it)")

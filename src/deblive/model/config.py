@@ -131,12 +131,16 @@ class ImageConfig(Model):
         (), description="debconf-set-selections lines preseeded before any package is installed",
     )
     hook: Path | None = Field(None, description="customisation script, relative to this file")
+    overlay: Path | None = Field(
+        None, description="a directory copied onto the image root before the hook (owner "
+        "root, modes kept, symlinks copied as symlinks), relative to this file",
+    )
     confine_paths: bool = Field(
         False,
         validation_alias=AliasChoices("confine_paths", "hook_confined"),
-        description="refuse a hook, splash, preseed or installer directory whose real path "
-        "(symlinks followed) lies outside this config file's directory: for configs from a "
-        "shared tree (hook_confined is the older name)",
+        description="refuse a hook, overlay, splash, preseed or installer directory whose "
+        "real path (symlinks followed) lies outside this config file's directory: for "
+        "configs from a shared tree (hook_confined is the older name)",
     )
     squashfs: Squashfs = Field(default_factory=Squashfs)  # type: ignore[arg-type]
     bootstrap: Bootstrap = Field(default_factory=Bootstrap)  # type: ignore[arg-type]
@@ -279,6 +283,10 @@ class ImageConfig(Model):
         return self._relative(self.hook)
 
     @property
+    def overlay_path(self) -> Path | None:
+        return self._relative(self.overlay)
+
+    @property
     def splash_path(self) -> Path | None:
         return self._relative(self.boot.splash)
 
@@ -293,7 +301,7 @@ class ImageConfig(Model):
     def referenced_paths(self) -> dict[str, Path]:
         """Every file or directory the config names, by key (for checks and VM shares)."""
         found = {
-            "hook": self.hook_path, "boot.splash": self.splash_path,
+            "hook": self.hook_path, "overlay": self.overlay_path, "boot.splash": self.splash_path,
             "installer.preseed": self.preseed_path,
             "installer.directory": self.installer_directory,
         }
