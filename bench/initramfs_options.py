@@ -16,7 +16,6 @@ Run as root: .venv/bin/python bench/initramfs_options.py [SQUASHFS]
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
@@ -27,6 +26,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+
+from squashfs_source import squashfs_argument  # noqa: E402
 
 from deblive.build.chroot import chroot_argv, chroot_env  # noqa: E402
 from deblive.host import sandbox  # noqa: E402
@@ -51,15 +52,7 @@ def configured(text: str, modules: str, compress: str, level: int | None) -> str
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("squashfs", nargs="?", type=Path)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench: run as root (chroot and mounts)")
-    source = args.squashfs or max((REPO / "out").glob("*/filesystem.squashfs"),
-                                  key=lambda p: p.stat().st_mtime, default=None)
-    if source is None:
-        sys.exit("bench: no squashfs given and none under out/ (run make image first)")
+    source = squashfs_argument(__doc__.splitlines()[0], "chroot and mounts")
     sandbox.enter_private_mount_namespace()
     with tempfile.TemporaryDirectory(prefix="deblive-initramfs-", dir="/var/tmp") as tmp:
         root = Path(tmp) / "tree"

@@ -11,7 +11,6 @@ Run as root: .venv/bin/python bench/squash_options.py [SQUASHFS]
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from squashfs_source import squashfs_argument
 
 # (label, mksquashfs options): the compressors deblive accepts, at the levels
 # people use, and what block size and threads change.
@@ -50,15 +49,7 @@ def tree_bytes(root: Path) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("squashfs", nargs="?", type=Path)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench: run as root (the tree keeps its owners)")
-    source = args.squashfs or max((REPO / "out").glob("*/filesystem.squashfs"),
-                                  key=lambda p: p.stat().st_mtime, default=None)
-    if source is None:
-        sys.exit("bench: no squashfs given and none under out/ (run make image first)")
+    source = squashfs_argument(__doc__.splitlines()[0], "the tree keeps its owners")
     with tempfile.TemporaryDirectory(prefix="deblive-squash-", dir="/var/tmp") as tmp:
         tree = Path(tmp) / "tree"
         subprocess.run(["unsquashfs", "-q", "-n", "-d", str(tree), str(source)], check=True)

@@ -70,8 +70,9 @@ def check_paths(config: ImageConfig) -> None:
         elif not path.is_file():
             raise PreflightError(f"{where}: {key}: {path} does not exist or is not a file")
     overlay = paths.get("overlay")
-    for odd in _not_copyable(overlay) if overlay is not None else []:
-        raise PreflightError(f"{where}: overlay: {odd} is not a file, directory or symlink "
+    odd = _not_copyable(overlay) if overlay is not None else []
+    if odd:
+        raise PreflightError(f"{where}: overlay: {odd[0]} is not a file, directory or symlink "
                              "(an overlay copies only those)")
     hook = paths.get("hook")
     if hook is not None and not os.access(hook, os.X_OK):
