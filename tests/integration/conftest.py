@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import archives
+
 REPO = Path(__file__).resolve().parents[2]
 # Reports, serial logs and screenshots of the session, kept for people and CI.
 ARTIFACTS = REPO / "test-artifacts"
@@ -193,11 +195,39 @@ def make_overlay(root: Path, sentinels: Sentinels) -> None:
         os.lchown(path, 1234, 1234)
 
 
+def make_archives(base: Path, home: Path) -> None:
+    """A distribution's own software for the custom build: two signed archives (one
+    shipped with a pin, one for the build only, keys armoured and binary) and local
+    .deb files, one of which depends on a package of the mirror."""
+    debs = base / "debs"
+    debs.mkdir()
+    shipped = archives.make_deb(base, "distro-tool", "1.0",
+                                files={"usr/bin/distro-tool": "#!/bin/sh\necho distro\n"})
+    build_only = archives.make_deb(base, "build-only-tool", "2.0",
+                                   files={"usr/share/build-only-tool/marker": "b\n"})
+    archives.make_deb(debs, "site-config", "1:3.0+local1", depends="sl",
+                      files={"etc/site-config/site.conf": "local\n"})
+    archives.make_deb(debs, "site-tool", "0.1", files={"usr/bin/site-tool": "#!/bin/sh\n"})
+    arch = subprocess.run(["dpkg", "--print-architecture"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    archives.make_archive(base / "archives" / "shipped", [shipped], home, suite="stable",
+                          arch=arch)
+    archives.make_archive(base / "archives" / "build-only", [build_only], home,
+                          suite="stable", arch=arch)
+    (base / "keys").mkdir()
+    archives.export_key(home, base / "keys" / "distro.asc")
+    archives.export_key(home, base / "keys" / "build.gpg", armour=False)
+
+
 @pytest.fixture(scope="session")
 def custom_build(tmp_path_factory: pytest.TempPathFactory, sentinels: Sentinels) -> Build:
     """A task-based image with its own apt mirror, user and hook; no serial console; sudo
-    asks alice for her password; the hook plants links to host files."""
+    asks alice for her password; the hook plants links to host files. It carries an
+    overlay, packages of two signed repositories served from 127.0.0.1 (one shipped
+    in its sources) and local packages."""
     base = tmp_path_factory.mktemp("custom")
+    with archives.gnupg_home() as home:
+        make_archives(base, home)
     hook = base / "hooks" / "hook.sh"
     hook.parent.mkdir()
     hook.write_text(HOOK.replace("__SENTINEL__", shlex.quote(str(sentinels.base))))
@@ -218,8 +248,15 @@ def custom_build(tmp_path_factory: pytest.TempPathFactory, sentinels: Sentinels)
         overlay: overlay
         squashfs: {{compression: lz4}}
         boot: {{serial_console: false, title: deblive VGA test}}
-        """))
-    result = build(config, base)
+        repositories:
+          - {{uri: "__URL__/shipped", suites: [stable], key: keys/distro.asc, priority: 600}}
+          - {{uri: "__URL__/build-only", suites: [stable], key: keys/build.gpg, ship: false}}
+        local_packages: [debs]
+        """).replace("packages: [wpasupplicant]",
+                     "packages: [wpasupplicant, distro-tool, build-only-tool]"))
+    with archives.serve(base / "archives") as url:
+        config.write_text(config.read_text().replace("__URL__", url))
+        result = build(config, base)
     assert result.returncode == 0, result.output[-4000:]
     return result
 

@@ -209,3 +209,16 @@ def test_tree_stats_count_hard_links_once(tmp_path: Path) -> None:
     stats = squash.tree_stats(tmp_path)
     assert stats.inodes == 4  # root, d, a(=b), l
     assert stats.bytes >= 100
+
+
+def test_password_settings_are_stable_and_differ_per_image_and_password() -> None:
+    yes, sha = users.password_settings(cfg())
+    assert (yes, sha) == users.password_settings(cfg())
+    assert yes.startswith("$y$j9T$") and len(yes) == 7 + 24 and sha.startswith("$6$")
+    assert users.password_settings(cfg(name="other"))[0] != yes
+    assert users.password_settings(cfg(user={"password": "other"}))[0] != yes
+    # The host's libcrypt (perl's crypt) takes the settings: the image's does the same.
+    for setting in (yes, sha):
+        out = subprocess.run(["perl", "-e", users.CRYPT_SCRIPT], input=f"live\n{setting}\n",
+                             capture_output=True, text=True, check=True).stdout
+        assert users.HASH_RE.fullmatch(out) and out.startswith(setting)

@@ -70,16 +70,24 @@ def check_mirror(config: ImageConfig) -> None:
             raise ArchiveError(f"mirror {config.mirror}: no {path}")
         return
     release = fetch_release(config.mirror, config.codename)
+    check_release_carries(release, config, f"{config.where}: mirror {config.mirror}",
+                          config.components)
+
+
+def check_release_carries(release: deb822.Release, config: ImageConfig, where: str,
+                          components: tuple[str, ...]) -> None:
+    """The Release lists the image's architecture and these components (where it lists
+    any: a flat archive's Release may name none)."""
     arches = release.get("Architectures", "").split()
-    if arches and str(config.architecture) not in arches:
+    if arches and str(config.architecture) not in arches and "all" not in arches:
         raise ArchiveError(
-            f"{config.where}: architecture: {config.architecture} is not in {config.codename} "
-            f"on {config.mirror} (it has: {' '.join(arches)})"
+            f"{where}: architecture {config.architecture} is not in {config.codename} "
+            f"(it has: {' '.join(arches)})"
         )
-    components = release.get("Components", "").split()
-    for component in config.components:
-        if components and component not in components:
+    listed = release.get("Components", "").split()
+    for component in components:
+        if listed and component not in listed:
             raise ArchiveError(
-                f"{config.where}: components: {component} is not in "
-                f"{config.codename} (it has: {' '.join(components)})"
+                f"{where}: component {component} is not in the suite "
+                f"(it has: {' '.join(listed)})"
             )

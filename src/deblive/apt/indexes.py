@@ -8,6 +8,7 @@ a layered build's overlay instead of being fetched a second time.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,23 @@ def index_digest(lists: Path, architecture: str) -> str:
             if name.endswith((f"/binary-{architecture}/Packages", "/binary-all/Packages")):
                 lines.append(f"{release.name} {name} {entry['sha256']}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def newest_release_date(lists: Path) -> int | None:
+    """The newest Date: of the InRelease files in apt's lists (seconds since the epoch).
+
+    A reproducible build's date when the environment gives none: the same
+    mirror state gives the same date, on any host, at any time.
+    """
+    newest: int | None = None
+    for release in sorted(lists.glob("*_InRelease")):
+        para = deb822.Release(release.read_text(encoding="utf-8", errors="replace"))
+        try:
+            when = int(email.utils.parsedate_to_datetime(para.get("Date", "")).timestamp())
+        except (TypeError, ValueError):
+            continue
+        newest = when if newest is None else max(newest, when)
+    return newest
 
 
 @contextlib.contextmanager

@@ -37,10 +37,11 @@ from typing import Any, Final
 from debian import deb822
 
 from deblive.apt import planresults
-from deblive.apt.indexes import PLAN_LOCK, index_digest
+from deblive.apt.indexes import PLAN_LOCK, index_digest, newest_release_date
 from deblive.apt.keyring import DEBIAN_ARCHIVE_KEYRING
 from deblive.apt.packageset import Package, PackageSet
-from deblive.apt.sources import build_sources
+from deblive.apt.repositories import ExtraArchive
+from deblive.apt.sources import build_sources, extra_sources
 from deblive.core.errors import BadInputError
 from deblive.core.files import exclusive_lock
 from deblive.core.log import BuildLog
@@ -86,6 +87,7 @@ class Plan:
     installer_package: str | None = None
     indexes: str = ""  # digest of the Packages indexes resolved from (index_digest)
     lists: Path | None = None  # apt's lists it resolved from (read them under indexes.held)
+    release_epoch: int | None = None  # the newest Release Date of those lists
 
     @property
     def count(self) -> int:
@@ -166,12 +168,19 @@ class PrivateApt:
     """apt-get and apt-cache for one suite, architecture and set of sources, in root."""
 
     def __init__(self, root: Path, architecture: str, sources: str, runner: Runner,
-                 keyring: Path = DEBIAN_ARCHIVE_KEYRING) -> None:
+                 keyring: Path = DEBIAN_ARCHIVE_KEYRING,
+                 extras: Sequence[ExtraArchive] = ()) -> None:
         self.root = root
         self.architecture = architecture
-        self.sources = sources
         self.runner = runner
         self.keyring = keyring
+        self.extras = list(extras)
+        self.sources = "\n".join(filter(None, [sources, extra_sources(extras, str(self.keyrings))]))
+
+    @property
+    def keyrings(self) -> Path:
+        """The extra archives' keys (Debian's come from keyring)."""
+        return self.root / "keyrings"
 
     @property
     def conf(self) -> Path:
@@ -213,6 +222,14 @@ class PrivateApt:
         (self.root / "etc/sources.list").write_text("", encoding="utf-8")
         (self.root / "etc/sources.list.d/build.sources").write_text(
             self.sources, encoding="utf-8")
+        self.keyrings.mkdir(exist_ok=True)
+        for old in (self.root / "etc/preferences.d").glob("*.pref"):
+            old.unlink()
+        for extra in self.extras:
+            (self.keyrings / f"{extra.name}.gpg").write_bytes(extra.keyring)
+            pin = extra.preferences()
+            if pin:
+                (self.root / "etc/preferences.d" / f"{extra.name}.pref").write_text(pin)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
@@ -337,30 +354,35 @@ def status_text(entries: Sequence[deb822.Packages]) -> str:
     return "\n".join(paragraphs)
 
 
-def cache_key(config: ImageConfig, sources: str) -> str:
-    digest = hashlib.sha256(sources.encode()).hexdigest()[:12]
+def cache_key(config: ImageConfig, sources: str, extras: Sequence[ExtraArchive] = ()) -> str:
+    parts = [sources, *(f"{e.name} {e.uri} {e.suites} {e.components} {e.priority} "
+                        f"{hashlib.sha256(e.keyring).hexdigest()}" for e in extras)]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
     return f"{config.codename}-{config.architecture}-{digest}"
 
 
 def private_apt(config: ImageConfig, runner: Runner, cache_dir: Path | None = None,
-                keyring: Path = DEBIAN_ARCHIVE_KEYRING) -> PrivateApt:
-    """The private apt of config's suite, architecture and build sources (not yet updated)."""
+                keyring: Path = DEBIAN_ARCHIVE_KEYRING,
+                extras: Sequence[ExtraArchive] = ()) -> PrivateApt:
+    """The private apt of config's suite, architecture and build sources (not yet updated),
+    with the extra archives (the config's repositories, the local packages)."""
     sources = build_sources(config, keyring)
     # Absolute: apt reads the paths of its private configuration from "/".
-    root = (cache_dir or default_cache_dir()).absolute() / cache_key(config, sources)
-    return PrivateApt(root, str(config.architecture), sources, runner, keyring)
+    root = (cache_dir or default_cache_dir()).absolute() / cache_key(config, sources, extras)
+    return PrivateApt(root, str(config.architecture), sources, runner, keyring, extras)
 
 
 def make_plan(config: ImageConfig, runner: Runner, cache_dir: Path | None = None, *,
-              update: bool = True, keyring: Path = DEBIAN_ARCHIVE_KEYRING) -> Plan:
+              update: bool = True, keyring: Path = DEBIAN_ARCHIVE_KEYRING,
+              extras: Sequence[ExtraArchive] = (), local: Sequence[str] = ()) -> Plan:
     """Resolve config's package set; PlanError (exit 2) for unknown names or conflicts.
 
     keyring: the keys the suite's Release must be signed with (Debian's archive keys).
     """
     selection = PackageSelection.from_config(config)
-    apt = private_apt(config, runner, cache_dir, keyring)
+    apt = private_apt(config, runner, cache_dir, keyring, extras)
     root = apt.root
-    requested = list(selection.install)
+    requested = [*selection.install, *(n for n in local if n not in selection.install)]
     root.mkdir(parents=True, exist_ok=True)
     # One plan at a time per cache directory (apt's own list lock would fail the second).
     with exclusive_lock(root / PLAN_LOCK, wait=True):
@@ -368,6 +390,7 @@ def make_plan(config: ImageConfig, runner: Runner, cache_dir: Path | None = None
         if update or not any((root / "state/lists").glob("*_Packages*")):
             apt.update()
         indexes = index_digest(root / "state/lists", str(config.architecture))
+        release_epoch = newest_release_date(root / "state/lists")
         key = planresults.result_key(indexes, str(config.architecture), selection.base_request,
                                      requested, selection.netboot_installer)
         resolved = planresults.load(root, key)
@@ -376,7 +399,8 @@ def make_plan(config: ImageConfig, runner: Runner, cache_dir: Path | None = None
             planresults.save(root, key, *resolved)
         base, added, installer_package = resolved
     return Plan(config.name, config.codename, str(config.architecture), selection.variant,
-                requested, base, added, installer_package, indexes, root / "state/lists")
+                requested, base, added, installer_package, indexes, root / "state/lists",
+                release_epoch)
 
 
 def _resolve(apt: PrivateApt, selection: PackageSelection, requested: list[str]
@@ -404,12 +428,13 @@ def netboot_package(names: Sequence[str], architecture: str) -> str | None:
     return best[1] if best else None
 
 
-def precheck(config: ImageConfig, cache: Path, log: BuildLog) -> Plan:
+def precheck(config: ImageConfig, cache: Path, log: BuildLog,
+             extras: Sequence[ExtraArchive] = (), local: Sequence[str] = ()) -> Plan:
     """The build's early stop: the same resolution as `deblive plan`, logged in one line.
 
     cache is the build's cache directory; the plan's lists live in cache/plan.
     """
-    plan = make_plan(config, Runner(log), cache / "plan")
+    plan = make_plan(config, Runner(log), cache / "plan", extras=extras, local=local)
     log.info(
         f"plan: {plan.count} packages, download {human(plan.download_bytes)}, "
         f"installed {human(plan.installed_bytes)}"

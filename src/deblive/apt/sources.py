@@ -8,11 +8,13 @@ plan resolves against exactly what the chroot's apt sees.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from debian.deb822 import Deb822
 
 from deblive.apt.keyring import DEBIAN_ARCHIVE_KEYRING
+from deblive.apt.repositories import ExtraArchive
 from deblive.model import suites
 from deblive.model.config import ImageConfig
 
@@ -46,6 +48,11 @@ def build_sources(config: ImageConfig, keyring: Path = DEBIAN_ARCHIVE_KEYRING) -
     """What apt reads during the build (and the plan): the build mirrors."""
     assert config.mirror is not None
     return render_sources(config, config.mirror, config.build_security_mirror, keyring)
+
+
+def extra_sources(extras: Sequence[ExtraArchive], keyring_dir: str) -> str:
+    """deb822 paragraphs of extra archives, each Signed-By its key in keyring_dir."""
+    return "\n".join(str(extra.paragraph(keyring_dir)) for extra in extras)
 
 
 def image_sources(config: ImageConfig) -> str:

@@ -101,11 +101,11 @@ class Chroot:
 
     def run(
         self, argv: Sequence[str], *, what: str | None = None, input_data: str | None = None,
-        capture: bool = False, quiet: bool = False,
+        capture: bool = False, quiet: bool = False, check: bool = True,
     ) -> Result:
         return self.runner.run(
             chroot_argv(self.tree.root, argv), env=chroot_env(), inherit_env=False, what=what,
-            input_data=input_data, capture=capture, quiet=quiet,
+            input_data=input_data, capture=capture, quiet=quiet, check=check,
         )
 
     def apt_get(self, *args: str, what: str | None = None) -> Result:

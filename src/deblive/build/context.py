@@ -16,7 +16,9 @@ from deblive.host.imagetree import ImageTree
 from deblive.model.config import ImageConfig
 
 if TYPE_CHECKING:
+    from deblive.apt.localrepo import LocalPackage
     from deblive.apt.plan import Plan
+    from deblive.apt.repositories import ExtraArchive
     from deblive.build.basecache import BaseCache, BaseInputs, Entry
     from deblive.build.bootfiles import BootFiles
     from deblive.build.chroot import InitramfsDeferral
@@ -139,6 +141,8 @@ class BuildContext:
     make_iso: bool = True
     build_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     source_date_epoch: int = field(default_factory=lambda: int(time.time()))
+    # Where it came from: environment, release (the Release files' Date), clock.
+    source_date_epoch_from: str = "clock"
     facts: BuildFacts = field(default_factory=BuildFacts)
     # Files to publish, in the order stages made them.
     outputs: list[Path] = field(default_factory=list)
@@ -167,6 +171,13 @@ class BuildContext:
     base_stats: TreeStats | None = None  # the base tree, measured by the base stage's check
     cached_stages: list[str] = field(default_factory=list)  # skipped: their tree came cached
     installed: list[tuple[str, str, str]] | None = None  # dpkg's view, from the clean stage
+    # The config's repositories (keys read, Release signatures checked) and the
+    # local packages' archive, for the build's sources (build.stages.sources).
+    extras: list[ExtraArchive] = field(default_factory=list)
+    local_archive: ExtraArchive | None = None
+    local_packages: list[LocalPackage] = field(default_factory=list)
+    # purl namespace by package name: the extra archives' and the local packages'.
+    package_origins: dict[str, str] = field(default_factory=dict)
     _tree: ImageTree | None = None
 
     @property

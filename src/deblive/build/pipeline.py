@@ -13,11 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from deblive.apt import archive, mirrorfault, plan
+from deblive.apt import archive, extras, mirrorfault, plan
 from deblive.build import basecache, failure, publish, report
 from deblive.build.context import BuildContext, WorkTree
 from deblive.build.stage import Stage
@@ -97,22 +98,27 @@ def run_stages(ctx: BuildContext) -> list[Path]:
     return ctx.outputs
 
 
-def check_before(config: ImageConfig, options: BuildOptions, log: BuildLog) -> plan.Plan | None:
+def check_before(config: ImageConfig, options: BuildOptions, log: BuildLog
+                 ) -> tuple[plan.Plan | None, extras.Extras]:
     """Everything that can fail on bad input, before anything is touched (exit 2).
 
     Returns the package plan (None without the network check): its versions
-    and indexes are part of a layered build's base key.
+    and indexes are part of a layered build's base key; and the archives
+    beside the mirror (repositories checked, the local packages' archive).
     """
     resolved = None
     try:
         preflight.check(config, Runner(log), with_iso=options.make_iso)
+        found = extras.gather(config, Runner(log), options.cache,
+                              check_network=options.check_network)
         if options.check_network:
             archive.check_mirror(config)
-            resolved = plan.precheck(config, options.cache, log)  # unknown names exit 2
+            resolved = plan.precheck(config, options.cache, log, found.all,
+                                     found.local_names)  # unknown names exit 2
     except DebliveError as exc:  # a mirror fault is named as one (exit status kept)
         raise mirrorfault.explain(exc, config) from None
     publish.check_outdir(options.outdir, options.force)
-    return resolved
+    return resolved, found
 
 
 def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | None) -> None:
@@ -155,15 +161,36 @@ def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | 
     ctx.log.info(f"base cache: miss: {ctx.base_miss}")
 
 
-def make_context(config: ImageConfig, options: BuildOptions, log: BuildLog) -> BuildContext:
+EPOCH_ORIGINS = {
+    "environment": "from the environment",
+    "release": "the newest Date of the Release files used",
+    "clock": "the clock (no package plan to date the build by)",
+}
+
+
+def build_date(resolved: plan.Plan | None) -> tuple[int, str]:
+    """SOURCE_DATE_EPOCH and where it came from: the environment's, else the newest
+    Date of the Release files the plan resolved from, else (no plan) the clock."""
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        return int(os.environ["SOURCE_DATE_EPOCH"]), "environment"
+    if resolved is not None and resolved.release_epoch is not None:
+        return resolved.release_epoch, "release"
+    return int(time.time()), "clock"
+
+
+def make_context(config: ImageConfig, options: BuildOptions, log: BuildLog,
+                 resolved: plan.Plan | None = None) -> BuildContext:
     ctx = BuildContext(
         config=config, log=log, runner=Runner(log), work=WorkTree(options.workdir),
         outdir=options.outdir, cache=options.cache, make_iso=options.make_iso,
     )
-    if "SOURCE_DATE_EPOCH" in os.environ:
-        # Reproducible builds: the date and the medium's id follow from the
-        # inputs, so two builds of the same config give the same ISO.
-        ctx.source_date_epoch = int(os.environ["SOURCE_DATE_EPOCH"])
+    # Reproducible by default: the date and the medium's id follow from the
+    # inputs, so two builds of the same config from one mirror state give the
+    # same ISO. Every command sees the same date (chroots included), in UTC
+    # (FAT's times are local times: the EFI image would follow the caller's zone).
+    ctx.source_date_epoch, ctx.source_date_epoch_from = build_date(resolved)
+    ctx.runner.fixed_env.update({"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch), "TZ": "UTC"})
+    if ctx.source_date_epoch_from != "clock":
         digest = report.config_digest(config)
         ctx.build_id = str(uuid.uuid5(uuid.NAMESPACE_URL,
                                       f"deblive:{digest}:{ctx.source_date_epoch}"))
@@ -176,9 +203,9 @@ def finish(ctx: BuildContext, started: dt.datetime, options: BuildOptions) -> Bu
     files = list(ctx.outputs)
     build_report = report.build_report(ctx, started, files, "success")
     report.write_report(build_report, work.output / "report.json")
-    isos = [f for f in files if f.suffix == ".iso"]
-    if isos:
-        report.sha256sums(isos, work.output / "SHA256SUMS")
+    summed = [f for f in files if f.suffix == ".iso" or f.name.endswith(".spdx.json")]
+    if summed:
+        report.sha256sums(summed, work.output / "SHA256SUMS")
         files.append(work.output / "SHA256SUMS")
     log.info(f"build finished in {format_seconds(float(build_report['duration_seconds']))}")
     log.close()
@@ -195,17 +222,25 @@ def finish(ctx: BuildContext, started: dt.datetime, options: BuildOptions) -> Bu
 def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = None) -> BuildResult:
     """Build an image; raises DebliveError (with exit_code) on failure."""
     log = log or BuildLog(verbose=options.verbose)
-    resolved = check_before(config, options, log)
+    # The caller's umask must not reach the image (the directories deblive makes,
+    # every maintainer script's files) or the outputs: a reproducible image is
+    # the same under any umask.
+    os.umask(0o022)
+    resolved, found = check_before(config, options, log)
     sandbox.enter_private_mount_namespace()
     with workbase.workdir_lock(options.workdir):
         if os.path.lexists(options.workdir):
             log.info(f"removing the previous work tree {options.workdir}")
         workbase.make_work_tree(options.workdir)
-        ctx = make_context(config, options, log)
+        ctx = make_context(config, options, log, resolved)
+        ctx.extras, ctx.local_archive = found.archives, found.local
+        ctx.local_packages = found.local_packages
         log.open(ctx.work.log)
         started = dt.datetime.now(dt.UTC)
         log.info(f"building {config.name}: {config.codename} ({config.suite}) "
                  f"{config.architecture}, work tree {ctx.work.root}")
+        log.info(f"SOURCE_DATE_EPOCH {ctx.source_date_epoch}: "
+                 f"{EPOCH_ORIGINS[ctx.source_date_epoch_from]}")
         try:
             choose_base(ctx, options, resolved)
             run_stages(ctx)

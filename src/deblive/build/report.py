@@ -64,6 +64,9 @@ def build_report(
     # A layered build's tree is gone with its overlay: the clean stage's list stays.
     packages = ([{"name": n, "version": v, "architecture": a} for n, v, a in ctx.installed]
                 if ctx.installed is not None else _manifest(ctx.rootfs))
+    for package in packages:  # local, an extra repository's host, or Debian's archive
+        package["origin"] = ctx.package_origins.get(
+            f"{package['name']}={package['version']}", "debian")
     config = ctx.config
     facts = dataclasses.asdict(ctx.facts)
     return {
@@ -83,6 +86,7 @@ def build_report(
             "password_hash": facts.pop("password_hash"), "sudo": config.user.sudo,
         },
         "source_date_epoch": ctx.source_date_epoch,
+        "source_date_epoch_from": ctx.source_date_epoch_from,
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
         "duration_seconds": round((finished - started).total_seconds(), 1),

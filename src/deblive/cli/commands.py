@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
+from deblive.apt import extras
 from deblive.apt import plan as plan_mod
 from deblive.apt.archive import check_mirror
 from deblive.boottest import run as boottest
@@ -107,6 +108,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     preflight.check_paths(cfg)
     if args.network:
         check_mirror(cfg)
+        found = extras.gather(cfg, Runner(BuildLog()), plan_mod.default_cache_dir().parent)
+        for extra in found.all:
+            print(f"{extra.name}: {extra.uri}: signed by its key")
     print(f"{cfg.source or 'default config'}: valid ({cfg.name}: {cfg.codename} "
           f"{cfg.architecture})")
     if args.show:
@@ -180,8 +184,10 @@ def cmd_cache_prune(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Resolve the package set against the mirror; exit 2 for unknown names or conflicts."""
     cfg = load_config(args)
-    result = plan_mod.make_plan(cfg, Runner(BuildLog()),
-                                Path(args.cache_dir) if args.cache_dir else None)
+    runner = Runner(BuildLog())
+    cache = Path(args.cache_dir) if args.cache_dir else plan_mod.default_cache_dir()
+    found = extras.gather(cfg, runner, cache.parent)
+    result = plan_mod.make_plan(cfg, runner, cache, extras=found.all, local=found.local_names)
     print(json.dumps(result.to_json(), indent=2) if args.json else plan_mod.format_plan(result))
     return ExitCode.OK
 

@@ -171,6 +171,10 @@ class Runner:
         # Set when the build log could not be written (full disk): the command
         # goes on and its own error, not the log's, is what gets reported.
         self._log_error: OSError | ValueError | None = None
+        # What every command of one build sees, whatever its environment: the
+        # build's SOURCE_DATE_EPOCH (a chroot's clean environment included), so
+        # mkinitramfs, dpkg-deb, mksquashfs and xorriso all date by the inputs.
+        self.fixed_env: dict[str, str] = {}
 
     @property
     def log_error(self) -> OSError | ValueError | None:
@@ -237,6 +241,7 @@ class Runner:
         full_env = dict(os.environ) if inherit_env else {}
         if env:
             full_env.update(env)
+        full_env.update(self.fixed_env)
         proc = self._start(
             args, what,
             stdin=subprocess.PIPE if input_data is not None else subprocess.DEVNULL,
@@ -293,7 +298,7 @@ class Runner:
     ) -> Process:
         """Start a long-running command with pipes for all three streams (a VM)."""
         args = [os.fspath(a) for a in argv]
-        full_env = {**os.environ, **(env or {})}
+        full_env = {**os.environ, **(env or {}), **self.fixed_env}
         proc = self._start(
             args, what, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=cwd, env=full_env,

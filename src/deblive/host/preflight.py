@@ -67,6 +67,10 @@ def check_paths(config: ImageConfig) -> None:
         if key in ("installer.directory", "overlay"):
             if not path.is_dir():
                 raise PreflightError(f"{where}: {key}: {path} is not a directory")
+        elif key.startswith("local_packages["):
+            if not (path.is_dir() or (path.is_file() and path.suffix == ".deb")):
+                raise PreflightError(f"{where}: {key}: {path} is not a .deb file or a "
+                                     "directory of them")
         elif not path.is_file():
             raise PreflightError(f"{where}: {key}: {path} does not exist or is not a file")
     overlay = paths.get("overlay")

@@ -41,6 +41,7 @@ from deblive.model.sections import (
     Language,
     Metapackage,
     Model,
+    Repository,
     Squashfs,
     User,
 )
@@ -127,6 +128,13 @@ class ImageConfig(Model):
     locale: SystemLocale = "en_US.UTF-8"
     timezone: str = "UTC"
     keyboard: Keyboard = "us"
+    repositories: tuple[Repository, ...] = Field(
+        (), description="extra signed apt archives: packages of a distribution's own",
+    )
+    local_packages: tuple[Path, ...] = Field(
+        (), description=".deb files or directories of them, relative to this file: a "
+        "temporary local repository during the build; each is installed",
+    )
     debconf: tuple[str, ...] = Field(
         (), description="debconf-set-selections lines preseeded before any package is installed",
     )
@@ -305,7 +313,14 @@ class ImageConfig(Model):
             "installer.preseed": self.preseed_path,
             "installer.directory": self.installer_directory,
         }
+        for index, repo in enumerate(self.repositories):
+            found[f"repositories[{index}].key"] = self._relative(repo.key)
+        for index, path in enumerate(self.local_packages):
+            found[f"local_packages[{index}]"] = self._relative(path)
         return {key: path for key, path in found.items() if path is not None}
+
+    def repository_suites(self, repo: Repository) -> tuple[str, ...]:
+        return repo.suites or (self.codename,)
 
     @property
     def metapackage_name(self) -> str:

@@ -1,5 +1,5 @@
 """The config's sections: the live user, squashfs, bootstrap, boot menu, installer,
-metapackage and languages, each a frozen model with its own checks."""
+metapackage, languages and extra repositories, each a frozen model with its own checks."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from deblive.model.text import (
+    ARCHIVE_NAME_RE,
     GECOS_SEPARATORS,
     LOCALE_RE,
     MAINTAINER_RE,
+    MIRROR_RE,
     SHELL_RE,
     USER_RE,
     VERSION_RE,
@@ -239,4 +241,43 @@ class Language(Model):
         v = " ".join(v.split())
         if not v or len(v) > 40 or any(c in v for c in "\"'$^\\{}"):
             raise ValueError("must be 1 to 40 characters without quotes, $, ^, \\ or braces")
+        return v
+
+
+class Repository(Model):
+    """An extra signed apt archive (a distribution's own packages), checked like the mirror.
+
+    Its Release must verify with `key` before anything is touched; nothing is
+    ever trusted without a signature. ship: the image's sources keep it (a
+    deb822 entry whose Signed-By names the key under /etc/apt/keyrings/), or it
+    serves the build only and leaves no trace in the image.
+    """
+
+    uri: str = Field(description="http://, https:// or file:// URL of the archive")
+    suites: tuple[str, ...] | None = Field(None, description="default: the image's codename")
+    components: tuple[str, ...] = ("main",)
+    key: Path = Field(description="OpenPGP public key (armoured or binary), relative to the "
+                      "config file, that signs the archive's Release")
+    ship: bool = Field(True, description="keep the repository in the image's apt sources")
+    priority: int | None = Field(
+        None, ge=-32768, le=32767,
+        description="apt pin priority for the repository's packages (apt_preferences(5))",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        full(MIRROR_RE, v, "must be an http://, https:// or file:// URL without spaces")
+        return v.rstrip("/")
+
+    @field_validator("suites", "components")
+    @classmethod
+    def _names(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for name in v or ():
+            full(ARCHIVE_NAME_RE, name, f"{name!r} is not a suite or component name "
+                 "(letters, digits, . _ - and /)")
+            if ".." in name.split("/"):
+                raise ValueError(f"{name!r} must not hold '..'")
+        if v is not None and not v:
+            raise ValueError("name at least one")
         return v

@@ -71,6 +71,7 @@ class BaseClean(Stage):
         for path in keep_build_logs(tree, ctx.work.logs, prefix="base-"):
             ctx.log.warn(f"{path} in the image is not a regular file: not kept in logs/")
         tree.unlink(sources.BUILD_SOURCES)
+        sources.remove_build_archives(ctx)
         sources.clear_lists(tree)
         clean_tree(tree)
 

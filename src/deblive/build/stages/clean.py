@@ -15,6 +15,7 @@ from pathlib import Path
 
 from debian import deb822
 
+from deblive.build import origins, sbom
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
 from deblive.host.imagetree import ImageTree, TreeError
@@ -94,6 +95,9 @@ def clean_tree(tree: ImageTree) -> None:
     _remove_matching(tree, "/var/cache/apt", "*.bin")
     _remove_matching(tree, "/var/cache/apt/archives", "*.deb")
     _remove_matching(tree, "/var/cache/debconf", "*-old")
+    # ldconfig's auxiliary cache records inode numbers and times: it differs on every
+    # build (a reproducible image must not) and ldconfig remakes it when needed.
+    _remove_matching(tree, "/var/cache/ldconfig", "aux-cache")
     # Log files go, their directories stay (packages expect them).
     tree.empty_dir("/var/log", keep_dirs=True)
     machine_id = tree.lstat("/etc/machine-id")
@@ -125,8 +129,27 @@ class Clean(Stage):
         ctx.installed = installed_packages(tree)
         listing = format_packages(ctx.installed)
         manifest.write_text(listing)
-        ctx.outputs.append(manifest)
+        ctx.outputs += [manifest, write_sbom(ctx)]
         ctx.facts.package_count = len(listing.splitlines())
         ctx.facts.kernels = sorted(
             p.rsplit("/", 1)[1].removeprefix("vmlinuz-") for p in tree.glob("/boot", "vmlinuz-*")
         )
+
+
+def write_sbom(ctx: BuildContext) -> Path:
+    """<name>-<suite>-<arch>.spdx.json: every installed package, with its archive's purl."""
+    assert ctx.installed is not None
+    by_name: dict[str, sbom.Origin] = {}
+    for name, version, _arch in ctx.installed:
+        namespace = ctx.package_origins.get(f"{name}={version}")
+        if namespace == origins.LOCAL:
+            by_name[name] = sbom.LOCAL
+        elif namespace is not None:
+            by_name[name] = sbom.Origin(namespace=namespace)
+    config = ctx.config
+    document = sbom.sbom_document(
+        ctx.tree, name=config.image_basename, namespace_seed=ctx.build_id,
+        created_epoch=ctx.source_date_epoch, origins=by_name, distro=config.codename)
+    path = ctx.work.output / f"{config.image_basename}.spdx.json"
+    sbom.write_sbom(path, document)
+    return path

@@ -113,7 +113,8 @@ class Packages(Stage):
             what="preseeding debconf",
         )
         sources.package_lists(ctx)
-        packages = PackageSelection.from_config(config).install
+        selection = PackageSelection.from_config(config).install
+        packages = [*selection, *(p.name for p in ctx.local_packages if p.name not in selection)]
         ctx.log.info(f"installing {len(packages)} packages with Recommends: {' '.join(packages)}")
         chroot.apt_get("install", *packages, what="installing the live system, tasks and extras")
         if config.metapackage.install:

@@ -18,6 +18,8 @@ any of its means (sudo, polkit).
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shlex
 
 from deblive.build.chroot import Chroot
@@ -32,6 +34,12 @@ SUDOERS = "/etc/sudoers.d/live"
 # The hash schemes crypt(5) names by their prefix.
 HASH_SCHEMES = {"$y$": "yescrypt", "$gy$": "gost-yescrypt", "$7$": "scrypt", "$6$": "sha512crypt",
                 "$5$": "sha256crypt", "$2b$": "bcrypt", "$1$": "md5crypt"}
+CRYPT64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# crypt(3) in the image's own perl (perl-base is Essential): the password and
+# the setting on standard input, never on a command line.
+CRYPT_SCRIPT = ('my $p = <STDIN>; chomp $p; my $s = <STDIN>; chomp $s; '
+                'my $h = crypt($p, $s); defined $h or exit 1; print $h;')
+HASH_RE = re.compile(r"\$(y\$j9T|6)\$[./0-9A-Za-z]+\$[./0-9A-Za-z]+")
 
 
 class ImageConfigError(BadInputError):
@@ -113,6 +121,31 @@ def hash_scheme(shadow: str, user: str) -> str | None:
     return None
 
 
+def password_settings(config: ImageConfig) -> tuple[str, str]:
+    """crypt(3) settings (yescrypt, then sha512crypt where the image lacks it) with a
+    salt derived from the image and the password: the same config gives the same
+    /etc/shadow (a reproducible image), another image or password another salt."""
+    secret = config.user.password.get_secret_value()
+    seed = hashlib.sha256(f"deblive-salt\0{config.name}\0{config.user.name}\0{secret}".encode())
+    # 24 characters: 18 whole bytes (yescrypt refuses a salt that ends mid-byte).
+    salt = "".join(CRYPT64[b % 64] for b in seed.digest()[:24])
+    return f"$y$j9T${salt}", f"$6${salt[:16]}"
+
+
+def password_hash(config: ImageConfig, chroot: Chroot) -> str:
+    """The live user's password hashed by the image's own libcrypt."""
+    password = config.user.password.get_secret_value()
+    for setting in password_settings(config):
+        result = chroot.run(["perl", "-e", CRYPT_SCRIPT], input_data=f"{password}\n{setting}\n",
+                            capture=True, quiet=True, check=False,
+                            what="hashing the live user's password")
+        hashed = result.output.strip()
+        if result.returncode == 0 and HASH_RE.fullmatch(hashed):
+            return hashed
+    raise ImageConfigError("the image's crypt(3) made neither a yescrypt nor a sha512crypt "
+                           "hash of the live user's password")
+
+
 def configure_system(ctx: BuildContext) -> None:
     """Hostname, locale, time zone and keyboard."""
     config, tree = ctx.config, ctx.tree
@@ -166,8 +199,8 @@ def create_user(ctx: BuildContext) -> None:
     else:
         chroot.run(useradd_argv(config), what="creating the live user")
     # On standard input, never on a command line or in the log.
-    password = config.user.password.get_secret_value()
-    chroot.run(["chpasswd"], input_data=f"{config.user.name}:{password}\n",
+    hashed = password_hash(config, chroot)
+    chroot.run(["chpasswd", "--encrypted"], input_data=f"{config.user.name}:{hashed}\n",
                what="setting the live user's password")
     ctx.facts.password_hash = hash_scheme(tree.read_text("/etc/shadow"), config.user.name)
     if config.lock_root:
