@@ -101,10 +101,14 @@ def test_a_wrongly_signed_repository_stops_the_build(tmp_path: Path) -> None:
                 name: badrepo
                 repositories: [{{uri: "{url}/{where}", suites: [stable], key: {key}}}]
                 """))
-            proc = run_deblive("build", config, "-o", tmp_path / "out",
-                               "--workdir", tmp_path / "work")
-            assert proc.returncode == 2, proc.stdout + proc.stderr
-            assert f"repositories[0] ({url}/{where})" in proc.stderr and words in proc.stderr
+            commands: list[list[str | Path]] = [
+                ["build", config, "-o", tmp_path / "out", "--workdir", tmp_path / "work"],
+                ["validate", "--network", config]]
+            for command in commands:
+                proc = run_deblive(*command)
+                assert proc.returncode == 2, proc.stdout + proc.stderr
+                assert f"repositories[0] ({url}/{where})" in proc.stderr
+                assert words in proc.stderr
             assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 

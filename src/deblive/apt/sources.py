@@ -19,13 +19,17 @@ from deblive.model import suites
 from deblive.model.config import ImageConfig
 
 
-def _paragraph(uri: str, suite_names: list[str], components: list[str], keyring: Path) -> Deb822:
+def _paragraph(uri: str, suite_names: list[str], components: list[str], keyring: Path,
+               snapshot: bool = False) -> Deb822:
     para = Deb822()
     para["Types"] = "deb"
     para["URIs"] = uri
     para["Suites"] = " ".join(suite_names)
     para["Components"] = " ".join(components)
     para["Signed-By"] = str(keyring)
+    if snapshot:
+        # A snapshot's Release is as old as the snapshot: its Valid-Until has passed.
+        para["Check-Valid-Until"] = "no"
     return para
 
 
@@ -37,10 +41,11 @@ def render_sources(config: ImageConfig, mirror: str, security_mirror: str,
     main = [codename]
     if config.updates and suites.has_security_suite(codename):
         main.append(f"{codename}-updates")
-    paragraphs = [_paragraph(mirror, main, components, keyring)]
+    paragraphs = [_paragraph(mirror, main, components, keyring, config.is_snapshot_uri(mirror))]
     if config.security and suites.has_security_suite(codename):
         paragraphs.append(_paragraph(
-            security_mirror, [suites.security_suite(codename)], components, keyring))
+            security_mirror, [suites.security_suite(codename)], components, keyring,
+            config.is_snapshot_uri(security_mirror)))
     return "\n".join(str(p) for p in paragraphs)
 
 

@@ -163,16 +163,20 @@ def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | 
 
 EPOCH_ORIGINS = {
     "environment": "from the environment",
+    "snapshot": "the snapshot's time",
     "release": "the newest Date of the Release files used",
     "clock": "the clock (no package plan to date the build by)",
 }
 
 
-def build_date(resolved: plan.Plan | None) -> tuple[int, str]:
-    """SOURCE_DATE_EPOCH and where it came from: the environment's, else the newest
-    Date of the Release files the plan resolved from, else (no plan) the clock."""
+def build_date(config: ImageConfig, resolved: plan.Plan | None) -> tuple[int, str]:
+    """SOURCE_DATE_EPOCH and where it came from: the environment's, else the snapshot's
+    time, else the newest Date of the Release files the plan resolved from, else (no
+    plan) the clock."""
     if "SOURCE_DATE_EPOCH" in os.environ:
         return int(os.environ["SOURCE_DATE_EPOCH"]), "environment"
+    if config.snapshot_epoch is not None:
+        return config.snapshot_epoch, "snapshot"
     if resolved is not None and resolved.release_epoch is not None:
         return resolved.release_epoch, "release"
     return int(time.time()), "clock"
@@ -188,7 +192,7 @@ def make_context(config: ImageConfig, options: BuildOptions, log: BuildLog,
     # inputs, so two builds of the same config from one mirror state give the
     # same ISO. Every command sees the same date (chroots included), in UTC
     # (FAT's times are local times: the EFI image would follow the caller's zone).
-    ctx.source_date_epoch, ctx.source_date_epoch_from = build_date(resolved)
+    ctx.source_date_epoch, ctx.source_date_epoch_from = build_date(config, resolved)
     ctx.runner.fixed_env.update({"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch), "TZ": "UTC"})
     if ctx.source_date_epoch_from != "clock":
         digest = report.config_digest(config)

@@ -17,14 +17,12 @@ is allowed, and end the run with exit status 2 before anything is touched.
 from __future__ import annotations
 
 import datetime as dt
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
     Field,
     PrivateAttr,
     ValidationError,
@@ -34,6 +32,7 @@ from pydantic import (
 )
 
 from deblive.model.arch import Arch
+from deblive.model.configerrors import describe
 from deblive.model.sections import (
     Boot,
     Bootstrap,
@@ -49,6 +48,7 @@ from deblive.model.suites import ReleaseTable, SuiteError
 from deblive.model.text import (
     MIRROR_RE,
     PACKAGE_RE,
+    SNAPSHOT_RE,
     TIMEZONE_RE,
     Component,
     Hostname,
@@ -90,6 +90,9 @@ def _host(info: ValidationInfo) -> HostDefaults:
     return host
 
 
+SNAPSHOT_URL = "https://snapshot.debian.org"
+
+
 def default_security_mirror(apt_mirror: str) -> str:
     """Debian's layout puts the security archive beside the main one: .../debian-security."""
     if apt_mirror.endswith("/debian"):
@@ -113,6 +116,14 @@ class ImageConfig(Model):
     )
     security_mirror: str | None = Field(
         None, description="security archive for the image; default: apt_mirror + '-security'"
+    )
+    snapshot: str | None = Field(
+        None, description="a time of Debian's snapshot archive, YYYYMMDDTHHMMSSZ: the build "
+        "mirror and the image's sources become snapshot_url/archive/debian/<time>/ (and "
+        "debian-security), Check-Valid-Until off for them only; the build's date is this time",
+    )
+    snapshot_url: str = Field(
+        SNAPSHOT_URL, description="the snapshot service (with snapshot)",
     )
     components: tuple[Component, ...] = ("main",)
     security: bool = Field(True, description="add <suite>-security to the image's sources")
@@ -183,6 +194,12 @@ class ImageConfig(Model):
             data["suite"] = host.codename or "stable"
         if data.get("architecture") is None:
             data["architecture"] = str(host.architecture)
+        snapshot = data.get("snapshot")
+        snapshots = None
+        if isinstance(snapshot, str) and SNAPSHOT_RE.fullmatch(snapshot):
+            snapshots = f"{str(data.get('snapshot_url') or SNAPSHOT_URL).rstrip('/')}/archive"
+            if data.get("mirror") is None:
+                data["mirror"] = f"{snapshots}/debian/{snapshot}"
         if data.get("mirror") is None:
             data["mirror"] = host.mirror
         mirror = data.get("mirror")
@@ -190,7 +207,10 @@ class ImageConfig(Model):
             data["apt_mirror"] = mirror.rstrip("/")
         apt_mirror = data.get("apt_mirror")
         if data.get("security_mirror") is None and isinstance(apt_mirror, str):
-            data["security_mirror"] = default_security_mirror(apt_mirror.rstrip("/"))
+            if snapshots and apt_mirror.rstrip("/") == f"{snapshots}/debian/{snapshot}":
+                data["security_mirror"] = f"{snapshots}/debian-security/{snapshot}"
+            else:
+                data["security_mirror"] = default_security_mirror(apt_mirror.rstrip("/"))
         return data
 
     def model_post_init(self, context: Any) -> None:
@@ -198,8 +218,12 @@ class ImageConfig(Model):
         assert isinstance(host, HostDefaults)
         self._codename = host.releases.resolve(self.suite, host.today)
         assert self.mirror is not None
-        # The build's security archive: the host's, when building from the host's mirror.
-        if host.security_mirror and self.mirror == (host.mirror or "").rstrip("/"):
+        # The build's security archive: the host's, when building from the host's mirror;
+        # the snapshot's, when building from a snapshot.
+        snapshot_security = self.snapshot_mirror("debian-security")
+        if snapshot_security and self.mirror == self.snapshot_mirror("debian"):
+            self._build_security_mirror = snapshot_security
+        elif host.security_mirror and self.mirror == (host.mirror or "").rstrip("/"):
             self._build_security_mirror = host.security_mirror.rstrip("/")
         else:
             self._build_security_mirror = default_security_mirror(self.mirror)
@@ -214,6 +238,23 @@ class ImageConfig(Model):
             allowed = ", ".join(host.releases.supported_names(host.today))
             raise ValueError(f"{exc}; allowed: {allowed}") from None
         return v
+
+    @field_validator("snapshot")
+    @classmethod
+    def _snapshot(cls, v: str | None) -> str | None:
+        if v is not None:
+            full(SNAPSHOT_RE, v, "must be a snapshot time such as 20261101T000000Z")
+            try:
+                dt.datetime.strptime(v, "%Y%m%dT%H%M%SZ")
+            except ValueError:
+                raise ValueError(f"{v!r} is not a valid date and time") from None
+        return v
+
+    @field_validator("snapshot_url")
+    @classmethod
+    def _snapshot_url(cls, v: str) -> str:
+        full(MIRROR_RE, v, "must be an http://, https:// or file:// URL without spaces")
+        return v.rstrip("/")
 
     @field_validator("mirror")
     @classmethod
@@ -268,6 +309,23 @@ class ImageConfig(Model):
     def codename(self) -> str:
         """The suite's codename, resolved once when the config was read."""
         return self._codename
+
+    def snapshot_mirror(self, archive: str) -> str | None:
+        """snapshot_url/archive/<archive>/<time> with a snapshot, else None."""
+        if self.snapshot is None:
+            return None
+        return f"{self.snapshot_url}/archive/{archive}/{self.snapshot}"
+
+    @property
+    def snapshot_epoch(self) -> int | None:
+        """The snapshot's time as seconds since the epoch (the build's date)."""
+        if self.snapshot is None:
+            return None
+        when = dt.datetime.strptime(self.snapshot, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+        return int(when.timestamp())
+
+    def is_snapshot_uri(self, uri: str) -> bool:
+        return self.snapshot is not None and uri.startswith(f"{self.snapshot_url}/archive/")
 
     @property
     def build_security_mirror(self) -> str:
@@ -346,44 +404,6 @@ class ImageConfig(Model):
         return self.model_dump(mode="json")
 
 
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + item)
-    return "".join(parts) or "(top level)"
-
-
-def _describe(exc: ValidationError, where: str) -> str:
-    lines = []
-    for err in exc.errors():
-        key = _key_path(tuple(err["loc"]))
-        msg = err["msg"].removeprefix("Value error, ")
-        expected = err.get("ctx", {}).get("expected")
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown key; allowed keys here: {', '.join(_allowed_keys(err['loc']))}"
-        elif err["type"] in ("literal_error", "enum") and expected:
-            msg = f"{err['input']!r} is not allowed; allowed: {expected}"
-        lines.append(f"{where}: {key}: {msg}")
-    return "\n".join(lines)
-
-
-def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
-    model: type[BaseModel] = ImageConfig
-    for item in loc[:-1]:
-        field = model.model_fields.get(str(item))
-        annotation = field.annotation if field else None
-        # `Installer | None`, `tuple[Language, ...]`: the model inside.
-        inner = [a for a in typing.get_args(annotation) if a not in (type(None), Ellipsis)]
-        if len(inner) == 1:
-            annotation = inner[0]
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-    return [k for k in model.model_fields if k != "source"]
-
-
 def parse(data: Any, source: Path | None, host: HostDefaults,
           overrides: dict[str, Any] | None = None) -> ImageConfig:
     """Validate a mapping (from YAML) into an ImageConfig; ConfigError on any problem."""
@@ -401,7 +421,7 @@ def parse(data: Any, source: Path | None, host: HostDefaults,
     try:
         return ImageConfig.model_validate(merged, context={"host": host})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, where)) from None
+        raise ConfigError(describe(exc, where, ImageConfig)) from None
 
 
 def json_schema() -> dict[str, Any]:

@@ -42,6 +42,8 @@ def mmdebstrap_argv(config: ImageConfig, rootfs: Path) -> list[str]:
         "--skip=download/empty",
         "--skip=check/empty",
     ]
+    if config.is_snapshot_uri(config.mirror):
+        argv.append("--aptopt=Acquire::Check-Valid-Until \"false\"")
     if selection.bootstrap_extras:
         argv.append(f"--include={','.join(selection.bootstrap_extras)}")
     argv += [config.codename, str(rootfs), config.mirror]
