@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from deblive.host import hostapt  # noqa: E402
-from deblive.model.config import default_security_mirror  # noqa: E402
+from deblive.model.mirrors import default_security_mirror  # noqa: E402
 
 # What both tools install beyond their base: the same package set.
 PACKAGES = ["sudo", "locales", "live-config", "live-config-systemd"]

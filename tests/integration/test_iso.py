@@ -41,10 +41,13 @@ def xorriso_report(iso: Path, what: str) -> str:
     ).stdout
 
 
-def test_sha256sums_file_verifies_the_iso(iso: Path) -> None:
-    sums = (iso.parent / "SHA256SUMS").read_text().split()
-    digest = hashlib.sha256(iso.read_bytes()).hexdigest()
-    assert sums == [digest, iso.name]
+def test_sha256sums_file_verifies_the_iso_and_the_sbom(iso: Path) -> None:
+    lines = (iso.parent / "SHA256SUMS").read_text().splitlines()
+    sbom = iso.with_suffix(".spdx.json")
+    expected = sorted([iso, sbom])
+    assert [line.split("  ", 1)[1] for line in lines] == [p.name for p in expected]
+    for line, path in zip(lines, expected, strict=True):
+        assert line.split()[0] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_boot_records(iso: Path) -> None:

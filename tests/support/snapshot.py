@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from deblive.host import hostapt
-from deblive.model.config import default_security_mirror
+from deblive.model.mirrors import default_security_mirror
 
 
 @dataclass

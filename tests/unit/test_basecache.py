@@ -259,3 +259,14 @@ def test_a_base_with_fewer_packages_is_a_parent(tmp_path: Path) -> None:
                             ) is None
     # The same packages: that is the entry itself (a hit), not a parent.
     assert cache.parent_for(parent_inputs) is None
+
+
+def test_binary_indexes_in_any_compression_and_flat_archives_count() -> None:
+    from deblive.apt.indexes import is_binary_index
+
+    for name in ("main/binary-amd64/Packages", "main/binary-amd64/Packages.xz",
+                 "main/binary-all/Packages.gz", "Packages", "Packages.gz"):
+        assert is_binary_index(name, "amd64"), name
+    for name in ("main/binary-arm64/Packages", "main/source/Sources.xz",
+                 "main/i18n/Translation-en", "main/binary-amd64/Release", "Contents-amd64"):
+        assert not is_binary_index(name, "amd64"), name

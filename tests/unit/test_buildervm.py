@@ -195,7 +195,7 @@ def guest_out(tmp_path: Path, **override: bytes) -> Path:
     (out / "logs").mkdir(parents=True)
     files = {"filesystem.squashfs": b"sq" * 100, "filesystem.packages": b"a\t1\n",
              "live-bookworm-amd64.iso": b"iso" * 100, "boot-entries.json": b"{}",
-             "build.log": b"log\n", **override}
+             "build.log": b"log\n", "live-bookworm-amd64.spdx.json": b"{}\n", **override}
     for name, data in files.items():
         (out / name).write_bytes(data)
     digests = {n: sha256_file(out / n) for n in files}
@@ -215,7 +215,8 @@ def test_results_are_taken_by_name_and_checked(tmp_path: Path) -> None:
     assert files[-1].name == "report.json"
     assert {f.name for f in files} == {
         "filesystem.squashfs", "filesystem.packages", "report.json", "build.log",
-        "live-bookworm-amd64.iso", "SHA256SUMS", "boot-entries.json"}
+        "live-bookworm-amd64.iso", "SHA256SUMS", "boot-entries.json",
+        "live-bookworm-amd64.spdx.json"}
     assert all((f.stat().st_mode & 0o777) == 0o644 for f in files)
     assert not (tmp_path / "taken" / "planted").exists()
     assert (tmp_path / "taken" / "logs" / "apt.log").read_text() == "apt\n"

@@ -62,6 +62,9 @@ def test_armoured_and_binary_keys_are_the_same_keyring(tmp_path: Path, signer: P
 
 def test_config_names_the_repository_key_that_is_wrong(tmp_path: Path) -> None:
     bad = [({"uri": "ftp://x"}, "repositories.0.uri"),
+           ({"uri": "file:///srv/repo", "key": "k"}, "repositories.0.uri"),
+           ({"uri": "https://user:token@x/r", "key": "k"}, "repositories.0.uri"),
+           ({"uri": 'http://x"y/r', "key": "k"}, "repositories.0.uri"),
            ({"uri": "http://x", "key": "k", "suites": ["a b"]}, "repositories.0.suites"),
            ({"uri": "http://x", "key": "k", "components": ["../x"]}, "repositories.0.components"),
            ({"uri": "http://x", "key": "k", "priority": 99999}, "repositories.0.priority"),
@@ -87,8 +90,10 @@ def test_a_signed_repository_passes_and_gives_its_sources(
     assert f"URIs: {served}/signed\n" in text
     assert "Signed-By: /etc/apt/keyrings/deblive-1-127.0.0.1.gpg" in text
     assert "Suites: bookworm\nComponents: main" in text and "trusted" not in text.lower()
-    assert extra.preferences() == ('Explanation: deblive: deblive-1-127.0.0.1\nPackage: *\n'
-                                   'Pin: origin "127.0.0.1"\nPin-Priority: 700\n')
+    # Pinned by its Release's Origin and Label: not everything its host serves.
+    assert extra.preferences() == ("Explanation: deblive: deblive-1-127.0.0.1\nPackage: *\n"
+                                   "Pin: release o=deblive-test,l=deblive-test\n"
+                                   "Pin-Priority: 700\n")
 
 
 @pytest.mark.parametrize("case", ["unsigned", "wrong-key", "no-suite"])
@@ -153,3 +158,44 @@ def test_bad_local_packages_are_named(tmp_path: Path) -> None:
         with pytest.raises(localrepo.LocalPackageError, match=words) as err:
             localrepo.archive(config, runner(), tmp_path / "cache")
         assert err.value.exit_code == 2 and str(tmp_path / "demo.yaml") in str(err.value)
+
+
+def test_a_pin_needs_an_origin_or_label_to_pin_by(tmp_path: Path, signer: Path) -> None:
+    from debian import deb822
+
+    assert repositories.release_terms(deb822.Release("Origin: Foo\nLabel: Foo bar\n")) is None
+    assert repositories.release_terms(deb822.Release("Suite: x\n")) is None
+    assert repositories.release_terms(deb822.Release("Origin: Foo\n")) == "o=Foo"
+
+
+def test_local_packages_are_asked_for_by_exact_version(tmp_path: Path) -> None:
+    from deblive.apt import extras
+
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    archives.make_deb(debs, "site-tool", "1:1.5+b1")
+    found = extras.gather(cfg(tmp_path, local_packages=["debs"]), runner(), tmp_path / "c",
+                          check_network=False)
+    assert found.local_names == ["site-tool=1:1.5+b1"]
+    with pytest.raises(localrepo.LocalPackageError, match="space"):
+        extras.gather(cfg(tmp_path, local_packages=["debs"]), runner(), tmp_path / "a b",
+                      check_network=False)
+    with pytest.raises(RepositoryError, match=r"repositories\[0\]\.priority"):
+        extras.gather(cfg(tmp_path, repositories=[{"uri": "http://x/r", "key": "k",
+                                                   "priority": 5}]),
+                      runner(), tmp_path / "c", check_network=False)
+
+
+def test_the_local_archive_never_dates_the_build(tmp_path: Path) -> None:
+    from deblive.apt.indexes import newest_release_date
+
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    archives.make_deb(debs, "site-tool", "0.1")
+    made = localrepo.archive(cfg(tmp_path, local_packages=["debs"]), runner(), tmp_path / "c")
+    assert made is not None
+    repo = Path(made[0].uri.removeprefix("file:"))
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "local_._InRelease").write_bytes((repo / "InRelease").read_bytes())
+    assert newest_release_date(lists) == 0

@@ -75,11 +75,13 @@ def check_mirror(config: ImageConfig) -> None:
 
 
 def check_release_carries(release: deb822.Release, config: ImageConfig, where: str,
-                          components: tuple[str, ...]) -> None:
+                          components: tuple[str, ...], *, flat_ok: bool = False) -> None:
     """The Release lists the image's architecture and these components (where it lists
-    any: a flat archive's Release may name none)."""
+    any: a flat archive's Release may name none). flat_ok: an archive of only
+    Architecture: all packages will do (an extra repository's, never Debian's)."""
     arches = release.get("Architectures", "").split()
-    if arches and str(config.architecture) not in arches and "all" not in arches:
+    also = ("all",) if flat_ok else ()
+    if arches and not {str(config.architecture), *also} & set(arches):
         raise ArchiveError(
             f"{where}: architecture {config.architecture} is not in {config.codename} "
             f"(it has: {' '.join(arches)})"

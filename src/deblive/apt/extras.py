@@ -31,15 +31,25 @@ class Extras:
 
     @property
     def local_names(self) -> list[str]:
-        return [p.name for p in self.local_packages]
+        """name=version of each local package: that one, whatever the mirrors carry."""
+        return [f"{p.name}={p.version}" for p in self.local_packages]
 
 
 def gather(config: ImageConfig, runner: Runner, local_cache: Path, *,
            check_network: bool = True) -> Extras:
     """The repositories (signatures checked with the network) and the local archive
     (made under local_cache/local/<digest> once)."""
+    pinned = [i for i, r in enumerate(config.repositories) if r.priority is not None]
+    if pinned and not check_network:
+        raise repositories.RepositoryError(
+            f"{config.where}: repositories[{pinned[0]}].priority: the pin is made from "
+            "the repository's Release, which a build without the network check never reads")
     archives = (repositories.check_repositories(config, runner) if check_network
                 else repositories.extra_archives(config))
+    if any(c.isspace() for c in str(local_cache.absolute())) and config.local_packages:
+        raise localrepo.LocalPackageError(
+            f"{local_cache}: the cache directory's path holds a space, which apt's sources "
+            "cannot hold (local_packages are kept there): choose another --cache-dir")
     made = localrepo.archive(config, runner, local_cache)
     if made is None:
         return Extras(archives)

@@ -20,6 +20,15 @@ from deblive.core.files import exclusive_lock
 PLAN_LOCK = ".deblive-plan.lock"  # in the plan's apt root, beside state/lists
 
 
+def is_binary_index(name: str, architecture: str) -> bool:
+    """A Packages index a build of architecture reads, in any compression: a suite's
+    binary-<arch>/ or binary-all/ one, or a flat archive's own (Packages at its top)."""
+    directory, _, base = name.rpartition("/")
+    if base.split(".")[0] != "Packages":
+        return False
+    return directory == "" or directory.endswith((f"binary-{architecture}", "binary-all"))
+
+
 def index_digest(lists: Path, architecture: str) -> str:
     """sha256 of the Packages index entries of every InRelease in apt's lists directory.
 
@@ -31,7 +40,7 @@ def index_digest(lists: Path, architecture: str) -> str:
         para = deb822.Release(release.read_text(encoding="utf-8", errors="replace"))
         for entry in para.get("SHA256", []):
             name = entry["name"]
-            if name.endswith((f"/binary-{architecture}/Packages", "/binary-all/Packages")):
+            if is_binary_index(name, architecture):
                 lines.append(f"{release.name} {name} {entry['sha256']}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deblive.apt.repositories import ExtraArchive, dearmour
-from deblive.core.errors import BadInputError
+from deblive.core.errors import BadInputError, DebliveError
 from deblive.core.files import sha256_file
 from deblive.core.runner import Runner
 from deblive.model.config import ImageConfig
@@ -32,6 +32,7 @@ from deblive.model.text import PACKAGE_RE, VERSION_RE
 NAME = "deblive-local"
 # Where the archive is in the image while it is built (removed before the squash).
 IMAGE_PATH = "/var/lib/deblive/local-packages"
+FIXED_DATE = "Thu, 01 Jan 1970 00:00:00 UTC"
 
 
 class LocalPackageError(BadInputError):
@@ -54,6 +55,12 @@ def deb_files(config: ImageConfig) -> list[Path]:
         path = config.base_dir / entry
         if path.is_dir():
             debs = sorted(p for p in path.glob("*.deb") if p.is_file())
+            outside = [d for d in debs if config.confine_paths
+                       and not d.resolve().is_relative_to(config.base_dir.resolve())]
+            if outside:
+                raise LocalPackageError(
+                    f"{config.where}: local_packages[{index}]: {outside[0]} is a link out of "
+                    "the config's directory (confine_paths is true)")
             if not debs:
                 raise LocalPackageError(f"{config.where}: local_packages[{index}]: {path} "
                                         "holds no .deb file")
@@ -104,8 +111,9 @@ def _gnupg_home(runner: Runner) -> Iterator[Path]:
     try:
         yield home
     finally:
-        runner.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False,
-                   quiet=True, what="ending the throwaway key's gpg-agent")
+        with contextlib.suppress(DebliveError):
+            runner.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False,
+                       quiet=True, what="ending the throwaway key's gpg daemons")
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -130,7 +138,10 @@ def _make(runner: Runner, packages: Sequence[LocalPackage], dest: Path) -> None:
     listing = runner.run(["apt-ftparchive", "packages", "."], cwd=dest, capture=True,
                          quiet=True, what="indexing the local packages").output
     (dest / "Packages").write_text(listing)
+    # A fixed Date: the archive must not date the build (the newest Release Date
+    # does, without SOURCE_DATE_EPOCH) nor differ between two makings of it.
     release = runner.run(["apt-ftparchive", "-o", "APT::FTPArchive::Release::Origin=deblive-local",
+                          "-o", f"APT::FTPArchive::Release::Date={FIXED_DATE}",
                           "release", "."], cwd=dest, capture=True, quiet=True,
                          what="writing the local archive's Release").output
     (dest / "Release").write_text(release)
@@ -140,6 +151,14 @@ def _make(runner: Runner, packages: Sequence[LocalPackage], dest: Path) -> None:
 def archive(config: ImageConfig, runner: Runner, cache: Path
             ) -> tuple[ExtraArchive, list[LocalPackage]] | None:
     """The local packages' signed archive under cache/local/<digest> (made once), or None."""
+    try:
+        return _archive(config, runner, cache)
+    except OSError as exc:
+        raise LocalPackageError(f"{config.where}: local_packages: {exc}") from None
+
+
+def _archive(config: ImageConfig, runner: Runner, cache: Path
+             ) -> tuple[ExtraArchive, list[LocalPackage]] | None:
     packages = inspect(config, runner)
     if not packages:
         return None

@@ -355,8 +355,11 @@ def status_text(entries: Sequence[deb822.Packages]) -> str:
 
 
 def cache_key(config: ImageConfig, sources: str, extras: Sequence[ExtraArchive] = ()) -> str:
+    # A flat (local) archive is left out: each set of local packages would otherwise
+    # get a fresh copy of the whole mirror's lists; apt updates its one list in place.
     parts = [sources, *(f"{e.name} {e.uri} {e.suites} {e.components} {e.priority} "
-                        f"{hashlib.sha256(e.keyring).hexdigest()}" for e in extras)]
+                        f"{hashlib.sha256(e.keyring).hexdigest()}" for e in extras
+                        if e.components)]
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
     return f"{config.codename}-{config.architecture}-{digest}"
 
@@ -382,7 +385,8 @@ def make_plan(config: ImageConfig, runner: Runner, cache_dir: Path | None = None
     selection = PackageSelection.from_config(config)
     apt = private_apt(config, runner, cache_dir, keyring, extras)
     root = apt.root
-    requested = [*selection.install, *(n for n in local if n not in selection.install)]
+    requested = [*selection.install,
+                 *(n for n in local if n.split("=")[0] not in selection.install)]
     root.mkdir(parents=True, exist_ok=True)
     # One plan at a time per cache directory (apt's own list lock would fail the second).
     with exclusive_lock(root / PLAN_LOCK, wait=True):

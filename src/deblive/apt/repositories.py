@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from deblive.model.config import ImageConfig
 from deblive.model.sections import Repository
 
 ARMOUR_BEGIN = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
+PIN_VALUE_RE = re.compile(r"[A-Za-z0-9._+~-]{1,64}")
 MAX_KEY_BYTES = 1 << 20
 
 
@@ -77,6 +79,9 @@ class ExtraArchive:
     keyring: bytes
     ship: bool = True
     priority: int | None = None
+    # apt_preferences(5) release terms from its verified Release (o=Origin,l=Label):
+    # a pin for this archive only, not for everything its host serves.
+    pin_release: str | None = None
 
     @property
     def namespace(self) -> str:
@@ -94,12 +99,12 @@ class ExtraArchive:
         return para
 
     def preferences(self) -> str | None:
-        """An apt pin for everything from this archive's host (apt_preferences(5))."""
-        if self.priority is None:
+        """An apt pin for this archive's packages (apt_preferences(5)), by the Origin and
+        Label of its Release."""
+        if self.priority is None or self.pin_release is None:
             return None
-        host = urlsplit(self.uri).hostname or ""
-        return (f"Explanation: deblive: {self.name}\nPackage: *\nPin: origin \"{host}\"\n"
-                f"Pin-Priority: {self.priority}\n")
+        return (f"Explanation: deblive: {self.name}\nPackage: *\n"
+                f"Pin: release {self.pin_release}\nPin-Priority: {self.priority}\n")
 
 
 def extra_archive(config: ImageConfig, index: int, repo: Repository) -> ExtraArchive:
@@ -107,7 +112,10 @@ def extra_archive(config: ImageConfig, index: int, repo: Repository) -> ExtraArc
     key = config.base_dir / repo.key
     where = f"{config.where}: repositories[{index}].key"
     try:
-        keyring = dearmour(key.read_bytes()[:MAX_KEY_BYTES + 1])
+        if not key.is_file():
+            raise RepositoryError(f"{where}: {key} is not a regular file")
+        with key.open("rb") as f:
+            keyring = dearmour(f.read(MAX_KEY_BYTES + 1))
     except OSError as exc:
         raise RepositoryError(f"{where}: cannot read {key}: {exc.strerror}") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -122,10 +130,7 @@ def extra_archives(config: ImageConfig) -> list[ExtraArchive]:
 
 
 def _get(url: str) -> bytes | None:
-    """url's content, or None when it is not there (HTTP 404, or no such local file)."""
-    if url.startswith("file:"):
-        path = Path(urlsplit(url).path)
-        return path.read_bytes() if path.is_file() else None
+    """url's content, or None when it is not there (HTTP 403, 404, 410)."""
     try:
         return http.get(url, timeout=20)
     except http.HttpStatusError as exc:
@@ -167,11 +172,23 @@ def verified_release(runner: Runner, archive_: ExtraArchive, suite: str) -> deb8
         return deb822.Release(signed.decode("utf-8", errors="replace"))
 
 
+def release_terms(release: deb822.Release) -> str | None:
+    """o=Origin,l=Label of a Release, for a pin; None when it has neither, or one that a
+    pin line cannot hold (anything but letters, digits and . _ + ~ -)."""
+    terms = [f"{key}={release[field]}" for key, field in (("o", "Origin"), ("l", "Label"))
+             if field in release]
+    if not terms or not all(PIN_VALUE_RE.fullmatch(t.split("=", 1)[1]) for t in terms):
+        return None
+    return ",".join(terms)
+
+
 def check_repositories(config: ImageConfig, runner: Runner) -> list[ExtraArchive]:
     """Every extra repository reachable, signed by its key and carrying what is asked."""
     archives = extra_archives(config)
+    checked = []
     for index, extra in enumerate(archives):
         where = f"{config.where}: repositories[{index}] ({extra.uri})"
+        pins: set[str | None] = set()
         for suite in extra.suites:
             try:
                 release = verified_release(runner, extra, suite)
@@ -181,9 +198,15 @@ def check_repositories(config: ImageConfig, runner: Runner) -> list[ExtraArchive
             except http.HttpStatusError as exc:
                 raise RepositoryError(f"{where}: {exc.url} answered HTTP {exc.code}: "
                                       f"no suite {suite} there") from None
-            except (http.UnreachableError, OSError) as exc:
-                reason = getattr(exc, "reason", None) or getattr(exc, "strerror", exc)
-                raise RepositoryError(f"{where} is unreachable: {reason}") from None
+            except http.UnreachableError as exc:
+                raise RepositoryError(f"{where} is unreachable: {exc.reason}") from None
             archive.check_release_carries(release, config, f"{where}: suite {suite}",
-                                          extra.components)
-    return archives
+                                          extra.components, flat_ok=True)
+            pins.add(release_terms(release))
+        pin = pins.pop() if len(pins) == 1 else None
+        if extra.priority is not None and pin is None:
+            raise RepositoryError(f"{where}: priority: its Release names no Origin or Label "
+                                  "(the same in every suite, of letters, digits and . _ + ~ -) "
+                                  "to pin it by")
+        checked.append(dataclasses.replace(extra, pin_release=pin))
+    return checked

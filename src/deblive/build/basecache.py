@@ -111,7 +111,7 @@ PACKAGE_PARTS = frozenset({"selection", "packages"})
 
 
 def base_inputs(config: ImageConfig, packages: list[str], indexes: str,
-                requested: tuple[str, ...] = ()) -> BaseInputs:
+                requested: tuple[str, ...] = (), local: str = "") -> BaseInputs:
     """The base's key parts: deblive, the release, the mirror's indexes, the resolved
     package versions and every config key the base stages read."""
     shaping = {key: value for key, value in config.public_dump().items()
@@ -134,6 +134,7 @@ def base_inputs(config: ImageConfig, packages: list[str], indexes: str,
         "squashfs": _digest(squashfs),
         "user": _digest([user, password_digest(config.user.password.get_secret_value())]),
         "system": _digest(shaping),
+        "local": local,  # the local packages' content (a rebuilt .deb of the same version)
     }
     return BaseInputs(tuple(sorted(parts.items())), tuple(sorted(packages)),
                       tuple(sorted(set(requested))))

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from deblive.apt import archive, extras, mirrorfault, plan
+from deblive.apt import archive, extras, localrepo, mirrorfault, plan
 from deblive.build import basecache, failure, publish, report
 from deblive.build.context import BuildContext, WorkTree
 from deblive.build.stage import Stage
@@ -36,7 +36,7 @@ from deblive.build.stages.packages import ExtraPackages, MediumPackages, Package
 from deblive.build.stages.sources import ImageSources
 from deblive.build.stages.squash import Squash
 from deblive.build.stages.users import Users
-from deblive.core.errors import DebliveError
+from deblive.core.errors import BadInputError, DebliveError
 from deblive.core.log import BuildLog, format_seconds
 from deblive.core.runner import Runner
 from deblive.host import preflight, sandbox, workbase
@@ -133,8 +133,9 @@ def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | 
         ctx.base_miss = "no package plan to key the base on (no network check)"
     else:
         ctx.base_cache = basecache.BaseCache(options.cache)
+        local = localrepo.digest(ctx.local_packages) if ctx.local_packages else ""
         ctx.base_inputs = basecache.base_inputs(ctx.config, resolved.versions, resolved.indexes,
-                                                resolved.requested_names)
+                                                resolved.requested_names, local)
         key = ctx.base_inputs.key
         ctx.teardown.enter_context(ctx.base_cache.using(key))  # prune leaves it alone
         entry = ctx.base_cache.entry(key)
@@ -142,6 +143,7 @@ def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | 
             ctx.base_hit = entry
             ctx.base_cache.touch(entry)
             ctx.log.info(f"base cache: hit {key}")
+            adopt_base_date(ctx, entry)
             return
         parent = ctx.base_cache.parent_for(ctx.base_inputs)
         if parent is not None:
@@ -149,6 +151,7 @@ def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | 
             ctx.teardown.enter_context(ctx.base_cache.using(entry.key))
             ctx.base_hit, ctx.extra_packages = entry, extra
             ctx.base_cache.touch(entry)
+            adopt_base_date(ctx, entry)
             ctx.log.info(f"base cache: hit {entry.key}, with packages on top: {' '.join(extra)}")
             return
         newest = ctx.base_cache.newest_for(ctx.config.name)
@@ -166,6 +169,7 @@ EPOCH_ORIGINS = {
     "snapshot": "the snapshot's time",
     "release": "the newest Date of the Release files used",
     "clock": "the clock (no package plan to date the build by)",
+    "base": "the cached base's",
 }
 
 
@@ -174,16 +178,33 @@ def build_date(config: ImageConfig, resolved: plan.Plan | None) -> tuple[int, st
     time, else the newest Date of the Release files the plan resolved from, else (no
     plan) the clock."""
     if "SOURCE_DATE_EPOCH" in os.environ:
-        return int(os.environ["SOURCE_DATE_EPOCH"]), "environment"
-    if config.snapshot_epoch is not None:
+        text = os.environ["SOURCE_DATE_EPOCH"]
+        if not text.isascii() or not text.isdigit():
+            raise BadInputError(f"SOURCE_DATE_EPOCH={text!r} in the environment is not a "
+                                "number of seconds since 1970")
+        return int(text), "environment"
+    if config.snapshot_epoch is not None and config.is_snapshot_uri(config.mirror or ""):
         return config.snapshot_epoch, "snapshot"
     if resolved is not None and resolved.release_epoch is not None:
         return resolved.release_epoch, "release"
     return int(time.time()), "clock"
 
 
+def adopt_base_date(ctx: BuildContext, entry: basecache.Entry) -> None:
+    """A build dated by the Release files takes its base's date: the security suite's
+    Release is signed anew every few days with no package changed, and the base's
+    files (the metapackage's version too) carry the date it was built with."""
+    saved = entry.facts.get("source_date_epoch")
+    if ctx.source_date_epoch_from != "release" or not isinstance(saved, int):
+        return
+    ctx.source_date_epoch, ctx.source_date_epoch_from = saved, "base"
+    ctx.runner.fixed_env["SOURCE_DATE_EPOCH"] = str(saved)
+    ctx.log.info(f"SOURCE_DATE_EPOCH {saved}: the cached base's")
+
+
 def make_context(config: ImageConfig, options: BuildOptions, log: BuildLog,
-                 resolved: plan.Plan | None = None) -> BuildContext:
+                 resolved: plan.Plan | None = None,
+                 date: tuple[int, str] | None = None) -> BuildContext:
     ctx = BuildContext(
         config=config, log=log, runner=Runner(log), work=WorkTree(options.workdir),
         outdir=options.outdir, cache=options.cache, make_iso=options.make_iso,
@@ -192,7 +213,7 @@ def make_context(config: ImageConfig, options: BuildOptions, log: BuildLog,
     # inputs, so two builds of the same config from one mirror state give the
     # same ISO. Every command sees the same date (chroots included), in UTC
     # (FAT's times are local times: the EFI image would follow the caller's zone).
-    ctx.source_date_epoch, ctx.source_date_epoch_from = build_date(config, resolved)
+    ctx.source_date_epoch, ctx.source_date_epoch_from = date or build_date(config, resolved)
     ctx.runner.fixed_env.update({"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch), "TZ": "UTC"})
     if ctx.source_date_epoch_from != "clock":
         digest = report.config_digest(config)
@@ -231,12 +252,13 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
     # the same under any umask.
     os.umask(0o022)
     resolved, found = check_before(config, options, log)
+    date = build_date(config, resolved)  # a bad SOURCE_DATE_EPOCH: exit 2 here
     sandbox.enter_private_mount_namespace()
     with workbase.workdir_lock(options.workdir):
         if os.path.lexists(options.workdir):
             log.info(f"removing the previous work tree {options.workdir}")
         workbase.make_work_tree(options.workdir)
-        ctx = make_context(config, options, log, resolved)
+        ctx = make_context(config, options, log, resolved, date)
         ctx.extras, ctx.local_archive = found.archives, found.local
         ctx.local_packages = found.local_packages
         log.open(ctx.work.log)

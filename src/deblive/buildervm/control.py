@@ -141,7 +141,8 @@ LAYERED_NAMES = ("layer.squashfs", "filesystem.module")
 
 def expected_outputs(image_basename: str, make_iso: bool) -> tuple[list[str], list[str]]:
     """(required, optional) result file names of a build."""
-    required = ["filesystem.squashfs", "filesystem.packages", "report.json", "build.log"]
+    required = ["filesystem.squashfs", "filesystem.packages", "report.json", "build.log",
+                f"{image_basename}.spdx.json"]
     if make_iso:
         required += [f"{image_basename}.iso", "SHA256SUMS", "boot-entries.json"]
     return required, list(LOG_NAMES)

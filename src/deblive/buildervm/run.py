@@ -133,8 +133,10 @@ class RunDir:
 
 
 def proxy_rule(config: ImageConfig, log: Path) -> str:
-    """The guestfwd rule: connections to the proxy address run this proxy, mirrors allowed."""
-    urls = [config.mirror or "", config.build_security_mirror]
+    """The guestfwd rule: connections to the proxy address run this proxy, the mirrors and
+    the config's repositories allowed."""
+    urls = [config.mirror or "", config.build_security_mirror,
+            *(repo.uri for repo in config.repositories)]
     allowed = sorted({e for e in map(allowed_endpoint, urls) if e is not None})
     command = [sys.executable, "-m", "deblive.buildervm.proxy", "--log", str(log)]
     for host, port in allowed:

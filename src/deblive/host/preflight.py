@@ -43,6 +43,9 @@ def missing_tools(config: ImageConfig, with_iso: bool) -> list[str]:
     tools[config.bootstrap.backend] = config.bootstrap.backend
     if with_iso:
         tools.update(ISO_TOOLS)
+    if config.local_packages:
+        tools.update({"apt-ftparchive": "apt-utils", "gpg": "gpg", "gpgconf": "gpgconf",
+                      "dpkg-deb": "dpkg"})
     return [f"{tool} (package {pkg})" for tool, pkg in tools.items() if shutil.which(tool) is None]
 
 

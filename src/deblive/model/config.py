@@ -31,8 +31,10 @@ from pydantic import (
     model_validator,
 )
 
+from deblive.model import mirrors
 from deblive.model.arch import Arch
 from deblive.model.configerrors import describe
+from deblive.model.mirrors import SNAPSHOT_URL, default_security_mirror
 from deblive.model.sections import (
     Boot,
     Bootstrap,
@@ -40,6 +42,7 @@ from deblive.model.sections import (
     Language,
     Metapackage,
     Model,
+    Persistence,
     Repository,
     Squashfs,
     User,
@@ -51,6 +54,7 @@ from deblive.model.text import (
     SNAPSHOT_RE,
     TIMEZONE_RE,
     Component,
+    Format,
     Hostname,
     ImageName,
     Keyboard,
@@ -88,16 +92,6 @@ def _host(info: ValidationInfo) -> HostDefaults:
     if not isinstance(host, HostDefaults):
         raise TypeError("config validation needs HostDefaults in its context (config.parse)")
     return host
-
-
-SNAPSHOT_URL = "https://snapshot.debian.org"
-
-
-def default_security_mirror(apt_mirror: str) -> str:
-    """Debian's layout puts the security archive beside the main one: .../debian-security."""
-    if apt_mirror.endswith("/debian"):
-        return apt_mirror + "-security"
-    return apt_mirror.rsplit("/", 1)[0] + "/debian-security"
 
 
 class ImageConfig(Model):
@@ -160,6 +154,14 @@ class ImageConfig(Model):
         description="refuse a hook, overlay, splash, preseed or installer directory whose "
         "real path (symlinks followed) lies outside this config file's directory: for "
         "configs from a shared tree (hook_confined is the older name)",
+    )
+    formats: tuple[Format, ...] = Field(
+        ("iso",), description="outputs from one root filesystem and squashfs: iso (the "
+        "hybrid ISO), disk (<name>-<suite>-<arch>.img: the ISO with a persistence "
+        "partition appended, for dd onto a stick; needs persistence)",
+    )
+    persistence: Persistence | None = Field(
+        None, description="live-boot persistence: boot entries, and the disk image's partition",
     )
     squashfs: Squashfs = Field(default_factory=Squashfs)  # type: ignore[arg-type]
     bootstrap: Bootstrap = Field(default_factory=Bootstrap)  # type: ignore[arg-type]
@@ -242,13 +244,7 @@ class ImageConfig(Model):
     @field_validator("snapshot")
     @classmethod
     def _snapshot(cls, v: str | None) -> str | None:
-        if v is not None:
-            full(SNAPSHOT_RE, v, "must be a snapshot time such as 20261101T000000Z")
-            try:
-                dt.datetime.strptime(v, "%Y%m%dT%H%M%SZ")
-            except ValueError:
-                raise ValueError(f"{v!r} is not a valid date and time") from None
-        return v
+        return None if v is None else mirrors.check_snapshot(v)
 
     @field_validator("snapshot_url")
     @classmethod
@@ -294,6 +290,30 @@ class ImageConfig(Model):
                 raise ValueError(f"{line!r} is not 'owner question type value'")
         return v
 
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("name at least one of iso, disk")
+        if len(set(v)) != len(v):
+            raise ValueError("each format at most once")
+        return v
+
+    @field_validator("persistence")
+    @classmethod
+    def _persistence(cls, v: Persistence | None, info: ValidationInfo) -> Persistence | None:
+        if v is None and "disk" in info.data.get("formats", ()):
+            raise ValueError("formats has 'disk', which needs persistence (at least its "
+                             "size, e.g. persistence: {size: 1GiB})")
+        return v
+
+    @field_validator("boot")
+    @classmethod
+    def _boot(cls, v: Boot, info: ValidationInfo) -> Boot:
+        if v.default == "persistence" and info.data.get("persistence") is None:
+            raise ValueError("default: 'persistence' needs persistence to be set")
+        return v
+
     @field_validator("languages")
     @classmethod
     def _languages(cls, v: tuple[Language, ...]) -> tuple[Language, ...]:
@@ -314,15 +334,12 @@ class ImageConfig(Model):
         """snapshot_url/archive/<archive>/<time> with a snapshot, else None."""
         if self.snapshot is None:
             return None
-        return f"{self.snapshot_url}/archive/{archive}/{self.snapshot}"
+        return mirrors.snapshot_mirror(self.snapshot_url, archive, self.snapshot)
 
     @property
     def snapshot_epoch(self) -> int | None:
         """The snapshot's time as seconds since the epoch (the build's date)."""
-        if self.snapshot is None:
-            return None
-        when = dt.datetime.strptime(self.snapshot, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
-        return int(when.timestamp())
+        return None if self.snapshot is None else mirrors.snapshot_epoch(self.snapshot)
 
     def is_snapshot_uri(self, uri: str) -> bool:
         return self.snapshot is not None and uri.startswith(f"{self.snapshot_url}/archive/")

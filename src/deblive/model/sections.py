@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from deblive.model.sizes import Size
 from deblive.model.text import (
     ARCHIVE_NAME_RE,
     GECOS_SEPARATORS,
+    HOST_RE,
+    LABEL_RE,
     LOCALE_RE,
     MAINTAINER_RE,
     MIRROR_RE,
@@ -117,7 +121,9 @@ class Boot(Model):
     title: str = Field("Debian Live", description="menu title")
     cmdline: str = Field("", description="extra kernel command line arguments")
     timeout: int = Field(5, ge=0, le=600, description="seconds before the default entry boots")
-    default: Literal["live", "failsafe"] = "live"
+    default: Literal["live", "failsafe", "persistence"] = Field(
+        "live", description="the entry booted after the timeout (persistence: needs persistence)",
+    )
     splash: Path | None = Field(None, description="PNG (640x480), relative to the config file")
     serial_console: bool = Field(
         True,
@@ -267,7 +273,17 @@ class Repository(Model):
     @field_validator("uri")
     @classmethod
     def _uri(cls, v: str) -> str:
-        full(MIRROR_RE, v, "must be an http://, https:// or file:// URL without spaces")
+        full(MIRROR_RE, v, "must be an http:// or https:// URL without spaces")
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL (a directory of .deb "
+                             "files goes into local_packages)")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not hold a user or password (it would ship in the "
+                             "image's sources and show in the log; use apt's auth.conf "
+                             "in the hook)")
+        if not HOST_RE.fullmatch(parts.hostname or ""):
+            raise ValueError("must name a host (letters, digits, . and -, or an IP address)")
         return v.rstrip("/")
 
     @field_validator("suites", "components")
@@ -281,3 +297,30 @@ class Repository(Model):
         if v is not None and not v:
             raise ValueError("name at least one")
         return v
+
+
+class Persistence(Model):
+    """live-boot persistence: a partition of the disk image labelled `label` holding
+    persistence.conf (`/ union`), and "Live system (persistence)" boot entries."""
+
+    size: Size = Field(description="the persistence partition of the disk image, e.g. 1GiB")
+    label: str = Field("persistence", description="its file system label (live-boot looks "
+                       "for it; persistence-label= when not the default)")
+    encryption: Literal["none"] = Field(
+        "none", description="none (luks is not supported yet: live-boot needs the volume "
+        "made with a passphrase)",
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: int) -> int:
+        if v < 16 * 2**20 or v > 2**40:
+            raise ValueError("must be between 16MiB and 1TiB")
+        if v % 2**20:
+            raise ValueError("must be a whole number of MiB")
+        return v
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        return full(LABEL_RE, v, "must be 1 to 16 of A-Z a-z 0-9 _ - (an ext4 label)")

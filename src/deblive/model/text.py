@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator
 
 Component = Literal["main", "contrib", "non-free", "non-free-firmware"]
+Format = Literal["iso", "disk"]
 Compression = Literal["xz", "zstd", "lz4", "gzip", "lzo"]
 SudoPolicy = Literal["nopasswd", "password", "none"]
 PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9.+-]+")
@@ -24,6 +25,8 @@ HOSTNAME_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 VOLUME_ID_RE = re.compile(r"[A-Za-z0-9_.+ -]{1,32}")
 LOCALE_RE = re.compile(r"[a-zA-Z]{2,3}(_[A-Z]{2})?(\.[A-Za-z0-9-]+)?(@[a-z]+)?|C(\.UTF-8)?")
 MIRROR_RE = re.compile(r"(https?|file)://[!-~]+")
+HOST_RE = re.compile(r"[A-Za-z0-9.:-]{1,253}")  # a name, an IPv4 or an IPv6 address
+LABEL_RE = re.compile(r"[A-Za-z0-9_-]{1,16}")
 SNAPSHOT_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 ARCHIVE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
 VERSION_RE = re.compile(r"[0-9][A-Za-z0-9.+~-]*")

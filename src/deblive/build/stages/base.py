@@ -35,6 +35,7 @@ def base_facts(ctx: BuildContext) -> dict[str, object]:
     """What the base stages learned that a hit must still report."""
     facts = ctx.facts
     return {"password_hash": facts.password_hash, "metapackage": facts.metapackage,
+            "source_date_epoch": ctx.source_date_epoch,
             "language_locales": facts.language_locales,
             "squashfs": None if facts.squashfs is None else vars(facts.squashfs)}
 

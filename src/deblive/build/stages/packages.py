@@ -114,7 +114,8 @@ class Packages(Stage):
         )
         sources.package_lists(ctx)
         selection = PackageSelection.from_config(config).install
-        packages = [*selection, *(p.name for p in ctx.local_packages if p.name not in selection)]
+        packages = [*selection, *(f"{p.name}={p.version}" for p in ctx.local_packages
+                                  if p.name not in selection)]
         ctx.log.info(f"installing {len(packages)} packages with Recommends: {' '.join(packages)}")
         chroot.apt_get("install", *packages, what="installing the live system, tasks and extras")
         if config.metapackage.install:

@@ -123,10 +123,12 @@ def hash_scheme(shadow: str, user: str) -> str | None:
 
 def password_settings(config: ImageConfig) -> tuple[str, str]:
     """crypt(3) settings (yescrypt, then sha512crypt where the image lacks it) with a
-    salt derived from the image and the password: the same config gives the same
-    /etc/shadow (a reproducible image), another image or password another salt."""
-    secret = config.user.password.get_secret_value()
-    seed = hashlib.sha256(f"deblive-salt\0{config.name}\0{config.user.name}\0{secret}".encode())
+    salt derived from what the image shows anyway (its name, release, architecture
+    and user, never the password): the same config gives the same /etc/shadow (a
+    reproducible image), another image or user another salt, and the salt tells
+    nothing of the password."""
+    seed = hashlib.sha256("\0".join(["deblive-salt", config.name, config.codename,
+                                      str(config.architecture), config.user.name]).encode())
     # 24 characters: 18 whole bytes (yescrypt refuses a salt that ends mid-byte).
     salt = "".join(CRYPT64[b % 64] for b in seed.digest()[:24])
     return f"$y$j9T${salt}", f"$6${salt[:16]}"
