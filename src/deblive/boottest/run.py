@@ -81,6 +81,7 @@ class TestOptions:
     poweroff_timeout: float = 120.0
     screenshot_delay: float = 2.0  # seconds after the menu shows on serial
     direct_kernel: DirectKernel | None = None  # develop checks without a boot loader
+    writable_media: bool = False  # a USB stick that keeps what the guest writes
     arch: Arch | None = None  # None: from boot-entries.json
     expect: tuple[str, ...] = ()  # commands that must exit 0 in the booted system (live user)
 
@@ -131,7 +132,7 @@ class Target:
 
 
 def boot_vm_spec(iso: Path, firmware_kind: FirmwareKind, media: MediaKind, decision: AccelDecision,
-                 arch: Arch, workdir: Path, **extra: Any) -> VMSpec:
+                 arch: Arch, workdir: Path, writable: bool = False, **extra: Any) -> VMSpec:
     """A test VM for iso: firmware chosen, its varstore copied into workdir, QMP there."""
     assert arch.qemu is not None
     firmware = select_firmware(firmware_kind, arch.qemu)
@@ -140,7 +141,7 @@ def boot_vm_spec(iso: Path, firmware_kind: FirmwareKind, media: MediaKind, decis
         vars_file = workdir / f"{arch.qemu.firmware_dir.name}_VARS.fd"
         shutil.copyfile(firmware.vars_template, vars_file)
     return VMSpec(arch=arch, accel=decision.accel, firmware=firmware, vars_file=vars_file,
-                  media=Media(iso, media), qmp_socket=workdir / "qmp.sock", **extra)
+                  media=Media(iso, media, writable), qmp_socket=workdir / "qmp.sock", **extra)
 
 
 def power_off(vm: Machine, timeout: float, notes: list[str]) -> bool:
@@ -211,6 +212,7 @@ def _boot_once(target: Target, mode: BootMode, decision: AccelDecision, silence:
     with vm_workdir() as work:
         spec = boot_vm_spec(target.iso, mode.firmware, mode.media, decision, arch, work,
                             memory_mib=options.memory_mib, smp=smp, name=f"deblive-{mode}",
+                            writable=options.writable_media,
                             direct_kernel=options.direct_kernel)
         with Machine(spec, runner, serial_log, work) as vm:
             logged_in = False

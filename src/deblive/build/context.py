@@ -123,6 +123,7 @@ class BuildFacts:
     layer: SquashfsFacts | None = None  # a layered build's top layer
     efi_image_bytes: int | None = None
     iso_bytes: int | None = None
+    disk_bytes: int | None = None
     installer_origin: str | None = None
     installer_package: str | None = None
     installer_files: list[str] = field(default_factory=list)

@@ -27,6 +27,7 @@ from deblive.build.stages.bootloaders import Bootloaders
 from deblive.build.stages.bootstrap import Bootstrap, PackageCacheIn
 from deblive.build.stages.chrootsetup import ChrootSetup, ChrootTeardown
 from deblive.build.stages.clean import Clean
+from deblive.build.stages.disk import Disk
 from deblive.build.stages.hook import Hook
 from deblive.build.stages.initramfs import Initramfs
 from deblive.build.stages.iso import Iso
@@ -49,7 +50,7 @@ DEFAULT_CACHE = Path(os.environ.get("DEBLIVE_CACHE", "/var/cache/deblive"))
 STAGES: tuple[Stage, ...] = (
     PackageCacheIn(), Bootstrap(), ChrootSetup(), Packages(), Users(), BaseClean(), Base(),
     ExtraPackages(), MediumPackages(), Overlay(), Hook(), Initramfs(), ImageSources(),
-    ChrootTeardown(), Clean(), Squash(), Medium(), Bootloaders(), Iso(),
+    ChrootTeardown(), Clean(), Squash(), Medium(), Bootloaders(), Iso(), Disk(),
 )
 
 
@@ -228,7 +229,7 @@ def finish(ctx: BuildContext, started: dt.datetime, options: BuildOptions) -> Bu
     files = list(ctx.outputs)
     build_report = report.build_report(ctx, started, files, "success")
     report.write_report(build_report, work.output / "report.json")
-    summed = [f for f in files if f.suffix == ".iso" or f.name.endswith(".spdx.json")]
+    summed = [f for f in files if f.suffix in (".iso", ".img") or f.name.endswith(".spdx.json")]
     if summed:
         report.sha256sums(summed, work.output / "SHA256SUMS")
         files.append(work.output / "SHA256SUMS")

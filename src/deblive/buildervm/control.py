@@ -158,9 +158,10 @@ def take_results(out: Path, dest: Path, image_basename: str, make_iso: bool) -> 
             raise GuestError(f"the builder VM's build left no {name}")
         small = None if name.endswith((".iso", ".squashfs")) else MAX_SMALL_FILE
         digests[name] = _take(out / name, dest / name, small)
-    for name in LAYERED_NAMES:  # a layered build's top layer and live-boot's list
+    # A layered build's top layer and live-boot's list; the disk image of formats: disk.
+    for name in (*LAYERED_NAMES, f"{image_basename}.img"):
         if os.path.lexists(out / name):
-            small = None if name.endswith(".squashfs") else MAX_SMALL_FILE
+            small = None if name.endswith((".squashfs", ".img")) else MAX_SMALL_FILE
             digests[name] = _take(out / name, dest / name, small)
             required.append(name)
     (dest / "logs").mkdir()

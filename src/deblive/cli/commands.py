@@ -18,6 +18,7 @@ from rich.console import Console
 from deblive.apt import extras
 from deblive.apt import plan as plan_mod
 from deblive.apt.archive import check_mirror
+from deblive.boottest import persistence
 from deblive.boottest import run as boottest
 from deblive.boottest.modes import BadInput, parse_modes
 from deblive.build import basecache, metapackage
@@ -237,7 +238,10 @@ def cmd_test(args: argparse.Namespace, console: Console | None = None) -> int:
         if not args.iso.is_file():
             raise BadInput(f"ISO not found: {args.iso}")
         log.open(options.output_dir(args.iso.resolve()) / "test.log")
-        results = boottest.run_tests(args.iso, modes, options, log)
+        if getattr(args, "persistence", False):
+            results = persistence.run_persistence(args.iso, modes, options, log)
+        else:
+            results = boottest.run_tests(args.iso, modes, options, log)
     except (DebliveError, config_mod.ConfigError) as exc:
         log.error(str(exc))
         return exc.exit_code

@@ -98,6 +98,10 @@ def _add_test(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--expect", action="append", default=[], metavar="COMMAND",
                    help="a shell command that must exit 0 in the booted system, run as the "
                    "live user after the built-in checks (repeatable)")
+    p.add_argument("--persistence", action="store_true",
+                   help="a disk image (.img) with persistence: boot a writable copy twice "
+                   "from USB in each USB mode; a file written in the first boot must be "
+                   "there in the second")
     p.set_defaults(func=commands.cmd_test)
 
 

@@ -43,6 +43,8 @@ def missing_tools(config: ImageConfig, with_iso: bool) -> list[str]:
     tools[config.bootstrap.backend] = config.bootstrap.backend
     if with_iso:
         tools.update(ISO_TOOLS)
+    if with_iso and "disk" in config.formats:
+        tools["mke2fs"] = "e2fsprogs"
     if config.local_packages:
         tools.update({"apt-ftparchive": "apt-utils", "gpg": "gpg", "gpgconf": "gpgconf",
                       "dpkg-deb": "dpkg"})

@@ -186,6 +186,21 @@ def live_cmdline(config: ImageConfig, base: Sequence[str]) -> tuple[str, ...]:
     return tuple(args)
 
 
+def persistence_args(config: ImageConfig) -> tuple[str, ...]:
+    """live-boot's persistence, with its label when it is not live-boot's default."""
+    assert config.persistence is not None
+    label = config.persistence.label
+    return ("persistence", *(() if label == "persistence" else (f"persistence-label={label}",)))
+
+
+def persistence_items(config: ImageConfig) -> list[Item]:
+    """"Live system (persistence)": changes kept on the partition labelled for it."""
+    if config.persistence is None:
+        return []
+    return [Entry("persistence", "Live system (persistence)", KERNEL_PATH, INITRD_PATH,
+                  live_cmdline(config, (*LIVE_ARGS, *persistence_args(config))))]
+
+
 def installer_dir(arch: Arch) -> str:
     """Where d-i's kernel and initrds lie on the medium (debian-cd's names)."""
     return arch.boot.installer_dir if arch.boot is not None else "/install"
@@ -261,6 +276,7 @@ def build_menu(config: ImageConfig, *, splash: bool = True, extra: Sequence[Item
         items=(
             Entry("live", "Live system", KERNEL_PATH, INITRD_PATH,
                   live_cmdline(config, LIVE_ARGS)),
+            *persistence_items(config),
             Entry("failsafe", "Live system (failsafe)", KERNEL_PATH, INITRD_PATH,
                   live_cmdline(config, FAILSAFE_ARGS)),
             *language_items(config),

@@ -43,10 +43,12 @@ def escape(value: str | Path) -> str:
 
 @dataclass(frozen=True)
 class Media:
-    """The ISO as a CD or as a USB stick."""
+    """The ISO as a CD or as a USB stick; writable: the stick keeps what the guest
+    writes (a copy of a disk image, for persistence), else qemu's snapshot does."""
 
     path: Path
     kind: MediaKind
+    writable: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ def _media_args(spec: VMSpec) -> list[str]:
             return ["-device", "virtio-scsi-pci,id=scsi", "-drive", cdrom,
                     "-device", "scsi-cd,bus=scsi.0,drive=media,bootindex=1"]
         return ["-drive", cdrom, "-device", "ide-cd,drive=media,bootindex=1"]
-    return ["-drive", f"if=none,id=media,format=raw,snapshot=on,file={iso}",
+    snapshot = "" if spec.media.writable else "snapshot=on,"
+    return ["-drive", f"if=none,id=media,format=raw,{snapshot}file={iso}",
             "-device", "usb-storage,bus=xhci.0,drive=media,removable=on,bootindex=1"]
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from deblive.build.context import BuildContext
@@ -61,6 +62,7 @@ def xorriso_command(
     epoch: int,
     efi_image: Path,
     isohdpfx: Path | None,
+    appended: Sequence[tuple[int, str, Path]] = (),
 ) -> list[str]:
     """The xorriso command line for the hybrid ISO of medium_dir.
 
@@ -100,6 +102,9 @@ def xorriso_command(
         "-boot_image", "any", "platform_id=0xef",
         "-boot_image", "any", "emul_type=no_emulation",
         "-append_partition", "2", "0xef", str(efi_image),
+        # The disk image's further partitions (persistence), after the EFI one.
+        *(arg for number, kind, path in appended
+          for arg in ("-append_partition", str(number), kind, str(path))),
         # Reproducibility: fixed superblock dates, file dates and ids.
         "-iso_nowtime", f"={epoch}",
         "-volume_date", "uuid", volume_uuid(epoch),
@@ -152,8 +157,10 @@ def _relative(path: Path, base: Path) -> Path:
         return path
 
 
-def make_iso(ctx: BuildContext, output: Path) -> None:
-    """Write the ISO of WorkTree.medium to output (whole or not at all)."""
+def make_iso(ctx: BuildContext, output: Path,
+             appended: Sequence[tuple[int, str, Path]] = ()) -> None:
+    """Write the ISO of WorkTree.medium to output (whole or not at all); appended:
+    more partitions after it (number, MBR type, image file), for the disk image."""
     work = ctx.work.root
     med = ctx.work.medium
     files = ctx.boot_files
@@ -169,6 +176,7 @@ def make_iso(ctx: BuildContext, output: Path) -> None:
         epoch=ctx.source_date_epoch,
         efi_image=_relative(med / bootloaders.EFI_IMAGE, work),
         isohdpfx=_relative(isohdpfx, work) if isohdpfx else None,
+        appended=[(n, kind, _relative(path, work)) for n, kind, path in appended],
     )
     write_record(med, argv)
     medium.write_checksums(med)
@@ -198,15 +206,17 @@ def make_iso(ctx: BuildContext, output: Path) -> None:
             ) from None
         raise
     size = output.stat().st_size
-    ctx.facts.iso_bytes = size
-    ctx.log.info(f"ISO written: {output} ({size / 2**20:.0f} MiB)")
+    if not appended:
+        ctx.facts.iso_bytes = size
+    ctx.log.info(f"{'disk image' if appended else 'ISO'} written: {output} "
+                 f"({size / 2**20:.0f} MiB)")
 
 
 class Iso(Stage):
     name = "iso"
 
     def wanted(self, ctx: BuildContext) -> bool:
-        return ctx.make_iso
+        return ctx.make_iso and "iso" in ctx.config.formats
 
     def run(self, ctx: BuildContext) -> None:
         output = ctx.work.output / f"{ctx.image_basename}.iso"
