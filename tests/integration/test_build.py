@@ -97,7 +97,7 @@ def test_apt_sources_name_the_apt_mirror_and_no_build_lists(custom_tree: Path) -
     assert paras[1]["URIs"] == APT_MIRROR + "-security"
     assert not (custom_tree / "etc/apt/sources.list").exists()
     others = sorted(p.name for p in (custom_tree / "etc/apt/sources.list.d").iterdir())
-    assert others == ["deblive-1-127.0.0.1.sources", "debian.sources"]  # the shipped repository
+    assert others == ["debian.sources", "deblive-1-127.0.0.1.sources"]  # the shipped repository
     lists = [p.name for p in (custom_tree / "var/lib/apt/lists").iterdir()
              if p.is_file() and p.name != "lock"]
     assert lists == []

@@ -1,0 +1,64 @@
+"""Extended tier: the disk image booted in all six firmware modes, and persistence
+across a reboot of the same stick on BIOS and on UEFI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deblive.boottest.modes import BootMode
+from deblive.boottest.persistence import run_persistence
+from deblive.boottest.run import ModeResult, TestOptions, run_tests
+from deblive.core.log import BuildLog
+from tests.extended.test_flavours_extended import artifacts
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.extended
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    base = tmp_path_factory.mktemp("disk")
+    config = base / "disk.yaml"
+    config.write_text("name: diskext\nformats: [disk]\npersistence: {size: 128MiB, "
+                      "label: keep}\nboot: {default: persistence, timeout: 1}\n"
+                      "squashfs: {compression: zstd, level: 3}\n")
+    out = base / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "deblive", "build", str(config), "-o", str(out), "--workdir",
+         str(base / "work")],
+        capture_output=True, text=True, timeout=3600, cwd=REPO, stdin=subprocess.DEVNULL)
+    (base / "output.txt").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert not list(out.glob("*.iso"))  # formats: [disk] only
+    report = json.loads((out / "report.json").read_text())
+    [img] = [o["name"] for o in report["outputs"] if o["name"].endswith(".img")]
+    yield out / img
+
+
+@pytest.fixture(scope="module")
+def six(image: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModeResult]:
+    options = TestOptions(output=artifacts(tmp_path_factory, "boot-disk"), jobs=2)
+    return {r.mode: r for r in run_tests(image, list(BootMode), options, BuildLog())}
+
+
+@pytest.mark.parametrize("mode", [str(m) for m in BootMode])
+def test_the_disk_image_boots_in_every_mode(six: dict[str, ModeResult], mode: str) -> None:
+    result = six[mode]
+    assert result.result == "pass", "\n".join(result.failures) + "\n" + result.serial_log
+
+
+@pytest.mark.parametrize("mode", [BootMode.BIOS_USB, BootMode.UEFI_USB])
+def test_persistence_with_a_label_survives_a_reboot(
+        image: Path, mode: BootMode, tmp_path_factory: pytest.TempPathFactory) -> None:
+    options = TestOptions(output=artifacts(tmp_path_factory, f"persistence-{mode}"))
+    results = run_persistence(image, [mode], options, BuildLog())
+    assert [r.result for r in results] == ["pass", "pass"], [
+        "\n".join(r.failures) for r in results]
+    assert [r.mode for r in results] == [f"{mode} boot 1", f"{mode} boot 2"]
