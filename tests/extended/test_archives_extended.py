@@ -29,7 +29,7 @@ from tests.support import archives
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECT = (
-    "distro-tool | grep -qx distro",
+    "sh /usr/bin/distro-tool | grep -qx distro",  # the test package ships it 0644
     "test -f /usr/share/build-only-tool/marker",
     "test -f /etc/site-config/site.conf && test -x /usr/games/sl",
     "grep -qx 'Pin-Priority: 600' /etc/apt/preferences.d/deblive-1-127.0.0.1.pref",
