@@ -34,7 +34,7 @@ from pydantic import (
 from deblive.model import mirrors
 from deblive.model.arch import Arch
 from deblive.model.configerrors import describe
-from deblive.model.mirrors import SNAPSHOT_URL, default_security_mirror
+from deblive.model.mirrors import default_security_mirror
 from deblive.model.sections import (
     Boot,
     Bootstrap,
@@ -116,8 +116,9 @@ class ImageConfig(Model):
         "mirror and the image's sources become snapshot_url/archive/debian/<time>/ (and "
         "debian-security), Check-Valid-Until off for them only; the build's date is this time",
     )
-    snapshot_url: str = Field(
-        SNAPSHOT_URL, description="the snapshot service (with snapshot)",
+    snapshot_url: str | None = Field(
+        None, description="the snapshot service's URL, needed with snapshot: Debian's "
+        "public one, or a copy of your own",
     )
     components: tuple[Component, ...] = ("main",)
     security: bool = Field(True, description="add <suite>-security to the image's sources")
@@ -196,12 +197,11 @@ class ImageConfig(Model):
             data["suite"] = host.codename or "stable"
         if data.get("architecture") is None:
             data["architecture"] = str(host.architecture)
-        snapshot = data.get("snapshot")
-        snapshots = None
-        if isinstance(snapshot, str) and SNAPSHOT_RE.fullmatch(snapshot):
-            snapshots = f"{str(data.get('snapshot_url') or SNAPSHOT_URL).rstrip('/')}/archive"
-            if data.get("mirror") is None:
-                data["mirror"] = f"{snapshots}/debian/{snapshot}"
+        snapshot, service = data.get("snapshot"), data.get("snapshot_url")
+        snapshotted = (isinstance(snapshot, str) and SNAPSHOT_RE.fullmatch(snapshot)
+                       and isinstance(service, str))
+        if snapshotted and data.get("mirror") is None:
+            data["mirror"] = mirrors.snapshot_mirror(service, "debian", snapshot)
         if data.get("mirror") is None:
             data["mirror"] = host.mirror
         mirror = data.get("mirror")
@@ -209,8 +209,10 @@ class ImageConfig(Model):
             data["apt_mirror"] = mirror.rstrip("/")
         apt_mirror = data.get("apt_mirror")
         if data.get("security_mirror") is None and isinstance(apt_mirror, str):
-            if snapshots and apt_mirror.rstrip("/") == f"{snapshots}/debian/{snapshot}":
-                data["security_mirror"] = f"{snapshots}/debian-security/{snapshot}"
+            if snapshotted and apt_mirror.rstrip("/") == mirrors.snapshot_mirror(
+                    service, "debian", snapshot):
+                data["security_mirror"] = mirrors.snapshot_mirror(
+                    service, "debian-security", snapshot)
             else:
                 data["security_mirror"] = default_security_mirror(apt_mirror.rstrip("/"))
         return data
@@ -248,7 +250,12 @@ class ImageConfig(Model):
 
     @field_validator("snapshot_url")
     @classmethod
-    def _snapshot_url(cls, v: str) -> str:
+    def _snapshot_url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            if info.data.get("snapshot") is not None:
+                raise ValueError("not set, and snapshot needs it: the URL of Debian's "
+                                 "snapshot service, or of a copy of your own")
+            return None
         full(MIRROR_RE, v, "must be an http://, https:// or file:// URL without spaces")
         return v.rstrip("/")
 
@@ -332,7 +339,7 @@ class ImageConfig(Model):
 
     def snapshot_mirror(self, archive: str) -> str | None:
         """snapshot_url/archive/<archive>/<time> with a snapshot, else None."""
-        if self.snapshot is None:
+        if self.snapshot is None or self.snapshot_url is None:
             return None
         return mirrors.snapshot_mirror(self.snapshot_url, archive, self.snapshot)
 
@@ -342,7 +349,8 @@ class ImageConfig(Model):
         return None if self.snapshot is None else mirrors.snapshot_epoch(self.snapshot)
 
     def is_snapshot_uri(self, uri: str) -> bool:
-        return self.snapshot is not None and uri.startswith(f"{self.snapshot_url}/archive/")
+        return (self.snapshot is not None and self.snapshot_url is not None
+                and uri.startswith(f"{self.snapshot_url}/archive/"))
 
     @property
     def build_security_mirror(self) -> str:

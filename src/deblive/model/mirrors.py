@@ -7,7 +7,6 @@ from typing import Final
 
 from deblive.model.text import SNAPSHOT_RE, full
 
-SNAPSHOT_URL: Final = "https://snapshot.debian.org"
 SNAPSHOT_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 
 
