@@ -204,8 +204,7 @@ def adopt_base_date(ctx: BuildContext, entry: basecache.Entry) -> None:
 
 
 def make_context(config: ImageConfig, options: BuildOptions, log: BuildLog,
-                 resolved: plan.Plan | None = None,
-                 date: tuple[int, str] | None = None) -> BuildContext:
+                 date: tuple[int, str]) -> BuildContext:
     ctx = BuildContext(
         config=config, log=log, runner=Runner(log), work=WorkTree(options.workdir),
         outdir=options.outdir, cache=options.cache, make_iso=options.make_iso,
@@ -214,7 +213,7 @@ def make_context(config: ImageConfig, options: BuildOptions, log: BuildLog,
     # inputs, so two builds of the same config from one mirror state give the
     # same ISO. Every command sees the same date (chroots included), in UTC
     # (FAT's times are local times: the EFI image would follow the caller's zone).
-    ctx.source_date_epoch, ctx.source_date_epoch_from = date or build_date(config, resolved)
+    ctx.source_date_epoch, ctx.source_date_epoch_from = date
     ctx.runner.fixed_env.update({"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch), "TZ": "UTC"})
     if ctx.source_date_epoch_from != "clock":
         digest = report.config_digest(config)
@@ -259,7 +258,7 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
         if os.path.lexists(options.workdir):
             log.info(f"removing the previous work tree {options.workdir}")
         workbase.make_work_tree(options.workdir)
-        ctx = make_context(config, options, log, resolved, date)
+        ctx = make_context(config, options, log, date)
         ctx.extras, ctx.local_archive = found.archives, found.local
         ctx.local_packages = found.local_packages
         log.open(ctx.work.log)

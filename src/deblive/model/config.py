@@ -62,6 +62,7 @@ from deblive.model.text import (
     SudoPolicy,
     SystemLocale,
     VolumeId,
+    distinct_choices,
     full,
     plain_text,
 )
@@ -300,11 +301,7 @@ class ImageConfig(Model):
     @field_validator("formats")
     @classmethod
     def _formats(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v:
-            raise ValueError("name at least one of iso, disk")
-        if len(set(v)) != len(v):
-            raise ValueError("each format at most once")
-        return v
+        return distinct_choices(v, "iso, disk", "format")
 
     @field_validator("persistence")
     @classmethod

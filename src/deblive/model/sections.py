@@ -25,6 +25,7 @@ from deblive.model.text import (
     GroupName,
     Keyboard,
     SudoPolicy,
+    distinct_choices,
     full,
     plain_text,
 )
@@ -178,11 +179,7 @@ class Installer(Model):
     @field_validator("sources")
     @classmethod
     def _sources(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v:
-            raise ValueError("name at least one of mirror, package, directory")
-        if len(set(v)) != len(v):
-            raise ValueError("each source at most once")
-        return v
+        return distinct_choices(v, "mirror, package, directory", "source")
 
     @model_validator(mode="after")
     def _directory_given(self) -> Installer:

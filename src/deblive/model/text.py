@@ -46,6 +46,15 @@ def plain_text(value: str, what: str = "text") -> str:
     return value
 
 
+def distinct_choices(values: tuple[str, ...], allowed: str, what: str) -> tuple[str, ...]:
+    """A list of choices: at least one, none twice (formats, installer sources)."""
+    if not values:
+        raise ValueError(f"name at least one of {allowed}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"each {what} at most once")
+    return values
+
+
 def full(regex: re.Pattern[str], value: str, message: str) -> str:
     if not regex.fullmatch(value):
         raise ValueError(message)
