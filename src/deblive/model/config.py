@@ -252,13 +252,7 @@ class ImageConfig(Model):
     @field_validator("snapshot_url")
     @classmethod
     def _snapshot_url(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is None:
-            if info.data.get("snapshot") is not None:
-                raise ValueError("not set, and snapshot needs it: the URL of Debian's "
-                                 "snapshot service, or of a copy of your own")
-            return None
-        full(MIRROR_RE, v, "must be an http://, https:// or file:// URL without spaces")
-        return v.rstrip("/")
+        return mirrors.check_snapshot_service(v, info.data.get("snapshot"))
 
     @field_validator("mirror")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Final
 
-from deblive.model.text import SNAPSHOT_RE, full
+from deblive.model.text import MIRROR_RE, SNAPSHOT_RE, full
 
 SNAPSHOT_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 
@@ -25,6 +25,17 @@ def check_snapshot(value: str) -> str:
     except ValueError:
         raise ValueError(f"{value!r} is not a valid date and time") from None
     return value
+
+
+def check_snapshot_service(url: str | None, snapshot: object) -> str | None:
+    """snapshot_url: needed with a snapshot (deblive names no service of its own)."""
+    if url is None:
+        if snapshot is not None:
+            raise ValueError("not set, and snapshot needs it: the URL of Debian's "
+                             "snapshot service, or of a copy of your own")
+        return None
+    full(MIRROR_RE, url, "must be an http://, https:// or file:// URL without spaces")
+    return url.rstrip("/")
 
 
 def snapshot_mirror(service: str, archive: str, time: str) -> str:
