@@ -1,11 +1,14 @@
-"""The disk image: one build makes the ISO and `<name>.img` from one squashfs; the
-image's partition table and persistence partition are read from the file, and
-the persistence partition keeps a file across a reboot of the same stick."""
+"""All three formats from one build: the ISO, `<name>.img` and the netboot tree share
+one squashfs; the disk image's partition table and persistence partition are
+read from the file, the persistence partition keeps a file across a reboot of
+the same stick, and the netboot tree boots over PXE with Secure Boot, its
+squashfs fetched over HTTP."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,12 +24,22 @@ SECTOR = 512
 def disk_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     base = tmp_path_factory.mktemp("disk")
     config = base / "disk.yaml"
-    config.write_text("name: disktest\nformats: [iso, disk]\npersistence: {size: 64MiB}\n"
+    config.write_text("name: disktest\nformats: [iso, disk, netboot]\n"
+                      "persistence: {size: 64MiB}\n"
+                      f"netboot: {{url: 'http://10.0.2.2:{_free_port()}/'}}\n"
                       "boot: {default: persistence, timeout: 1}\n"
                       "squashfs: {compression: zstd, level: 3}\n")
     result = build(config, base)
     assert result.returncode == 0, result.output[-4000:]
     return result
+
+
+def _free_port() -> int:
+    """A port free now on 127.0.0.1: the PXE test serves the tree there (qemu's guest
+    reaches it as 10.0.2.2), so the tree is built with it in netboot.url."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _image(build: Build) -> Path:
@@ -89,3 +102,49 @@ def test_persistence_survives_a_reboot_of_the_stick(disk_build: Build) -> None:
     assert mode["result"] == "pass", mode
     names = {c["name"] for c in mode["checks"] if c["ok"]}
     assert any("deblive-persistence-check" in n for n in names), names
+
+
+def test_the_netboot_tree_carries_both_loaders_the_same_squashfs_and_fetch_menus(
+        disk_build: Build, tmp_path: Path) -> None:
+    tree = disk_build.path("netboot")
+    for name in ("pxelinux.0", "ldlinux.c32", "vesamenu.c32", "pxelinux.cfg/default",
+                 "pxelinux.cfg/menu.cfg", "shimx64.efi", "grubx64.efi", "mmx64.efi",
+                 "grub/grub.cfg", "live/vmlinuz", "live/initrd.img"):
+        assert (tree / name).is_file(), name
+    squashfs = tree / "live/filesystem.squashfs"
+    assert squashfs.read_bytes() == disk_build.path("filesystem.squashfs").read_bytes()
+    # Debian's signed network grub (its prefix is /grub), not the CD one; the same shim.
+    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(disk_build.iso),
+                    "-extract", "/EFI/boot", str(tmp_path / "efi")], check=True,
+                   capture_output=True)
+    net_grub = (tree / "grubx64.efi").read_bytes()
+    assert net_grub[:2] == b"MZ" and net_grub != (tmp_path / "efi/grubx64.efi").read_bytes()
+    assert (tree / "shimx64.efi").read_bytes() == (tmp_path / "efi/bootx64.efi").read_bytes()
+    entries = json.loads((tree / "boot-entries.json").read_text())
+    url = entries["netboot"]["url"]
+    assert entries["netboot"]["boot_files"] == {"bios": "pxelinux.0", "uefi": "shimx64.efi"}
+    fetch = f"fetch={url}live/filesystem.squashfs"
+    for menu in ("pxelinux.cfg/menu.cfg", "grub/grub.cfg"):
+        text = (tree / menu).read_text()
+        assert text.count(fetch) == 3, menu  # live, persistence, failsafe
+        assert "install" not in text.lower(), menu  # d-i's initrd looks for a CD
+    assert "INCLUDE /pxelinux.cfg/menu.cfg" in (tree / "pxelinux.cfg/default").read_text()
+    sums = disk_build.path("SHA256SUMS").read_text()
+    digest = hashlib.sha256(squashfs.read_bytes()).hexdigest()
+    assert f"{digest}  netboot/live/filesystem.squashfs" in sums
+    report = json.loads(disk_build.path("report.json").read_text())
+    names = [o["name"] for o in report["outputs"]]
+    assert "netboot/pxelinux.0" in names and "netboot/grub/grub.cfg" in names
+
+
+def test_the_netboot_tree_boots_over_pxe_with_secure_boot(disk_build: Build) -> None:
+    out = ARTIFACTS / "pxe"
+    proc = run_deblive("test", disk_build.path("netboot"), "--mode", "pxe-secureboot",
+                       "--output", out, timeout=1800)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    [mode] = json.loads((out / "results.json").read_text())["modes"]
+    checks = {c["name"]: c for c in mode["checks"]}
+    for name in ("fetched", "http-fetch", "secure-boot", "firmware", "system-running"):
+        assert checks[name]["ok"], checks[name]
+    serial = Path(mode["serial_log"]).read_text(errors="replace")
+    assert "GNU GRUB" in serial and "Station IP address" in serial

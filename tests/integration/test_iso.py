@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from deblive.boottest.medium import read_entries
-from deblive.boottest.modes import BootMode
+from deblive.boottest.modes import MEDIUM_MODES
 from deblive.boottest.run import ModeResult, TestOptions, run_tests
 from deblive.build import menus
 from deblive.core.log import BuildLog
@@ -112,7 +112,7 @@ def boot_results(iso: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         shutil.rmtree(out)
     options = TestOptions(output=out, jobs=2, screenshot=True)
     log = BuildLog()
-    results = run_tests(iso, list(BootMode), options, log)
+    results = run_tests(iso, list(MEDIUM_MODES), options, log)
     return {r.mode: r for r in results}
 
 
@@ -127,7 +127,7 @@ def test_boot_entries_describe_the_menus_on_the_medium(iso: Path, medium: Path) 
         menus.render_isolinux(entries.menu)["menu.cfg"]
 
 
-@pytest.mark.parametrize("mode", [str(m) for m in BootMode])
+@pytest.mark.parametrize("mode", [str(m) for m in MEDIUM_MODES])
 def test_boots_to_a_working_live_session(boot_results: dict[str, ModeResult], mode: str) -> None:
     result = boot_results[mode]
     assert result.result == "pass", "\n".join(result.failures) + "\n" + result.serial_log

@@ -101,11 +101,30 @@ def test_failed_units() -> None:
 
 
 def test_parse_modes() -> None:
-    assert parse_modes(None) == list(BootMode)
+    assert parse_modes(None) == [m for m in BootMode if not m.network]
+    assert len(parse_modes(None)) == 6
+    assert parse_modes(None, network=True) == [
+        BootMode.PXE_BIOS, BootMode.PXE_UEFI, BootMode.PXE_SECUREBOOT]
     assert parse_modes(["uefi-usb,bios-cd", "bios-cd"]) == [BootMode.BIOS_CD, BootMode.UEFI_USB]
+    assert parse_modes(["pxe-uefi,pxe-bios"], network=True) == [
+        BootMode.PXE_BIOS, BootMode.PXE_UEFI]
     with pytest.raises(BadInput) as err:
         parse_modes(["bios-floppy"])
     assert err.value.exit_code == 2
+    with pytest.raises(BadInput, match="PXE modes boot a netboot directory"):
+        parse_modes(["bios-cd,pxe-bios"])
+    with pytest.raises(BadInput, match="PXE modes only"):
+        parse_modes(["uefi-cd"], network=True)
+
+
+def test_pxe_mode_properties() -> None:
+    assert (BootMode.PXE_BIOS.firmware, BootMode.PXE_BIOS.network) == ("bios", True)
+    assert (BootMode.PXE_SECUREBOOT.firmware, BootMode.PXE_SECUREBOOT.uefi) == (
+        "secureboot", True)
+    assert BootMode.BIOS_USB.network is False
+    with pytest.raises(ValueError):
+        _ = BootMode.PXE_UEFI.media
+    assert "UEFI only" in (BootMode.PXE_BIOS.not_applicable(Arch.ARM64) or "")
 
 
 def test_mode_properties() -> None:
@@ -315,8 +334,8 @@ def test_run_tests_in_parallel_keeps_order_and_writes_json(
     monkeypatch.setattr(boottest, "run_mode", fake_run_mode)
     monkeypatch.setattr(shutil, "which", lambda _: "/usr/bin/qemu-system-x86_64")
     options = boottest.TestOptions(accel=AccelRequest.TCG, jobs=3, arch=Arch.AMD64)
-    results = boottest.run_tests(iso, list(BootMode), options, BuildLog())
-    assert [r.mode for r in results] == [str(m) for m in BootMode]
+    results = boottest.run_tests(iso, parse_modes(None), options, BuildLog())
+    assert [r.mode for r in results] == [str(m) for m in BootMode if not m.network]
     assert set(seen_smp) == {1}
     data = json.loads((tmp_path / "test-live" / "results.json").read_text())
     assert data["passed"] is False

@@ -76,7 +76,7 @@ def test_full_config_round_trip() -> None:
         ({"mirror": "ftp://x/debian"}, "mirror", "http"),
         ({"apt_mirror": "deb.invalid"}, "apt_mirror", "URL"),
         ({"components": ["main", "universe"]}, "components[1]", "non-free-firmware"),
-        ({"tasks": ["openssh-server"]}, "tasks", "task package"),
+        ({"tasks": ["openssh-server"]}, "tasks[0]", "task package"),
         ({"packages": ["Bad_Pkg"]}, "packages[0]", "not a Debian package name"),
         ({"user": {"name": "root"}}, "user.name", "not root"),
         ({"user": {"name": "Alice"}}, "user.name", "lower-case"),

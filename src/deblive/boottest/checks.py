@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from deblive.boottest.medium import BootEntries
 from deblive.boottest.modes import BootMode
 from deblive.boottest.shell import SerialShell
+from deblive.model.sections import NETBOOT_SQUASHFS
 
 SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 UNIT_NAME = re.compile(
@@ -120,6 +121,19 @@ def check_expect(shell: SerialShell, command: str) -> Check:
                  "exit 0" if res.rc == 0 else f"exit {res.rc}: {tail}")
 
 
+def check_fetched(shell: SerialShell, url: str) -> Check:
+    """A network boot: live-boot was told to fetch the squashfs, and its medium is the
+    RAM file system it downloaded it into (not a CD or stick found by chance)."""
+    res = shell.run("cat /proc/cmdline; grep ' /run/live/medium ' /proc/mounts")
+    fetch = f"fetch={url}" in res.output.split()
+    ram = any(line.split()[1:3] == ["/run/live/medium", "ramfs"]
+              for line in res.output.splitlines() if len(line.split()) > 2)
+    detail = (f"fetch={url} on the command line, /run/live/medium on ramfs" if fetch and ram
+              else f"fetch= {'seen' if fetch else 'missing'}, /run/live/medium "
+              f"{'on ramfs' if ram else 'not on ramfs'}: {res.output.strip()[-300:]}")
+    return Check("fetched", fetch and ram, detail)
+
+
 def run_checks(shell: SerialShell, mode: BootMode, entries: BootEntries, password: str,
                system_timeout: float, expect: Sequence[str] = ()) -> tuple[list[Check], list[str]]:
     """Every check of a booted mode; returns the checks and notes on what was skipped."""
@@ -132,6 +146,8 @@ def run_checks(shell: SerialShell, mode: BootMode, entries: BootEntries, passwor
     else:
         notes.append("root-locked not checked: the live user has no root rights to read it")
     checks.append(check_firmware(shell, mode))
+    if mode.network and entries.netboot_url is not None:
+        checks.append(check_fetched(shell, entries.netboot_url + NETBOOT_SQUASHFS))
     if mode.uefi:
         checks.append(check_secure_boot(shell, mode))
     checks.append(check_system_running(shell, system_timeout))

@@ -39,6 +39,13 @@ class BootEntries:
     root_locked: bool
     bios: bool
     menu: Menu | None
+    # A netboot tree's: the URL its menus fetch the squashfs from, and the boot file
+    # DHCP names per firmware (bios: pxelinux.0, uefi: shimx64.efi).
+    netboot_url: str | None = None
+    boot_files: tuple[tuple[str, str], ...] = ()
+
+    def boot_file(self, firmware: str) -> str | None:
+        return dict(self.boot_files).get("uefi" if firmware == "secureboot" else firmware)
 
     @classmethod
     def from_json(cls, data: Any) -> BootEntries:
@@ -47,11 +54,14 @@ class BootEntries:
             sudo = str(user["sudo"])
             if sudo not in ("nopasswd", "password", "none"):
                 raise ValueError(f"unknown sudo policy {sudo!r}")
+            net = data.get("netboot") or {}
             return cls(
                 architecture=Arch(data["architecture"]), user=str(user["name"]),
                 sudo=sudo,  # type: ignore[arg-type]
                 root_locked=bool(data["root_locked"]), bios=bool(data["bios"]),
                 menu=Menu.from_json(data["menu"]),
+                netboot_url=str(net["url"]) if net else None,
+                boot_files=tuple((str(k), str(v)) for k, v in net.get("boot_files", {}).items()),
             )
         except (KeyError, TypeError, ValueError, MenuError) as exc:
             raise EntriesError(f"not deblive's boot entries: {exc}") from None
@@ -63,12 +73,13 @@ class BootEntries:
 
 
 def entries_path(iso: Path) -> Path:
-    return iso.parent / BOOT_ENTRIES
+    """Beside an image file; inside a netboot directory."""
+    return iso / BOOT_ENTRIES if iso.is_dir() else iso.parent / BOOT_ENTRIES
 
 
 def read_entries(iso: Path) -> BootEntries | None:
-    """The boot entries beside iso, None if there are none; EntriesError if they are
-    not deblive's or belong to another image."""
+    """The boot entries beside iso (in a netboot directory), None if there are none;
+    EntriesError if they are not deblive's or belong to another image."""
     path = entries_path(iso)
     if not path.is_file():
         return None
@@ -78,6 +89,10 @@ def read_entries(iso: Path) -> BootEntries | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise EntriesError(f"{path}: {exc}") from None
+    if iso.is_dir():
+        if not isinstance(data, dict) or not isinstance(data.get("netboot"), dict):
+            raise EntriesError(f"{path} does not describe a netboot tree")
+        return BootEntries.from_json(data)
     if not isinstance(data, dict) or data.get("image") != iso.stem:
         image = data.get("image") if isinstance(data, dict) else "?"
         raise EntriesError(f"{path} describes {image}, not {iso.name}")

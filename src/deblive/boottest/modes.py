@@ -1,7 +1,10 @@
-"""Boot modes: firmware (BIOS, UEFI, UEFI with Secure Boot enforced) times medium (CD, USB).
+"""Boot modes: firmware (BIOS, UEFI, UEFI with Secure Boot enforced) times medium (CD, USB),
+and network boot (PXE) of a netboot tree in each firmware.
 
 The EFI CD and USB paths break independently (grml #105), and BIOS and UEFI
-take different boot loaders, so each of the six is booted on its own. A mode
+take different boot loaders, so each of the six is booted on its own; an
+ISO or disk image is tested in those six by default, a netboot directory in
+the three PXE modes. A mode
 the image's architecture does not have is skipped with the reason, never
 counted as a failure: arm64 has no BIOS, and Secure Boot off amd64 needs the
 firmware with enrolled keys installed.
@@ -27,13 +30,24 @@ class BootMode(enum.StrEnum):
     UEFI_USB = "uefi-usb"
     SECUREBOOT_CD = "secureboot-cd"
     SECUREBOOT_USB = "secureboot-usb"
+    PXE_BIOS = "pxe-bios"
+    PXE_UEFI = "pxe-uefi"
+    PXE_SECUREBOOT = "pxe-secureboot"
+
+    @property
+    def network(self) -> bool:
+        """A PXE boot of a netboot tree (qemu's TFTP server, HTTP for the squashfs)."""
+        return self.value.startswith("pxe-")
 
     @property
     def firmware(self) -> FirmwareKind:
-        return cast(FirmwareKind, self.value.rsplit("-", 1)[0])
+        return cast(FirmwareKind, self.value.removeprefix("pxe-").split("-", 1)[0])
 
     @property
     def media(self) -> MediaKind:
+        """The medium's kind; a network mode has none (ValueError)."""
+        if self.network:
+            raise ValueError(f"{self} boots from the network, not from a medium")
         return cast(MediaKind, self.value.rsplit("-", 1)[1])
 
     @property
@@ -61,6 +75,10 @@ class BootMode(enum.StrEnum):
         return None
 
 
+MEDIUM_MODES: tuple[BootMode, ...] = tuple(m for m in BootMode if not m.network)
+PXE_MODES: tuple[BootMode, ...] = tuple(m for m in BootMode if m.network)
+
+
 class BadInput(BadInputError):
     """A missing ISO or an unknown mode: exit status 2."""
 
@@ -74,10 +92,11 @@ def mode_from_name(name: str) -> BootMode:
         ) from None
 
 
-def parse_modes(values: Sequence[str] | None) -> list[BootMode]:
-    """--mode values (repeated and/or comma lists) to modes in canonical order."""
+def parse_modes(values: Sequence[str] | None, network: bool = False) -> list[BootMode]:
+    """--mode values (repeated and/or comma lists) to modes in canonical order; none:
+    every medium mode, or with network (a netboot directory) every PXE mode."""
     if not values:
-        return list(BootMode)
+        return list(PXE_MODES if network else MEDIUM_MODES)
     wanted: set[BootMode] = set()
     for value in values:
         for name in value.split(","):
@@ -86,4 +105,17 @@ def parse_modes(values: Sequence[str] | None) -> list[BootMode]:
                 wanted.add(mode_from_name(name))
     if not wanted:
         raise BadInput("--mode names no mode")
-    return [m for m in BootMode if m in wanted]
+    return check_target(sorted(wanted, key=list(BootMode).index), network)
+
+
+def check_target(modes: Sequence[BootMode], network: bool) -> list[BootMode]:
+    """modes unchanged if they fit the target: PXE modes for a netboot directory
+    (network), medium modes for an image file; BadInput naming the others."""
+    wrong = [m for m in modes if m.network != network]
+    if wrong:
+        raise BadInput(
+            f"{', '.join(wrong)}: " + ("a netboot directory boots in the PXE modes only: "
+                                     + ", ".join(PXE_MODES)
+                                     if network else "PXE modes boot a netboot directory "
+                                     "(OUTDIR/netboot), not an image file"))
+    return list(modes)

@@ -11,6 +11,8 @@ runs under TCG with its timeouts scaled.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import dataclasses
 import json
 import re
 import shutil
@@ -24,8 +26,9 @@ from rich.table import Table
 from rich.text import Text
 
 from deblive.boottest import checks as checks_mod
+from deblive.boottest import netboot
 from deblive.boottest.medium import BootEntries, EntriesError, entries_path, read_entries
-from deblive.boottest.modes import BadInput, BootMode
+from deblive.boottest.modes import BadInput, BootMode, check_target
 from deblive.boottest.shell import LOGIN_PROMPT, SerialShell, login
 from deblive.core.errors import DebliveError
 from deblive.core.log import BuildLog, format_seconds
@@ -124,16 +127,19 @@ class ModeResult:
 
 @dataclass(frozen=True)
 class Target:
-    """One ISO to boot, with what the build said about it."""
+    """One ISO (or netboot tree) to boot, with what the build said about it."""
 
     iso: Path
     entries: BootEntries
     out_dir: Path
+    served: netboot.ServedTree | None = None  # a netboot tree's HTTP server, while it runs
 
 
-def boot_vm_spec(iso: Path, firmware_kind: FirmwareKind, media: MediaKind, decision: AccelDecision,
-                 arch: Arch, workdir: Path, writable: bool = False, **extra: Any) -> VMSpec:
-    """A test VM for iso: firmware chosen, its varstore copied into workdir, QMP there."""
+def boot_vm_spec(iso: Path, firmware_kind: FirmwareKind, media: MediaKind | None,
+                 decision: AccelDecision, arch: Arch, workdir: Path, writable: bool = False,
+                 **extra: Any) -> VMSpec:
+    """A test VM for iso: firmware chosen, its varstore copied into workdir, QMP there;
+    media None: no medium (a network boot)."""
     assert arch.qemu is not None
     firmware = select_firmware(firmware_kind, arch.qemu)
     vars_file = None
@@ -141,7 +147,8 @@ def boot_vm_spec(iso: Path, firmware_kind: FirmwareKind, media: MediaKind, decis
         vars_file = workdir / f"{arch.qemu.firmware_dir.name}_VARS.fd"
         shutil.copyfile(firmware.vars_template, vars_file)
     return VMSpec(arch=arch, accel=decision.accel, firmware=firmware, vars_file=vars_file,
-                  media=Media(iso, media, writable), qmp_socket=workdir / "qmp.sock", **extra)
+                  media=Media(iso, media, writable) if media is not None else None,
+                  qmp_socket=workdir / "qmp.sock", **extra)
 
 
 def power_off(vm: Machine, timeout: float, notes: list[str]) -> bool:
@@ -180,7 +187,7 @@ def _take_screenshot(vm: Machine, dest: Path, options: TestOptions, result: Mode
 
 
 def _logged_in(vm: Machine, target: Target, mode: BootMode, options: TestOptions,
-               result: ModeResult, log: BuildLog) -> None:
+               result: ModeResult, log: BuildLog, fetches_before: int = 0) -> None:
     """Log in, run the checks, power off."""
     arch = target.entries.architecture
     slowdown = options.slowdown(arch)
@@ -189,6 +196,8 @@ def _logged_in(vm: Machine, target: Target, mode: BootMode, options: TestOptions
     result.checks, notes = checks_mod.run_checks(
         shell, mode, target.entries, options.password, options.system_timeout * slowdown,
         options.expect)
+    if target.served is not None:
+        result.checks.append(target.served.check(fetches_before))
     result.notes += notes
     result.failures += [f"{c.name}: {c.detail}" for c in result.checks if not c.ok]
     if shell.root:
@@ -209,11 +218,15 @@ def _boot_once(target: Target, mode: BootMode, decision: AccelDecision, silence:
     serial_log.unlink(missing_ok=True)
     result.serial_log = str(serial_log)
     start = time.monotonic()
+    fetches_before = target.served.fetches() if target.served is not None else 0
     with vm_workdir() as work:
-        spec = boot_vm_spec(target.iso, mode.firmware, mode.media, decision, arch, work,
-                            memory_mib=options.memory_mib, smp=smp, name=f"deblive-{mode}",
-                            writable=options.writable_media,
-                            direct_kernel=options.direct_kernel)
+        network = netboot.pxe_network(target.iso, target.entries, mode) if mode.network else None
+        # live-boot's fetch= keeps the squashfs in RAM, beside the running system.
+        memory = options.memory_mib + (target.served.squashfs_bytes >> 20 if target.served else 0)
+        spec = boot_vm_spec(target.iso, mode.firmware, None if mode.network else mode.media,
+                            decision, arch, work, memory_mib=memory, smp=smp,
+                            name=f"deblive-{mode}", writable=options.writable_media,
+                            direct_kernel=options.direct_kernel, network=network)
         with Machine(spec, runner, serial_log, work) as vm:
             logged_in = False
             try:
@@ -230,7 +243,7 @@ def _boot_once(target: Target, mode: BootMode, decision: AccelDecision, silence:
                 login(vm, options.user or target.entries.user, options.password,
                       120.0 * options.slowdown(arch))
                 logged_in = True
-                _logged_in(vm, target, mode, options, result, log)
+                _logged_in(vm, target, mode, options, result, log, fetches_before)
             except (KvmFailure, VMExited) as exc:
                 if silence is not None and not logged_in:
                     raise KvmFailure(f"{exc} (after {vm.elapsed:.0f} s)") from None
@@ -275,10 +288,12 @@ def run_mode(target: Target, mode: BootMode, selector: AccelSelector, options: T
 
 
 def target_for(iso: Path, options: TestOptions) -> Target:
-    """The ISO with its boot entries (from the build, or --arch); BadInput without either."""
+    """The ISO (or netboot directory) with its boot entries (from the build, or --arch);
+    BadInput without either."""
     iso = iso.resolve()
-    if not iso.is_file():
-        raise BadInput(f"ISO not found: {iso}")
+    if not iso.is_file() and not (iso.is_dir() and entries_path(iso).is_file()):
+        raise BadInput(f"ISO not found: {iso}" if not iso.is_dir() else
+                       f"{iso} is not a netboot tree: no {entries_path(iso).name} in it")
     try:
         entries = read_entries(iso)
     except EntriesError as exc:
@@ -304,6 +319,7 @@ def run_tests(iso: Path, modes: Sequence[BootMode], options: TestOptions,
     if not modes:
         raise BadInput("no modes to test")
     target = target_for(iso, options)
+    check_target(modes, network=target.iso.is_dir())
     arch = target.entries.architecture
     skipped = {m: reason for m in modes if (reason := m.not_applicable(arch)) is not None}
     chosen = [m for m in modes if m not in skipped]
@@ -326,7 +342,13 @@ def run_tests(iso: Path, modes: Sequence[BootMode], options: TestOptions,
         log.info(f"timeouts scaled by {options.slowdown(arch):g} for the foreign architecture")
     jobs = max(1, min(options.jobs, len(chosen)))
     started = time.monotonic()
-    ran = iter(_run_all(target, chosen, selector, options, runner, jobs))
+    with contextlib.ExitStack() as stack:
+        if any(m.network for m in chosen):
+            served = stack.enter_context(netboot.serving(target.iso, target.entries))
+            target = dataclasses.replace(target, served=served)
+            log.info(f"serving {target.iso} on 127.0.0.1:{served.server.port} "
+                     f"(the guest's {target.entries.netboot_url})")
+        ran = iter(_run_all(target, chosen, selector, options, runner, jobs))
     results = [ModeResult(str(m), result="skipped", notes=[skipped[m]]) if m in skipped
                else next(ran) for m in modes]
     write_results(target.out_dir / "results.json", target.iso, selector, results,

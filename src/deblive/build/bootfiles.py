@@ -28,6 +28,7 @@ from deblive.model.arch import Arch, BootLayout
 # splash) and menu (text only) are the UIs, libcom32/libutil their libraries.
 ISOLINUX_MODULES: Final = ("ldlinux.c32", "libcom32.c32", "libutil.c32", "vesamenu.c32", "menu.c32")
 SYSLINUX_MODULES: Final = "/usr/lib/syslinux/modules/bios"
+PXELINUX: Final = "/usr/lib/PXELINUX/pxelinux.0"  # same syslinux build as the modules
 
 
 class BootFilesError(DebliveError):
@@ -77,12 +78,26 @@ class EfiFiles:
 
 
 @dataclass(frozen=True)
+class NetFiles:
+    """Network boot loaders: PXELINUX for BIOS, Debian's signed network grub for UEFI.
+
+    shim started from TFTP loads grub<suffix>.efi from the same TFTP directory,
+    so the network grub takes that name; its built-in prefix is /grub.
+    """
+
+    pxelinux: Path | None  # pxelinux.0; None without BIOS boot
+    grub: Path  # grubnet<suffix>.efi.signed
+
+
+@dataclass(frozen=True)
 class BootFiles:
-    """Every boot file, copied out of the packages; bios is None without BIOS boot."""
+    """Every boot file, copied out of the packages; bios is None without BIOS boot,
+    net None unless the netboot format was asked for."""
 
     arch: Arch
     bios: BiosFiles | None
     efi: EfiFiles
+    net: NetFiles | None = None
 
 
 def package_of_deb(deb: Path) -> str:
@@ -90,9 +105,11 @@ def package_of_deb(deb: Path) -> str:
     return deb.name.split("_", 1)[0]
 
 
-def select_debs(debs: Iterable[Path], arch: Arch) -> list[Path]:
-    """The .deb files of arch's boot packages; BootFilesError naming any missing."""
-    wanted = arch_boot(arch).packages
+def select_debs(debs: Iterable[Path], arch: Arch, netboot: bool = False) -> list[Path]:
+    """The .deb files of arch's boot packages (and its netboot ones); BootFilesError
+    naming any missing."""
+    layout = arch_boot(arch)
+    wanted = (*layout.packages, *(layout.netboot_packages if netboot else ()))
     by_name: dict[str, Path] = {}
     for deb in sorted(debs):
         if package_of_deb(deb) in wanted:
@@ -111,7 +128,7 @@ def unpack_debs(runner: Runner, debs: Sequence[Path], dest: Path) -> None:
         runner.run(["dpkg-deb", "-x", deb, dest], what=f"unpacking {deb.name}")
 
 
-def locate(unpacked: Path, files: Path, arch: Arch) -> BootFiles:
+def locate(unpacked: Path, files: Path, arch: Arch, netboot: bool = False) -> BootFiles:
     """Copy the boot files out of an unpacked tree into files (fresh), and name them."""
     layout = arch_boot(arch)
     deletion.remove_tree(files)
@@ -140,11 +157,18 @@ def locate(unpacked: Path, files: Path, arch: Arch) -> BootFiles:
             mokmanager=take(f"/usr/lib/shim/mm{sfx}.efi.signed"),
             grub=take(f"/usr/lib/grub/{layout.grub_efi_dir}/gcd{sfx}.efi.signed"),
         )
-    return BootFiles(arch=arch, bios=bios, efi=efi)
+        net = None
+        if netboot:
+            net = NetFiles(
+                pxelinux=take(PXELINUX) if layout.bios else None,
+                grub=take(f"/usr/lib/grub/{layout.grub_efi_dir}/grubnet{sfx}.efi.signed"),
+            )
+    return BootFiles(arch=arch, bios=bios, efi=efi, net=net)
 
 
-def unpack_boot_files(runner: Runner, debs_dir: Path, dest: Path, arch: Arch) -> BootFiles:
+def unpack_boot_files(runner: Runner, debs_dir: Path, dest: Path, arch: Arch,
+                      netboot: bool = False) -> BootFiles:
     """Unpack arch's boot packages from debs_dir below dest and take out their files."""
-    debs = select_debs(debs_dir.glob("*.deb"), arch)
+    debs = select_debs(debs_dir.glob("*.deb"), arch, netboot)
     unpack_debs(runner, debs, dest / "unpacked")
-    return locate(dest / "unpacked", dest / "files", arch)
+    return locate(dest / "unpacked", dest / "files", arch, netboot)

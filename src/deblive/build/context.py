@@ -124,6 +124,7 @@ class BuildFacts:
     efi_image_bytes: int | None = None
     iso_bytes: int | None = None
     disk_bytes: int | None = None
+    netboot_bytes: int | None = None
     installer_origin: str | None = None
     installer_package: str | None = None
     installer_files: list[str] = field(default_factory=list)

@@ -87,14 +87,16 @@ def _render(template: str, menu: Menu, **extra: object) -> str:
     )
 
 
-def render_isolinux(menu: Menu) -> dict[str, str]:
-    """File name (in /isolinux) -> content: isolinux.cfg and the menu it includes.
+def render_isolinux(menu: Menu, loader_dir: str = "/isolinux") -> dict[str, str]:
+    """File name (in loader_dir) -> content: isolinux.cfg and the menu it includes.
 
     The look (isolinux.cfg: serial, UI module, colours) is kept apart from the
     entries (menu.cfg) so an installer can add its own include beside it.
+    PXELINUX reads the same two files from /pxelinux.cfg (loader_dir), the
+    first one as `default`.
     """
     return {
-        "isolinux.cfg": _render("isolinux.cfg.j2", menu),
+        "isolinux.cfg": _render("isolinux.cfg.j2", menu, loader_dir=loader_dir),
         "menu.cfg": _render("isolinux-menu.cfg.j2", menu),
     }
 

@@ -32,6 +32,7 @@ from deblive.build.stages.hook import Hook
 from deblive.build.stages.initramfs import Initramfs
 from deblive.build.stages.iso import Iso
 from deblive.build.stages.medium import Medium
+from deblive.build.stages.netboot import Netboot
 from deblive.build.stages.overlay import Overlay
 from deblive.build.stages.packages import ExtraPackages, MediumPackages, Packages
 from deblive.build.stages.sources import ImageSources
@@ -51,6 +52,7 @@ STAGES: tuple[Stage, ...] = (
     PackageCacheIn(), Bootstrap(), ChrootSetup(), Packages(), Users(), BaseClean(), Base(),
     ExtraPackages(), MediumPackages(), Overlay(), Hook(), Initramfs(), ImageSources(),
     ChrootTeardown(), Clean(), Squash(), Medium(), Bootloaders(), Iso(), Disk(),
+    Netboot(),
 )
 
 
@@ -228,7 +230,8 @@ def finish(ctx: BuildContext, started: dt.datetime, options: BuildOptions) -> Bu
     files = list(ctx.outputs)
     build_report = report.build_report(ctx, started, files, "success")
     report.write_report(build_report, work.output / "report.json")
-    summed = [f for f in files if f.suffix in (".iso", ".img") or f.name.endswith(".spdx.json")]
+    summed = [f for f in report.output_files(files) if f.suffix in (".iso", ".img")
+              or f.name.endswith(".spdx.json") or f.parent != work.output]
     if summed:
         report.sha256sums(summed, work.output / "SHA256SUMS")
         files.append(work.output / "SHA256SUMS")

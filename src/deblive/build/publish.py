@@ -10,6 +10,7 @@ like a result it did not make.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from deblive.core import interrupt
@@ -43,11 +44,12 @@ def publish_results(files: list[Path], logs: Path, report: Path, outdir: Path) -
     """Move files, the logs directory and (last) the report into outdir."""
     if not diskspace.same_filesystem(report, outdir):
         # Across file systems publishing copies: check before the first byte.
-        needed = sum(f.stat().st_size for f in files) + diskspace.MARGIN
+        needed = sum(f.stat().st_size for f in _files(files)) + diskspace.MARGIN
         diskspace.require(outdir, needed, "the results in the output directory", stage="publish")
     with interrupt.deferred():
         (outdir / RESULT_MARKER).unlink(missing_ok=True)  # a replaced result is no result
-        published = publish(files, outdir)
+        published = publish([f for f in files if not _is_tree(f)], outdir)
+        published += [publish_tree(tree, outdir / tree.name) for tree in files if _is_tree(tree)]
         if logs.is_dir():
             dest = outdir / "logs"
             deletion.remove_tree(dest)
@@ -58,3 +60,32 @@ def publish_results(files: list[Path], logs: Path, report: Path, outdir: Path) -
         # report.json last: its presence marks a complete result.
         published += publish([report], outdir)
     return published
+
+
+def _is_tree(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    return [f for p in paths for f in ([*p.rglob("*")] if _is_tree(p) else [p]) if f.is_file()]
+
+
+def publish_tree(src: Path, dest: Path) -> Path:
+    """A directory output (the netboot tree) into place whole: built beside dest when
+    it has to be copied, then renamed; a previous one is renamed away, then removed."""
+    if not diskspace.same_filesystem(src, dest.parent):
+        partial = dest.with_name(f".{dest.name}.partial")
+        deletion.remove_tree(partial)
+        shutil.copytree(src, partial, symlinks=True)
+        deletion.remove_tree(src)
+        src = partial
+    old = dest.with_name(f".{dest.name}.old")
+    deletion.remove_tree(old)
+    if os.path.lexists(dest):
+        os.rename(dest, old)
+    os.rename(src, dest)
+    if _is_tree(old):
+        deletion.remove_tree(old)
+    else:
+        old.unlink(missing_ok=True)  # a file or symlink that stood there: never followed
+    return dest

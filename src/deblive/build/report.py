@@ -37,9 +37,26 @@ def config_digest(config: ImageConfig) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def output_files(outputs: list[Path]) -> list[Path]:
+    """The outputs' files: a directory output (the netboot tree) stands for every file in it."""
+    found: list[Path] = []
+    for path in outputs:
+        if path.is_dir() and not path.is_symlink():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        elif path.is_file():
+            found.append(path)
+    return found
+
+
+def output_name(path: Path, output_dir: Path) -> str:
+    """An output's name as published: netboot/live/vmlinuz for a file of the netboot tree."""
+    return path.relative_to(output_dir).as_posix() if path.is_relative_to(output_dir) else path.name
+
+
 def sha256sums(files: list[Path], dest: Path) -> None:
     """SHA256SUMS in sha256sum's format, names relative to dest's directory."""
-    lines = [f"{sha256_file(f)}  {f.name}\n" for f in sorted(files)]
+    lines = [f"{sha256_file(f)}  {f.relative_to(dest.parent).as_posix()}\n"
+             for f in sorted(files)]
     write_atomic(dest, "".join(lines))
 
 
@@ -101,9 +118,9 @@ def build_report(
         **facts,
         "packages": {"count": len(packages), "manifest": packages},
         "outputs": [
-            {"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in outputs
-            if p.is_file()
+            {"name": output_name(p, ctx.work.output), "bytes": p.stat().st_size,
+             "sha256": sha256_file(p)}
+            for p in output_files(outputs)
         ],
     }
 

@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich.console import Console
 
@@ -20,6 +21,7 @@ from deblive.apt import plan as plan_mod
 from deblive.apt.archive import check_mirror
 from deblive.boottest import persistence
 from deblive.boottest import run as boottest
+from deblive.boottest.medium import EntriesError, read_entries
 from deblive.boottest.modes import BadInput, parse_modes
 from deblive.build import basecache, metapackage
 from deblive.build import pipeline as build
@@ -29,6 +31,7 @@ from deblive.core.errors import BadInputError, DebliveError, ExitCode
 from deblive.core.log import BuildLog, format_seconds
 from deblive.core.runner import Runner
 from deblive.host import configfile, preflight, workbase
+from deblive.host.fileserver import FileServer
 from deblive.model import config as config_mod
 from deblive.model.arch import Arch
 from deblive.vm.accel import AccelRequest
@@ -234,8 +237,8 @@ def cmd_test(args: argparse.Namespace, console: Console | None = None) -> int:
             output=args.output, memory_mib=args.memory,
             arch=Arch(args.arch) if args.arch else None, expect=tuple(args.expect),
         )
-        modes = parse_modes(args.mode)
-        if not args.iso.is_file():
+        modes = parse_modes(args.mode, network=args.iso.is_dir())
+        if not args.iso.is_file() and not args.iso.is_dir():
             raise BadInput(f"ISO not found: {args.iso}")
         log.open(options.output_dir(args.iso.resolve()) / "test.log")
         if getattr(args, "persistence", False):
@@ -252,3 +255,31 @@ def cmd_test(args: argparse.Namespace, console: Console | None = None) -> int:
         log.close()
     (console or Console()).print(boottest.results_table(results))
     return ExitCode.OK if all(r.result != "fail" for r in results) else ExitCode.FAILED
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The `serve` subcommand: the netboot tree over HTTP until Ctrl-C."""
+    log = BuildLog()
+    tree = Path(args.tree).resolve()
+    try:
+        entries = read_entries(tree) if tree.is_dir() else None
+        if entries is None or entries.netboot_url is None:
+            raise BadInput(f"{tree} is not a netboot tree (deblive build with formats: "
+                           "[netboot] writes OUTDIR/netboot)")
+        url = urlsplit(entries.netboot_url)
+        port = args.port if args.port is not None else (url.port or 80)
+        server = FileServer(tree, args.bind, port, prefix=url.path or "/",
+                            echo=lambda line: log.info(line))
+    except (EntriesError, OSError) as exc:
+        log.error(f"cannot serve {tree}: {exc}")
+        return ExitCode.BAD_INPUT
+    except DebliveError as exc:
+        log.error(str(exc))
+        return exc.exit_code
+    log.info(f"serving {tree} at http://{args.bind}:{server.port}{url.path or '/'} "
+             f"(its menus fetch {entries.netboot_url}); Ctrl-C ends")
+    try:
+        server.serve_forever()  # until Ctrl-C: deblive's interrupt status, 130
+    finally:
+        server.close()
+    return ExitCode.OK

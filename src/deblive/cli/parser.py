@@ -74,9 +74,10 @@ def _add_test(sub: argparse._SubParsersAction[_Parser]) -> None:
         "boot-entries.json beside the ISO. Exit status: 0 all passed, 1 a failure, "
         "2 bad input.",
     )
-    p.add_argument("iso", type=Path, metavar="IMAGE.iso")
+    p.add_argument("iso", type=Path, metavar="IMAGE.iso|OUTDIR/netboot")
     p.add_argument("--mode", action="append", metavar="MODE",
-                   help=f"mode to test (repeatable or comma list; default all): "
+                   help=f"mode to test (repeatable or comma list; default: all medium "
+                   "modes, for a netboot directory all pxe modes): "
                    f"{', '.join(BootMode)}")
     p.add_argument("--user", help="live user (default: the build's, from boot-entries.json)")
     p.add_argument("--password-file", metavar="FILE",
@@ -172,4 +173,15 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Print the JSON schema of image config files.")
     p.set_defaults(func=commands.cmd_schema)
     _add_test(sub)
+
+    p = sub.add_parser("serve", help="serve a netboot tree over HTTP (tests and small labs)",
+                       description="Serve OUTDIR/netboot read-only over HTTP until Ctrl-C, "
+                       "so live-boot's fetch= can download the squashfs. For tests and small "
+                       "labs: a site serves the tree with its own DHCP, TFTP and web "
+                       "servers (see the README's dnsmasq example).")
+    p.add_argument("tree", type=Path, metavar="OUTDIR/netboot")
+    p.add_argument("--port", type=int, help="default: the port of the tree's netboot.url")
+    p.add_argument("--bind", default="0.0.0.0", metavar="ADDRESS",
+                   help="address to listen on (default: all)")
+    p.set_defaults(func=commands.cmd_serve)
     return parser

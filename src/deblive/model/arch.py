@@ -29,6 +29,9 @@ class BootLayout:
     grub_platform: str  # grub's name of the EFI platform (x86_64-efi...)
     bios: bool  # ISOLINUX and an isohybrid MBR too
     installer_dir: str  # debian-installer on the medium, debian-cd's name
+    # Downloaded only for the netboot format: PXELINUX for BIOS network boot (the
+    # UEFI one, grubnet<suffix>.efi.signed, comes with the signed grub package).
+    netboot_packages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ PROFILES: dict[Arch, ArchProfile] = {
             packages=("isolinux", "syslinux-common", "grub-efi-amd64-signed", "shim-signed",
                       "shim-helpers-amd64-signed"),
             efi_suffix="x64", grub_efi_dir="x86_64-efi-signed", grub_platform="x86_64-efi",
-            bios=True, installer_dir="/install.amd",
+            bios=True, installer_dir="/install.amd", netboot_packages=("pxelinux",),
         ),
         qemu=QemuSystem(
             binary="qemu-system-x86_64", package="qemu-system-x86", machine="q35",

@@ -12,6 +12,7 @@ Submenus nest to any depth; installer entries and "Languages" are submenus.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -263,8 +264,13 @@ def installer_items(config: ImageConfig) -> list[Item]:
     return [*top_items, Submenu("advanced", "Advanced options", tuple(advanced))]
 
 
-def build_menu(config: ImageConfig, *, splash: bool = True, extra: Sequence[Item] = ()) -> Menu:
-    """The menu for an image: live and failsafe entries, languages, installer, then extra."""
+def build_menu(config: ImageConfig, *, splash: bool = True, extra: Sequence[Item] = (),
+               netboot: bool = False) -> Menu:
+    """The menu for an image: live and failsafe entries, languages, installer, then extra.
+
+    netboot: the network tree's menu: no installer (its initrd looks for a CD),
+    and every live-boot entry fetches the squashfs from netboot.url.
+    """
     boot = config.boot
     menu = Menu(
         title=boot.title,
@@ -280,9 +286,26 @@ def build_menu(config: ImageConfig, *, splash: bool = True, extra: Sequence[Item
             Entry("failsafe", "Live system (failsafe)", KERNEL_PATH, INITRD_PATH,
                   live_cmdline(config, FAILSAFE_ARGS)),
             *language_items(config),
-            *installer_items(config),
+            *(() if netboot else installer_items(config)),
             *extra,
         ),
     )
+    if netboot:
+        assert config.netboot is not None
+        menu = dataclasses.replace(menu, items=_fetching(menu.items, config.netboot.squashfs_url))
     menu.validate()
     return menu
+
+
+def _fetching(items: Iterable[Item], url: str) -> tuple[Item, ...]:
+    """items with fetch=url after every boot=live: live-boot loads the squashfs over the
+    network into RAM instead of looking for a medium."""
+    def one(item: Item) -> Item:
+        if isinstance(item, Submenu):
+            return dataclasses.replace(item, items=_fetching(item.items, url))
+        if "boot=live" not in item.cmdline:
+            return item
+        at = item.cmdline.index("boot=live") + 1
+        return dataclasses.replace(
+            item, cmdline=(*item.cmdline[:at], f"fetch={url}", *item.cmdline[at:]))
+    return tuple(one(item) for item in items)

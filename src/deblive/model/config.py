@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from deblive.model import mirrors
+from deblive.model import mirrors, outputs
 from deblive.model.arch import Arch
 from deblive.model.configerrors import describe
 from deblive.model.mirrors import default_security_mirror
@@ -42,6 +42,7 @@ from deblive.model.sections import (
     Language,
     Metapackage,
     Model,
+    Netboot,
     Persistence,
     Repository,
     Squashfs,
@@ -50,9 +51,7 @@ from deblive.model.sections import (
 from deblive.model.suites import ReleaseTable, SuiteError
 from deblive.model.text import (
     MIRROR_RE,
-    PACKAGE_RE,
     SNAPSHOT_RE,
-    TIMEZONE_RE,
     Component,
     Format,
     Hostname,
@@ -61,6 +60,8 @@ from deblive.model.text import (
     PackageName,
     SudoPolicy,
     SystemLocale,
+    TaskName,
+    Timezone,
     VolumeId,
     distinct_choices,
     full,
@@ -124,7 +125,7 @@ class ImageConfig(Model):
     components: tuple[Component, ...] = ("main",)
     security: bool = Field(True, description="add <suite>-security to the image's sources")
     updates: bool = Field(True, description="add <suite>-updates to the image's sources")
-    tasks: tuple[str, ...] = Field((), description="task-* packages, Recommends included")
+    tasks: tuple[TaskName, ...] = Field((), description="task-* packages, Recommends included")
     packages: tuple[PackageName, ...] = Field((), description="extra packages, same way")
     kernel: PackageName | None = Field(
         None, description="kernel package; default: linux-image-<flavour>"
@@ -133,7 +134,7 @@ class ImageConfig(Model):
     lock_root: bool = True
     hostname: Hostname = "debian"
     locale: SystemLocale = "en_US.UTF-8"
-    timezone: str = "UTC"
+    timezone: Timezone = "UTC"
     keyboard: Keyboard = "us"
     repositories: tuple[Repository, ...] = Field(
         (), description="extra signed apt archives: packages of a distribution's own",
@@ -160,10 +161,14 @@ class ImageConfig(Model):
     formats: tuple[Format, ...] = Field(
         ("iso",), description="outputs from one root filesystem and squashfs: iso (the "
         "hybrid ISO), disk (<name>-<suite>-<arch>.img: the ISO with a persistence "
-        "partition appended, for dd onto a stick; needs persistence)",
+        "partition appended, for dd onto a stick; needs persistence), netboot "
+        "(OUTDIR/netboot/: a TFTP root for PXE on BIOS and UEFI; needs netboot.url)",
     )
     persistence: Persistence | None = Field(
         None, description="live-boot persistence: boot entries, and the disk image's partition",
+    )
+    netboot: Netboot | None = Field(
+        None, description="network boot: where the netboot directory is served over HTTP",
     )
     squashfs: Squashfs = Field(default_factory=Squashfs)  # type: ignore[arg-type]
     bootstrap: Bootstrap = Field(default_factory=Bootstrap)  # type: ignore[arg-type]
@@ -268,21 +273,6 @@ class ImageConfig(Model):
         full(MIRROR_RE, v, "must be an http://, https:// or file:// URL without spaces")
         return v.rstrip("/")
 
-    @field_validator("tasks")
-    @classmethod
-    def _tasks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for task in v:
-            if not task.startswith(("task-", "live-task-")) or not PACKAGE_RE.fullmatch(task):
-                raise ValueError(f"{task!r} is not a task package (task-* or live-task-*)")
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, v: str) -> str:
-        if not TIMEZONE_RE.fullmatch(v) or ".." in v:
-            raise ValueError("must be a tz database name such as UTC or Europe/Berlin")
-        return v
-
     @field_validator("debconf")
     @classmethod
     def _debconf(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -295,15 +285,12 @@ class ImageConfig(Model):
     @field_validator("formats")
     @classmethod
     def _formats(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return distinct_choices(v, "iso, disk", "format")
+        return distinct_choices(v, "iso, disk, netboot", "format")
 
-    @field_validator("persistence")
+    @field_validator("persistence", "netboot", "squashfs")
     @classmethod
-    def _persistence(cls, v: Persistence | None, info: ValidationInfo) -> Persistence | None:
-        if v is None and "disk" in info.data.get("formats", ()):
-            raise ValueError("formats has 'disk', which needs persistence (at least its "
-                             "size, e.g. persistence: {size: 1GiB})")
-        return v
+    def _by_format(cls, v: Any, info: ValidationInfo) -> Any:
+        return outputs.check_for_formats(str(info.field_name), v, info.data.get("formats", ()))
 
     @field_validator("boot")
     @classmethod

@@ -54,7 +54,8 @@ class PackageSelection:
             live=tuple(live),
             tasks=config.tasks,
             extras=config.packages,
-            boot=boot.packages if boot is not None else (),
+            boot=() if boot is None else (
+                *boot.packages, *(boot.netboot_packages if "netboot" in config.formats else ())),
             netboot_installer=installer is not None and "package" in installer.sources,
             locales=locales,
         )

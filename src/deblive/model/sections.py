@@ -18,6 +18,7 @@ from deblive.model.text import (
     LOCALE_RE,
     MAINTAINER_RE,
     MIRROR_RE,
+    NETBOOT_URL_RE,
     SHELL_RE,
     USER_RE,
     VERSION_RE,
@@ -321,3 +322,27 @@ class Persistence(Model):
     @classmethod
     def _label(cls, v: str) -> str:
         return full(LABEL_RE, v, "must be 1 to 16 of A-Z a-z 0-9 _ - (an ext4 label)")
+
+
+# Where a netboot tree holds its squashfs, relative to the tree (and to netboot.url).
+NETBOOT_SQUASHFS = "live/filesystem.squashfs"
+
+
+class Netboot(Model):
+    """Network boot: the TFTP tree's menus give live-boot fetch=<url>live/filesystem.squashfs,
+    so the tree must be served over HTTP at url (`deblive serve`, or the site's server)."""
+
+    url: str = Field(description="http:// or https:// URL of the netboot directory as the "
+                     "booting machines reach it, e.g. http://192.0.2.1:8080/ (live-boot's "
+                     "busybox wget does not check https certificates)")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        full(NETBOOT_URL_RE, v, "must be an http:// or https:// URL: host[:port]/path of "
+             "letters, digits and . _ ~ % + - (it becomes fetch= on the kernel command line)")
+        return v.rstrip("/") + "/"
+
+    @property
+    def squashfs_url(self) -> str:
+        return f"{self.url}{NETBOOT_SQUASHFS}"

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator
 
 Component = Literal["main", "contrib", "non-free", "non-free-firmware"]
-Format = Literal["iso", "disk"]
+Format = Literal["iso", "disk", "netboot"]
 Compression = Literal["xz", "zstd", "lz4", "gzip", "lzo"]
 SudoPolicy = Literal["nopasswd", "password", "none"]
 PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9.+-]+")
@@ -31,6 +31,9 @@ SNAPSHOT_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 ARCHIVE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
 VERSION_RE = re.compile(r"[0-9][A-Za-z0-9.+~-]*")
 KEYBOARD_RE = re.compile(r"[a-z]{2,8}(\([a-z0-9_-]+\))?")
+# A netboot URL becomes live-boot's fetch= on both loaders' kernel command lines:
+# scheme, host, port and path only, in characters no loader or shell interprets.
+NETBOOT_URL_RE = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%+-]+)*/?")
 TIMEZONE_RE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
 SHELL_RE = re.compile(r"(/[A-Za-z0-9._+-]+)+")
 MAINTAINER_RE = re.compile(r"[^<>]+ <[^<>@\s]+@[^<>@\s]+>")
@@ -74,9 +77,23 @@ def _group_name(value: str) -> str:
     return full(USER_RE, value, f"group {value!r} is not a valid group name")
 
 
+def _timezone(value: str) -> str:
+    if not TIMEZONE_RE.fullmatch(value) or ".." in value:
+        raise ValueError("must be a tz database name such as UTC or Europe/Berlin")
+    return value
+
+
+def _task(value: str) -> str:
+    if not value.startswith(("task-", "live-task-")) or not PACKAGE_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a task package (task-* or live-task-*)")
+    return value
+
+
 # Value types that several sections share: one definition, one message.
 PackageName = Annotated[str, AfterValidator(_package_name)]
 GroupName = Annotated[str, AfterValidator(_group_name)]
+Timezone = Annotated[str, AfterValidator(_timezone)]
+TaskName = Annotated[str, AfterValidator(_task)]
 Keyboard = Annotated[str, _matching(KEYBOARD_RE, "must be an XKB layout such as us, de or fr")]
 Hostname = Annotated[
     str, _matching(HOSTNAME_RE, "must be a host name label (letters, digits, -; at most 63)")

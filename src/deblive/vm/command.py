@@ -95,17 +95,35 @@ class Share:
 @dataclass(frozen=True)
 class UserNetwork:
     """qemu's user network. restrict cuts the guest off from everything (the host's
-    127.0.0.1 services too) but the guestfwd entries: tcp:IP:PORT-cmd:COMMAND."""
+    127.0.0.1 services too) but the guestfwd entries: tcp:IP:PORT-cmd:COMMAND.
+
+    tftp: a directory qemu's built-in TFTP server serves, bootfile the file its
+    DHCP names: the NIC is then the first boot device (PXE). pxe_rom keeps the
+    NIC's iPXE option ROM, which a BIOS needs to boot from the network; UEFI
+    firmware (OVMF) has a network stack of its own and boots without it.
+    """
 
     restrict: bool = False
     guestfwd: tuple[str, ...] = ()
+    tftp: Path | None = None
+    bootfile: str | None = None
+    pxe_rom: bool = False
 
     def args(self) -> list[str]:
         options = ["user", "id=net0"]
         if self.restrict:
             options.append("restrict=on")
         options += [f"guestfwd={escape(rule)}" for rule in self.guestfwd]
-        return ["-netdev", ",".join(options), "-device", "virtio-net-pci,netdev=net0,romfile="]
+        if self.tftp is not None:
+            options.append(f"tftp={escape(self.tftp)}")
+        if self.bootfile is not None:
+            options.append(f"bootfile={escape(self.bootfile)}")
+        device = "virtio-net-pci,netdev=net0"
+        if not self.pxe_rom:
+            device += ",romfile="
+        if self.tftp is not None:
+            device += ",bootindex=1"
+        return ["-netdev", ",".join(options), "-device", device]
 
 
 @dataclass(frozen=True)

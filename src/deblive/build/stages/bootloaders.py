@@ -94,11 +94,11 @@ def install_isolinux(medium: Path, bios: BiosFiles, menu: bootmenu.Menu, splash:
     """isolinux.bin, its modules (one syslinux build), splash and configs into /isolinux."""
     target = medium / ISOLINUX_DIR
     target.mkdir(parents=True, exist_ok=True)
-    _copy(bios.isolinux_bin, target / "isolinux.bin")
+    copy_file(bios.isolinux_bin, target / "isolinux.bin")
     for name, path in bios.modules.items():
-        _copy(path, target / name)
+        copy_file(path, target / name)
     if menu.splash:
-        _copy(splash, target / bootmenu.SPLASH_NAME)
+        copy_file(splash, target / bootmenu.SPLASH_NAME)
     for name, text in menus.render_isolinux(menu).items():
         (target / name).write_text(text, encoding="utf-8")
 
@@ -110,7 +110,7 @@ def install_grub_configs(medium: Path, menu: bootmenu.Menu, splash: Path) -> Non
     (target / "grub.cfg").write_text(menus.render_grub(menu), encoding="utf-8")
     (target / "loopback.cfg").write_text(menus.render_loopback(menu), encoding="utf-8")
     if menu.splash:
-        _copy(splash, target / bootmenu.SPLASH_NAME)
+        copy_file(splash, target / bootmenu.SPLASH_NAME)
 
 
 def stage_efi_tree(dest: Path, efi: EfiFiles, build_id: str) -> list[Path]:
@@ -120,7 +120,7 @@ def stage_efi_tree(dest: Path, efi: EfiFiles, build_id: str) -> list[Path]:
     boot_dir.mkdir(parents=True, exist_ok=True)
     debian_dir.mkdir(parents=True, exist_ok=True)
     for name, src in efi.efi_boot_names().items():
-        _copy(src, boot_dir / name)
+        copy_file(src, boot_dir / name)
     (debian_dir / "grub.cfg").write_text(efi_early_config(build_id), encoding="utf-8")
     return sorted(p for p in dest.rglob("*") if p.is_file())
 
@@ -199,7 +199,8 @@ def boot_entries(ctx: BuildContext, menu: bootmenu.Menu, files: BootFiles) -> di
 def install_bootloaders(ctx: BuildContext) -> BootFiles:
     """Unpack the boot packages and install every boot loader the architecture has."""
     arch = ctx.config.architecture
-    files = bootfiles.unpack_boot_files(ctx.runner, ctx.work.bootdebs, ctx.work.bootfiles, arch)
+    files = bootfiles.unpack_boot_files(ctx.runner, ctx.work.bootdebs, ctx.work.bootfiles, arch,
+                                        netboot="netboot" in ctx.config.formats)
     splash = ctx.config.splash_path or default_splash()
     check_splash(splash)
     menu = bootmenu.build_menu(ctx.config, splash=True)
@@ -229,6 +230,7 @@ class Bootloaders(Stage):
         ctx.boot_files = install_bootloaders(ctx)
 
 
-def _copy(src: Path, dest: Path) -> None:
+def copy_file(src: Path, dest: Path) -> None:
+    """A boot file into a tree deblive writes: a plain copy, mode 0644."""
     shutil.copyfile(src, dest)
     os.chmod(dest, 0o644)

@@ -1,0 +1,31 @@
+"""What each output format needs from the rest of the config.
+
+One root filesystem and one squashfs make every format, but the disk image
+needs its persistence partition and the netboot tree needs the URL it is
+served at, and live-boot's fetch= loads exactly one squashfs, so a netboot
+tree cannot carry a layered build's stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+LAYERED_NETBOOT = ("formats has 'netboot', whose fetch= loads one squashfs: a layered "
+                   "build's base and layer cannot be fetched; use layout: flat")
+
+
+def check_for_formats(key: str, value: Any, formats: Sequence[str]) -> Any:
+    """value of key (persistence, netboot, squashfs) unchanged if the formats allow it."""
+    if key == "persistence" and value is None and "disk" in formats:
+        raise ValueError("formats has 'disk', which needs persistence (at least its "
+                         "size, e.g. persistence: {size: 1GiB})")
+    if key == "netboot" and value is None and "netboot" in formats:
+        raise ValueError("formats has 'netboot', which needs netboot.url (where the "
+                         "netboot directory is served, e.g. netboot: {url: "
+                         "'http://192.0.2.1:8080/'})")
+    if key == "netboot" and value is not None and "netboot" not in formats:
+        raise ValueError("set, but formats has no 'netboot'")
+    if key == "squashfs" and value.layout == "layered" and "netboot" in formats:
+        raise ValueError(LAYERED_NETBOOT)
+    return value
