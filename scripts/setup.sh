@@ -10,7 +10,7 @@ qemu-system-x86 qemu-utils ovmf qemu-system-arm qemu-efi-aarch64
 qemu-user-static binfmt-support arch-test
 distro-info-data debian-archive-keyring python3 python3-venv ca-certificates
 util-linux mount file cpio zstd gpgv gpg rsync lintian apt-utils
-diffoscope-minimal e2fsprogs fdisk"
+diffoscope-minimal e2fsprogs fdisk cryptsetup-bin"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: run as root (apt-get install, and builds need root)" >&2

@@ -1,5 +1,6 @@
-"""Extended tier: the disk image booted in all six firmware modes, and persistence
-across a reboot of the same stick on BIOS and on UEFI."""
+"""Extended tier: the disk image booted in all six firmware modes, persistence
+across a reboot of the same stick on BIOS and on UEFI, and an encrypted (LUKS2)
+persistence partition opened with its passphrase at live-boot's prompt."""
 
 from __future__ import annotations
 
@@ -22,12 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.extended
 
 
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    base = tmp_path_factory.mktemp("disk")
-    config = base / "disk.yaml"
-    config.write_text("name: diskext\nformats: [disk]\npersistence: {size: 128MiB, "
-                      "label: keep}\nboot: {default: persistence, timeout: 1}\n"
+def _build_disk(base: Path, name: str, persistence: str) -> Path:
+    config = base / f"{name}.yaml"
+    config.write_text(f"name: {name}\nformats: [disk]\npersistence: {persistence}\n"
+                      "boot: {default: persistence, timeout: 1}\n"
                       "squashfs: {compression: zstd, level: 3}\n")
     out = base / "out"
     proc = subprocess.run(
@@ -39,7 +38,12 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert not list(out.glob("*.iso"))  # formats: [disk] only
     report = json.loads((out / "report.json").read_text())
     [img] = [o["name"] for o in report["outputs"] if o["name"].endswith(".img")]
-    yield out / img
+    return out / str(img)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield _build_disk(tmp_path_factory.mktemp("disk"), "diskext", "{size: 128MiB, label: keep}")
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +66,21 @@ def test_persistence_with_a_label_survives_a_reboot(
     assert [r.result for r in results] == ["pass", "pass"], [
         "\n".join(r.failures) for r in results]
     assert [r.mode for r in results] == [f"{mode} boot 1", f"{mode} boot 2"]
+
+
+PASSPHRASE = "correct horse battery"
+
+
+def test_an_encrypted_persistence_partition_is_opened_with_its_passphrase(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    image = _build_disk(tmp_path_factory.mktemp("luks"), "luksext",
+                        f"{{size: 96MiB, encryption: luks, passphrase: '{PASSPHRASE}'}}")
+    options = TestOptions(output=artifacts(tmp_path_factory, "persistence-luks"),
+                          passphrase=PASSPHRASE)
+    results = run_persistence(image, [BootMode.BIOS_USB], options, BuildLog())
+    assert [r.result for r in results] == ["pass", "pass"], [
+        "\n".join(r.failures) for r in results]
+    for result in results:
+        assert "typed the LUKS passphrase at live-boot's prompt" in result.notes
+        assert any("/dev/mapper/" in c.name and c.ok for c in result.checks), result.checks
+    assert PASSPHRASE not in Path(results[0].serial_log).read_text(errors="replace")

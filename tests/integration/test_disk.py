@@ -148,3 +148,30 @@ def test_the_netboot_tree_boots_over_pxe_with_secure_boot(disk_build: Build) -> 
         assert checks[name]["ok"], checks[name]
     serial = Path(mode["serial_log"]).read_text(errors="replace")
     assert "GNU GRUB" in serial and "Station IP address" in serial
+
+
+def test_an_encrypted_persistence_partition_is_luks2_opened_by_its_passphrase(
+        tmp_path: Path) -> None:
+    """The partition deblive encrypts offline (no device-mapper here): a LUKS2 volume
+    with the derived UUID and the label, whose keyslot the passphrase opens and
+    another does not; the key file is gone. Booting it is the extended tier's."""
+    from deblive.build.stages import disk
+    from deblive.core.log import BuildLog
+    from deblive.core.runner import Runner
+
+    image = disk.make_persistence(Runner(BuildLog()), tmp_path, size=32 * 2**20, label="keep",
+                                  fs_uuid=disk.filesystem_uuid("id", "keep"),
+                                  epoch=1790000000, passphrase="correct horse")
+    assert image.stat().st_size == 32 * 2**20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["content", "persistence.ext4"]
+    dump = subprocess.run(["cryptsetup", "luksDump", str(image)], capture_output=True,
+                          text=True, check=True).stdout
+    assert "Version:       \t2" in dump and "argon2id" in dump
+    assert "Label:         \tkeep" in dump
+    for phrase, status in (("correct horse", 0), ("wrong horse", 2)):
+        key = tmp_path / "key"
+        key.write_text(phrase)
+        proc = subprocess.run(["cryptsetup", "open", "--test-passphrase", "--disable-locks",
+                               "--key-file", str(key), str(image)], capture_output=True)
+        assert proc.returncode == status, proc.stderr
+    assert b"/ union" not in image.read_bytes()  # persistence.conf is encrypted

@@ -404,3 +404,43 @@ def test_initramfs_is_made_for_each_kernel_with_modules_and_image(tmp_path: Path
     (tmp_path / "boot/vmlinuz-6.1.0-3-amd64").write_text("")
     with ImageTree(tmp_path) as tree:
         assert InitramfsDeferral(tree, RUNNER).kernels() == ["6.1.0-1-amd64", "6.1.0-3-amd64"]
+
+
+def _netboot_out(tmp_path: Path) -> Path:
+    from deblive.build.stages.netboot import tree_names
+
+    out = guest_out(tmp_path, **{"live-bookworm-amd64.img": b"img" * 10})
+    (out / "live-bookworm-amd64.iso").unlink()
+    report = json.loads((out / "report.json").read_text())
+    report["outputs"] = [o for o in report["outputs"] if not o["name"].endswith(".iso")]
+    for name in tree_names(Arch.AMD64):
+        path = out / "netboot" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(name.encode())
+        report["outputs"].append({"name": f"netboot/{name}", "sha256": sha256_file(path)})
+    (out / "report.json").write_text(json.dumps(report))
+    return out
+
+
+def test_a_netboot_tree_and_a_disk_image_come_back_by_name(tmp_path: Path) -> None:
+    out = _netboot_out(tmp_path)
+    (out / "netboot" / "planted.efi").write_text("ignored")
+    files = control.take_results(out, tmp_path / "taken", "live-bookworm-amd64", True,
+                                 ("disk", "netboot"), Arch.AMD64)
+    names = {f.name for f in files}
+    assert {"netboot", "live-bookworm-amd64.img"} <= names
+    assert "live-bookworm-amd64.iso" not in names  # formats without iso need none
+    taken = tmp_path / "taken" / "netboot"
+    assert (taken / "pxelinux.cfg" / "default").read_text() == "pxelinux.cfg/default"
+    assert (taken / "grub" / "grub.cfg").is_file() and not (taken / "planted.efi").exists()
+
+
+def test_a_netboot_tree_through_a_guest_symlink_is_refused(tmp_path: Path) -> None:
+    out = _netboot_out(tmp_path)
+    elsewhere = tmp_path / "host-grub"
+    (out / "netboot" / "grub").rename(elsewhere)
+    (out / "netboot" / "grub").symlink_to(elsewhere)
+    with pytest.raises(control.GuestError, match=r"left no netboot/grub/grub\.cfg"):
+        control.take_results(out, tmp_path / "taken", "live-bookworm-amd64", True,
+                             ("disk", "netboot"), Arch.AMD64)
+    assert (elsewhere / "grub.cfg").is_file()

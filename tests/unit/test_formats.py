@@ -13,6 +13,7 @@ from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
 from deblive.model.bootmenu import build_menu
 from deblive.model.config import ConfigError, ImageConfig
+from deblive.model.packages import PackageSelection
 from deblive.model.sizes import format_size, parse_size
 
 from . import conftest
@@ -35,7 +36,18 @@ def test_sizes_take_iec_units_only() -> None:
     ({"persistence": {"size": "512"}}, "persistence.size", "e.g. 512MiB"),
     ({"persistence": {"size": "8MiB"}}, "persistence.size", "between 16MiB"),
     ({"persistence": {"size": "1GiB", "label": "a b"}}, "persistence.label", "ext4 label"),
-    ({"persistence": {"size": "1GiB", "encryption": "luks"}}, "persistence.encryption", "none"),
+    ({"persistence": {"size": "1GiB", "encryption": "aes"}}, "persistence.encryption",
+     "'none' or 'luks'"),
+    ({"persistence": {"size": "1GiB", "encryption": "luks"}}, "persistence.passphrase",
+     "needs a passphrase"),
+    ({"persistence": {"size": "1GiB", "encryption": "luks", "passphrase": "short"}},
+     "persistence.passphrase", "at least 8"),
+    ({"persistence": {"size": "1GiB", "encryption": "luks", "passphrase": "line\nbreak!"}},
+     "persistence.passphrase", "control characters"),
+    ({"persistence": {"size": "1GiB", "passphrase": "long enough"}},
+     "persistence.passphrase", "encryption is not luks"),
+    ({"persistence": {"size": "16MiB", "encryption": "luks", "passphrase": "long enough"}},
+     "persistence.passphrase", "at least 32MiB"),
     ({"formats": ["disk"]}, "persistence", "needs persistence"),
     ({"formats": ["iso", "cdrom"]}, "formats[1]", "'iso', 'disk' or 'netboot'"),
     ({"formats": ["iso", "netboot"]}, "netboot", "needs netboot.url"),
@@ -100,3 +112,26 @@ def test_the_disk_image_appends_the_partition_after_the_efi_one() -> None:
     efi = argv.index("0xef")
     assert argv[efi + 2:efi + 6] == ["-append_partition", "3", "0x83", "disk/persistence.ext4"]
     assert argv[-1] == "-commit"
+
+
+def test_encrypted_persistence_brings_cryptsetup_and_asks_live_boot_for_luks() -> None:
+    config = cfg(formats=["disk"], persistence={"size": "64MiB", "encryption": "luks",
+                                                "passphrase": "correct horse"})
+    assert {"cryptsetup", "cryptsetup-initramfs"} <= set(PackageSelection.from_config(config).live)
+    assert "cryptsetup" not in PackageSelection.from_config(cfg()).live
+    assert build_menu(config).entry("persistence").cmdline[:6] == (
+        "boot=live", "components", "quiet", "splash", "persistence",
+        "persistence-encryption=luks")
+    dumped = str(config.public_dump())
+    assert "correct horse" not in dumped and "**" in dumped
+
+
+def test_the_passphrase_reaches_cryptsetup_in_a_file_only() -> None:
+    argv = disk.luks_argv(Path("/w/disk/persistence.ext4"), Path("/w/disk/passphrase"),
+                          "keep", "0b8a3f4e-1111-4222-8333-944445555666")
+    assert argv[:4] == ["cryptsetup", "reencrypt", "--encrypt", "--type"]
+    assert argv[argv.index("--reduce-device-size") + 1] == "16M"
+    assert argv[argv.index("--key-file") + 1] == "/w/disk/passphrase"
+    assert "--disable-locks" in argv and argv[-1] == "/w/disk/persistence.ext4"
+    mke2fs = disk.mke2fs_argv(Path("p"), Path("c"), "keep", "u", 48 * 2**20)
+    assert mke2fs[-2:] == ["p", "49152k"]  # the file system leaves the header's room

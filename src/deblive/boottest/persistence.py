@@ -6,6 +6,8 @@ file in the live user's home and checks that live-boot mounted the
 persistence partition; after a clean power-off, the second boot of the same
 stick must find the file. The image must boot its persistence entry by
 default (boot.default: persistence), as a user would pick it from the menu.
+An encrypted partition is opened with the passphrase typed at live-boot's
+prompt in each boot, and must be what is mounted (a /dev/mapper volume).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ FILE = "$HOME/deblive-persistence"
 MOUNTED = "grep -q ' /run/live/persistence/' /proc/mounts"
 WRITE = (MOUNTED, f"echo {MARK} > {FILE} && sync")
 READ = (MOUNTED, f"grep -qx {MARK} {FILE}")
+# An encrypted partition: what is mounted there is the opened LUKS volume.
+DECRYPTED = "grep -q '^/dev/mapper/[^ ]* /run/live/persistence/' /proc/mounts"
 
 
 def stick_copy(runner: Runner, image: Path, dest: Path) -> Path:
@@ -54,8 +58,9 @@ def run_persistence(image: Path, modes: Sequence[BootMode], options: TestOptions
     for mode in usb:
         stick = stick_copy(Runner(log), image, base / f"persistence-{mode}")
         for boot, expect in ((1, WRITE), (2, READ)):
+            opened = (DECRYPTED,) if options.passphrase is not None else ()
             step = dataclasses.replace(
-                options, expect=(*options.expect, *expect), writable_media=True,
+                options, expect=(*options.expect, *expect, *opened), writable_media=True,
                 output=base / f"persistence-{mode}" / f"boot{boot}")
             [result] = run_tests(stick, [mode], step, log)
             result.mode = f"{mode} boot {boot}"

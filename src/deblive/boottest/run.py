@@ -64,6 +64,8 @@ MENU_OR_KERNEL = re.compile(
 # live-tools asks for the medium at shutdown from a CD and waits for ENTER
 # (systemd gives up after 90 s): a person would press it, so the test does.
 EJECT_PROMPT = re.compile(r"Please remove the live-medium.*?press ENTER")
+# live-boot's askpass for a LUKS persistence volume (persistence-encryption=luks).
+UNLOCK_PROMPT = re.compile(r"Please unlock disk \S+: ")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class TestOptions:
     __test__ = False  # not a pytest class
 
     password: str = "live"
+    passphrase: str | None = None  # typed at live-boot's LUKS prompt, if it asks
     user: str | None = None  # default: the build's live user (boot-entries.json), else "user"
     timeout: float | None = None  # seconds to the login prompt
     accel: AccelRequest = AccelRequest.AUTO
@@ -233,6 +236,11 @@ def _boot_once(target: Target, mode: BootMode, decision: AccelDecision, silence:
                 if options.screenshot:
                     _take_screenshot(vm, target.out_dir / f"screen-{mode}.png", options, result,
                                      silence, arch)
+                if options.passphrase is not None:
+                    vm.expect(UNLOCK_PROMPT, options.login_timeout(decision.accel, arch),
+                              silence, "live-boot's LUKS passphrase prompt")
+                    vm.send(options.passphrase + "\r")  # askpass does not echo it
+                    result.notes.append("typed the LUKS passphrase at live-boot's prompt")
                 vm.expect(LOGIN_PROMPT, options.login_timeout(decision.accel, arch), silence,
                           "login prompt")
                 result.seconds_to_login = round(vm.elapsed, 1)

@@ -19,13 +19,15 @@ import re
 import shlex
 import shutil
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deblive.build.stages import netboot
 from deblive.core.errors import DebliveError
 from deblive.core.files import sha256_file
 from deblive.host import distroinfo, hostapt
+from deblive.model.arch import Arch
 from deblive.vm.command import Share
 
 STATUS_RE = re.compile(r"\d{1,3}\n?")
@@ -137,33 +139,53 @@ def _take(source: Path, dest: Path, limit: int | None = None) -> str:
 
 
 LAYERED_NAMES = ("layer.squashfs", "filesystem.module")
+NETBOOT = netboot.NETBOOT_DIR
 
 
-def expected_outputs(image_basename: str, make_iso: bool) -> tuple[list[str], list[str]]:
+def expected_outputs(image_basename: str, make_iso: bool,
+                     formats: Sequence[str] = ("iso",)) -> tuple[list[str], list[str]]:
     """(required, optional) result file names of a build."""
     required = ["filesystem.squashfs", "filesystem.packages", "report.json", "build.log",
                 f"{image_basename}.spdx.json"]
     if make_iso:
-        required += [f"{image_basename}.iso", "SHA256SUMS", "boot-entries.json"]
+        required += ["SHA256SUMS", "boot-entries.json"]
+        required += [f"{image_basename}.{ext}" for fmt, ext in (("iso", "iso"), ("disk", "img"))
+                     if fmt in formats]
     return required, list(LOG_NAMES)
 
 
-def take_results(out: Path, dest: Path, image_basename: str, make_iso: bool) -> list[Path]:
-    """Take the guest's results into dest (fresh), checked; returns them, report.json last."""
-    required, optional = expected_outputs(image_basename, make_iso)
+def take_results(out: Path, dest: Path, image_basename: str, make_iso: bool,
+                 formats: Sequence[str] = ("iso",), arch: Arch | None = None) -> list[Path]:
+    """Take the guest's results into dest (fresh), checked; returns them, report.json last.
+
+    A netboot tree comes back file by file, only the names such a tree of arch
+    holds, each a regular file: the guest cannot bring a symlink or anything else.
+    """
+    required, optional = expected_outputs(image_basename, make_iso, formats)
     dest.mkdir(parents=True)
     digests: dict[str, str] = {}
     for name in required:
         if not os.path.lexists(out / name):
             raise GuestError(f"the builder VM's build left no {name}")
-        small = None if name.endswith((".iso", ".squashfs")) else MAX_SMALL_FILE
+        small = None if name.endswith((".iso", ".img", ".squashfs")) else MAX_SMALL_FILE
         digests[name] = _take(out / name, dest / name, small)
-    # A layered build's top layer and live-boot's list; the disk image of formats: disk.
-    for name in (*LAYERED_NAMES, f"{image_basename}.img"):
+    # A layered build's top layer and live-boot's list.
+    for name in LAYERED_NAMES:
         if os.path.lexists(out / name):
-            small = None if name.endswith((".squashfs", ".img")) else MAX_SMALL_FILE
+            small = None if name.endswith(".squashfs") else MAX_SMALL_FILE
             digests[name] = _take(out / name, dest / name, small)
             required.append(name)
+    if make_iso and "netboot" in formats and arch is not None:
+        for name in netboot.tree_names(arch):
+            source, target = out / NETBOOT / name, dest / NETBOOT / name
+            # No directory on the way may be a symlink of the guest's.
+            through = [p for p in source.parents if p.is_relative_to(out / NETBOOT)]
+            if any(os.path.islink(p) for p in through) or not os.path.lexists(source):
+                raise GuestError(f"the builder VM's build left no {NETBOOT}/{name}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            big = name.endswith((".squashfs", ".img")) or name.startswith("live/")
+            digests[f"{NETBOOT}/{name}"] = _take(source, target, None if big else MAX_SMALL_FILE)
+        required.append(NETBOOT)
     (dest / "logs").mkdir()
     for name in optional:
         if _regular(out / "logs" / name, MAX_SMALL_FILE) is not None:

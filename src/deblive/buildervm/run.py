@@ -290,7 +290,8 @@ def build_in_vm(config: ImageConfig, inner: control.InnerCommand, options: VMOpt
 def _conclude(outcome: RunOutcome, run: RunDir, config: ImageConfig, options: VMOptions,
               log: BuildLog) -> RunOutcome:
     if outcome.status == 0:
-        files = control.take_results(run.out, run.taken, config.image_basename, options.make_iso)
+        files = control.take_results(run.out, run.taken, config.image_basename, options.make_iso,
+                                     config.formats, config.architecture)
         log.close()
         shutil.copyfile(run.console, run.taken / "logs" / "builder-console.log")
         shutil.copyfile(run.log, run.taken / "logs" / "builder.log")

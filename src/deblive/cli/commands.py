@@ -37,6 +37,7 @@ from deblive.model.arch import Arch
 from deblive.vm.accel import AccelRequest
 
 PASSWORD_ENV = "DEBLIVE_TEST_PASSWORD"
+PASSPHRASE_ENV = "DEBLIVE_TEST_PASSPHRASE"
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,6 +224,23 @@ def test_password(args: argparse.Namespace) -> str:
     return "live"
 
 
+def test_passphrase(args: argparse.Namespace) -> str | None:
+    """The LUKS passphrase of an encrypted persistence partition, typed at live-boot's
+    prompt: a file, the environment, or the image's config; None: not asked for."""
+    if getattr(args, "passphrase_file", None):
+        try:
+            return Path(args.passphrase_file).read_text(encoding="utf-8").rstrip("\n")
+        except OSError as exc:
+            raise BadInput(f"--passphrase-file {args.passphrase_file}: {exc.strerror}") from None
+    if os.environ.get(PASSPHRASE_ENV):
+        return os.environ[PASSPHRASE_ENV]
+    if args.config:
+        persistence = configfile.load(Path(args.config)).persistence
+        if persistence is not None and persistence.passphrase is not None:
+            return persistence.passphrase.get_secret_value()
+    return None
+
+
 def cmd_test(args: argparse.Namespace, console: Console | None = None) -> int:
     """The `test` subcommand: 0 all passed, 1 any failure, 2 bad input, 130 Ctrl-C."""
     log = BuildLog(verbose=bool(getattr(args, "verbose", False)))
@@ -232,7 +250,8 @@ def cmd_test(args: argparse.Namespace, console: Console | None = None) -> int:
         if args.timeout is not None and args.timeout <= 0:
             raise BadInput("--timeout must be positive")
         options = boottest.TestOptions(
-            password=test_password(args), user=args.user, timeout=args.timeout,
+            password=test_password(args), passphrase=test_passphrase(args),
+            user=args.user, timeout=args.timeout,
             accel=AccelRequest(args.accel), jobs=args.jobs, screenshot=args.screenshot,
             output=args.output, memory_mib=args.memory,
             arch=Arch(args.arch) if args.arch else None, expect=tuple(args.expect),

@@ -83,7 +83,12 @@ def _add_test(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--password-file", metavar="FILE",
                    help=f"the live user's password (default: ${commands.PASSWORD_ENV}, "
                    "else the --config's, else 'live')")
-    p.add_argument("--config", help="the image's config: its user's password")
+    p.add_argument("--passphrase-file", metavar="FILE",
+                   help="the encrypted persistence partition's passphrase, typed at "
+                   f"live-boot's prompt (default: ${commands.PASSPHRASE_ENV}, else the "
+                   "--config's)")
+    p.add_argument("--config", help="the image's config: its user's password (and "
+                   "persistence passphrase)")
     p.add_argument("--arch", choices=[str(a) for a in Arch.bootable()],
                    help="the ISO's architecture (default: from boot-entries.json)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",

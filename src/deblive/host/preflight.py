@@ -45,6 +45,8 @@ def missing_tools(config: ImageConfig, with_iso: bool) -> list[str]:
         tools.update(ISO_TOOLS)
     if with_iso and "disk" in config.formats:
         tools["mke2fs"] = "e2fsprogs"
+        if config.persistence is not None and config.persistence.encrypted:
+            tools["cryptsetup"] = "cryptsetup-bin"
     if config.local_packages:
         tools.update({"apt-ftparchive": "apt-utils", "gpg": "gpg", "gpgconf": "gpgconf",
                       "dpkg-deb": "dpkg"})

@@ -191,7 +191,8 @@ def persistence_args(config: ImageConfig) -> tuple[str, ...]:
     """live-boot's persistence, with its label when it is not live-boot's default."""
     assert config.persistence is not None
     label = config.persistence.label
-    return ("persistence", *(() if label == "persistence" else (f"persistence-label={label}",)))
+    return ("persistence", *(() if label == "persistence" else (f"persistence-label={label}",)),
+            *(("persistence-encryption=luks",) if config.persistence.encrypted else ()))
 
 
 def persistence_items(config: ImageConfig) -> list[Item]:

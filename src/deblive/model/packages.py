@@ -44,6 +44,10 @@ class PackageSelection:
         live = [config.kernel_package, "live-boot", "systemd-sysv", "sudo"]
         if locales:
             live.append("locales")
+        if config.persistence is not None and config.persistence.encrypted:
+            # live-boot opens a LUKS persistence volume with these, from the
+            # initramfs; without them it silently ignores persistence-encryption.
+            live += ["cryptsetup", "cryptsetup-initramfs"]
         boot = config.architecture.boot
         installer = config.installer
         return cls(

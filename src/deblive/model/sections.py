@@ -7,7 +7,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from deblive.model.sizes import Size
 from deblive.model.text import (
@@ -299,14 +307,23 @@ class Repository(Model):
 
 class Persistence(Model):
     """live-boot persistence: a partition of the disk image labelled `label` holding
-    persistence.conf (`/ union`), and "Live system (persistence)" boot entries."""
+    persistence.conf (`/ union`), and "Live system (persistence)" boot entries.
+
+    encryption luks: the partition is a LUKS2 volume holding that file system,
+    opened at boot with the passphrase (live-boot asks on the console), and
+    the image gets cryptsetup in its initramfs.
+    """
 
     size: Size = Field(description="the persistence partition of the disk image, e.g. 1GiB")
     label: str = Field("persistence", description="its file system label (live-boot looks "
                        "for it; persistence-label= when not the default)")
-    encryption: Literal["none"] = Field(
-        "none", description="none (luks is not supported yet: live-boot needs the volume "
-        "made with a passphrase)",
+    encryption: Literal["none", "luks"] = Field(
+        "none", description="none, or luks: a LUKS2 volume opened with passphrase at boot "
+        "(its 16MiB header is part of size; the image then holds the whole partition)",
+    )
+    passphrase: SecretStr | None = Field(
+        None, description="the LUKS passphrase (with encryption: luks, at least 8 "
+        "characters); never logged or reported",
     )
 
     @field_validator("size")
@@ -322,6 +339,34 @@ class Persistence(Model):
     @classmethod
     def _label(cls, v: str) -> str:
         return full(LABEL_RE, v, "must be 1 to 16 of A-Z a-z 0-9 _ - (an ext4 label)")
+
+    @field_validator("passphrase")
+    @classmethod
+    def _passphrase(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        luks = info.data.get("encryption") == "luks"
+        if v is None and luks:
+            raise ValueError("encryption: luks needs a passphrase")
+        if v is not None and not luks:
+            raise ValueError("set, but encryption is not luks")
+        if v is not None:
+            secret = v.get_secret_value()
+            if len(secret) < 8:
+                raise ValueError("must be at least 8 characters")
+            plain_text(secret, "the passphrase")  # typed at a prompt: one line
+        if luks and info.data.get("size", LUKS_MIN_SIZE) < LUKS_MIN_SIZE:
+            raise ValueError("with encryption: luks, size must be at least 32MiB "
+                             "(16MiB of it are the LUKS2 header)")
+        return v
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption == "luks"
+
+
+# A LUKS2 volume's header (cryptsetup's default metadata and keyslot area), and
+# the smallest encrypted partition: the header and a 16MiB file system.
+LUKS_HEADER = 16 * 2**20
+LUKS_MIN_SIZE = 32 * 2**20
 
 
 # Where a netboot tree holds its squashfs, relative to the tree (and to netboot.url).

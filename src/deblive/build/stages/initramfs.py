@@ -14,6 +14,16 @@ from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
 from deblive.host.imagetree import ImageTree
 
+# cryptsetup-initramfs copies cryptsetup into the initramfs only for the devices in
+# crypttab, unless told to: live-boot opens the persistence volume from there.
+CRYPTSETUP_CONF_HOOK = "/etc/cryptsetup-initramfs/conf-hook"
+
+
+def force_cryptsetup(tree: ImageTree) -> None:
+    """CRYPTSETUP=y for cryptsetup-initramfs (the image's own file, appended to)."""
+    tree.append(CRYPTSETUP_CONF_HOOK, "\n# deblive: encrypted persistence is opened in the "
+                "initramfs\nCRYPTSETUP=y\n")
+
 
 class Initramfs(Stage):
     name = "initramfs"
@@ -21,6 +31,8 @@ class Initramfs(Stage):
     def run(self, ctx: BuildContext) -> None:
         deferral = ctx.initramfs
         assert deferral is not None
+        if ctx.config.persistence is not None and ctx.config.persistence.encrypted:
+            force_cryptsetup(ctx.tree)
         entry = ctx.base_entry
         if entry is None:
             versions = deferral.generate()

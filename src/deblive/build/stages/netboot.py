@@ -29,7 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Final
 
-from deblive.build import menus
+from deblive.build import bootfiles, menus
 from deblive.build.bootfiles import BootFiles
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
@@ -38,11 +38,26 @@ from deblive.build.stages.squash import FLAT
 from deblive.core.files import write_atomic
 from deblive.host import deletion
 from deblive.model import bootmenu
+from deblive.model.arch import Arch
 
 NETBOOT_DIR: Final = "netboot"
 PXELINUX_CFG: Final = "pxelinux.cfg"
 GRUB_PREFIX: Final = "grub"  # the signed network grub's built-in prefix
 LIVE_FILES: Final = (bootmenu.KERNEL_PATH, bootmenu.INITRD_PATH, f"/live/{FLAT}")
+
+
+def tree_names(arch: Arch) -> list[str]:
+    """Every file a netboot tree of arch holds, relative to it (what the builder VM's
+    results may carry back, and nothing else)."""
+    layout = bootfiles.arch_boot(arch)
+    names = [bootloaders.BOOT_ENTRIES, *(p.lstrip("/") for p in LIVE_FILES)]
+    sfx = layout.efi_suffix
+    names += [f"shim{sfx}.efi", f"mm{sfx}.efi", f"grub{sfx}.efi",
+              f"{GRUB_PREFIX}/grub.cfg", f"{GRUB_PREFIX}/{bootmenu.SPLASH_NAME}"]
+    if layout.bios:
+        names += ["pxelinux.0", *bootfiles.ISOLINUX_MODULES, f"{PXELINUX_CFG}/default",
+                  f"{PXELINUX_CFG}/menu.cfg", f"{PXELINUX_CFG}/{bootmenu.SPLASH_NAME}"]
+    return sorted(names)
 
 
 def boot_file_names(files: BootFiles) -> dict[str, str]:
