@@ -10,7 +10,7 @@ qemu-system-x86 qemu-utils ovmf qemu-system-arm qemu-efi-aarch64
 qemu-user-static binfmt-support arch-test
 distro-info-data debian-archive-keyring python3 python3-venv ca-certificates
 util-linux mount file cpio zstd gpgv gpg rsync lintian apt-utils
-diffoscope-minimal e2fsprogs fdisk cryptsetup-bin"
+diffoscope-minimal e2fsprogs fdisk cryptsetup-bin git chromium"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: run as root (apt-get install, and builds need root)" >&2
@@ -40,4 +40,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing deblive and its Python dependencies into .venv"
     .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
     touch "$stamp"
+fi
+
+# gitlab-ci-local runs the generated image pipeline in the matrix test
+# (ci/gitlab-ci-local/package.json says which version and why its re2 is a stand-in).
+gcl=ci/gitlab-ci-local
+if [ ! -x "$gcl/node_modules/.bin/gitlab-ci-local" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
+    fi
+    echo "setup: installing gitlab-ci-local into $gcl"
+    (cd "$gcl" && npm install --ignore-scripts --no-audit --no-fund --no-package-lock \
+        --loglevel=error)
 fi

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,14 @@ from deblive.build import pipeline as build
 from deblive.buildervm import control
 from deblive.buildervm import run as buildervm
 from deblive.core.errors import BadInputError, DebliveError, ExitCode
+from deblive.core.files import write_atomic
 from deblive.core.log import BuildLog, format_seconds
 from deblive.core.runner import Runner
 from deblive.host import configfile, preflight, workbase
 from deblive.host.fileserver import FileServer
 from deblive.model import config as config_mod
 from deblive.model.arch import Arch
+from deblive.release import matrix, tree
 from deblive.vm.accel import AccelRequest
 
 PASSWORD_ENV = "DEBLIVE_TEST_PASSWORD"
@@ -301,4 +305,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.serve_forever()  # until Ctrl-C: deblive's interrupt status, 130
     finally:
         server.close()
+    return ExitCode.OK
+
+
+def matrix_command_line(args: argparse.Namespace) -> str:
+    """The command that regenerates the file, for its header (from the parsed options,
+    so the same inputs give the same header)."""
+    words = ["deblive", "matrix", *args.configs]
+    if args.arch:
+        words += ["--arch", args.arch]
+    if args.test != "bios-cd,uefi-usb":
+        words += ["--test", args.test]
+    words += [flag for flag, on in (("--emulate", args.emulate),
+                                    ("--reproducibility", args.reproducibility)) if on]
+    return shlex.join([*words, "-o", args.output])
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    """The `matrix` subcommand: the pipeline file, every config validated first."""
+    arches: list[Arch | None] = [None]
+    if args.arch:
+        try:
+            arches = [Arch(a.strip()) for a in args.arch.split(",") if a.strip()]
+        except ValueError as exc:
+            raise BadInput(f"--arch: {exc}; known: {', '.join(Arch)}") from None
+    modes: tuple[str, ...] | None = None
+    if args.test != "none":
+        modes = tuple(str(m) for m in parse_modes(args.test.split(",")))
+    images = []
+    for name in args.configs:
+        for arch in arches:
+            config = configfile.load(Path(name), {"architecture": str(arch) if arch else None})
+            if config.architecture.boot is None:
+                raise BadInput(f"{name}: no bootable image for {config.architecture} "
+                               f"(bootable: {', '.join(map(str, Arch.bootable()))})")
+            images.append(matrix.MatrixImage(name, config.name, config.codename,
+                                             config.architecture, tuple(config.formats)))
+    try:
+        text = matrix.pipeline(images, test_modes=modes, emulate=args.emulate,
+                               reproducibility=args.reproducibility,
+                               command_line=matrix_command_line(args))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    write_atomic(Path(args.output), text)
+    print(f"deblive: wrote {args.output}: {len(images)} image(s)", file=sys.stderr)
+    return ExitCode.OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """The `publish` subcommand: the release tree from build output directories."""
+    log = BuildLog()
+    result = tree.publish(args.outdirs, args.output, force=args.force, sign_key=args.sign_key,
+                          gnupg_home=args.gnupg_home, runner=Runner(log))
+    log.info(f"release tree {result.release}: {len(result.images)} image(s)")
     return ExitCode.OK

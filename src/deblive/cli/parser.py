@@ -179,6 +179,44 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_schema)
     _add_test(sub)
 
+    p = sub.add_parser("matrix", help="write a GitLab CI pipeline for the image matrix",
+                       description="Write a GitLab CI pipeline (.gitlab-ci.yml) for a "
+                       "repository of image configs: one build job per config and "
+                       "architecture on a runner tagged 'deblive' and that architecture, a "
+                       "boot-test job per image, optionally a second build compared by "
+                       "checksum, and a publish job making the release tree. The same "
+                       "inputs give the same file.")
+    p.add_argument("configs", nargs="+", metavar="CONFIG",
+                   help="config files, as the repository names them (relative paths)")
+    p.add_argument("--arch", metavar="LIST",
+                   help="comma list of architectures (default: each config's own)")
+    p.add_argument("--test", metavar="MODES", default="bios-cd,uefi-usb",
+                   help="boot-test modes per image (default: bios-cd,uefi-usb; 'none': "
+                   "no boot tests)")
+    p.add_argument("--emulate", action="store_true",
+                   help="build and test every architecture on amd64 runners (qemu-user, TCG)")
+    p.add_argument("--reproducibility", action="store_true",
+                   help="a second build of each image, compared by sha256 (diffoscope's "
+                   "report kept on a difference)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the pipeline file to write, e.g. .gitlab-ci.yml")
+    p.set_defaults(func=commands.cmd_matrix)
+
+    p = sub.add_parser("publish", help="merge build outputs into a release tree",
+                       description="Merge the output directories of builds (and their "
+                       "boot tests) into a release tree laid out like Debian's cdimage: "
+                       "<arch>/iso-hybrid/ with the images, SHA256SUMS and SHA512SUMS per "
+                       "directory, one report.json and an index.html. Exit 2: an output "
+                       "directory without a complete report, two images of one name, or a "
+                       "checksum that does not match.")
+    p.add_argument("outdirs", nargs="+", type=Path, metavar="OUTDIR")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="RELEASE")
+    p.add_argument("--sign-key", metavar="KEYID",
+                   help="clearsign the checksum files with this GnuPG key (SHA*SUMS.asc)")
+    p.add_argument("--gnupg-home", type=Path, metavar="DIR", help="GnuPG home for --sign-key")
+    p.add_argument("--force", action="store_true", help="replace an existing release tree")
+    p.set_defaults(func=commands.cmd_publish)
+
     p = sub.add_parser("serve", help="serve a netboot tree over HTTP (tests and small labs)",
                        description="Serve OUTDIR/netboot read-only over HTTP until Ctrl-C, "
                        "so live-boot's fetch= can download the squashfs. For tests and small "
