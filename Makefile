@@ -16,7 +16,7 @@ image: setup
 test: test-ci
 
 test-ci: setup lint
-	$(PYTEST) tests/unit tests/integration
+	$(PYTEST) --durations=40 tests/unit tests/integration
 
 # Unit tests only: no root, no network, seconds.
 test-fast: setup

@@ -18,7 +18,7 @@ from .conftest import ARTIFACTS, REPO
 
 GITLAB_CI_LOCAL = REPO / "ci" / "gitlab-ci-local" / "node_modules" / ".bin" / "gitlab-ci-local"
 DEBLIVE = Path(sys.executable).with_name("deblive")
-CONFIG = "suite: {suite}\nboot: {{timeout: 1}}\nsquashfs: {{compression: zstd, level: 3}}\n"
+CONFIG = "suite: {suite}\nboot: {{timeout: 4}}\nsquashfs: {{compression: zstd, level: 3}}\n"
 # Chromium as root in a closed network: no sandbox, no background connections.
 CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
             "--no-first-run", "--disable-background-networking", "--disable-component-update",

@@ -400,6 +400,21 @@ def test_blank_screen_has_one_colour() -> None:
     assert screen.count_colours(bytes(640 * 480 * 3)) == 1
 
 
+def test_a_cleared_screen_with_a_cursor_counts_as_blank_and_a_text_line_does_not() -> None:
+    width, height = 720, 400
+    cleared = bytearray(width * height * 3)
+    for y in range(12, 14):  # the text cursor: 8 x 2 pixels of grey
+        for x in range(8):
+            cleared[(y * width + x) * 3 : (y * width + x) * 3 + 3] = b"\xaa\xaa\xaa"
+    assert screen.count_colours(bytes(cleared)) == 2
+    assert screen.drawn_share(bytes(cleared)) < screen.BLANK_SHARE
+    menu = bytearray(cleared)
+    for y in range(100, 116):  # one line of menu text, 40 cells half lit
+        for x in range(0, 320, 2):
+            menu[(y * width + x) * 3 : (y * width + x) * 3 + 3] = b"\xff\xff\xff"
+    assert screen.drawn_share(bytes(menu)) > screen.BLANK_SHARE
+
+
 def test_truncated_ppm_is_rejected() -> None:
     with pytest.raises(ValueError):
         screen.parse_ppm(b"P6\n3 2\n255\n" + bytes(5))

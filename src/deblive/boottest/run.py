@@ -35,6 +35,7 @@ from deblive.core.log import BuildLog, format_seconds
 from deblive.core.runner import Runner
 from deblive.host.hostapt import host_architecture
 from deblive.model.arch import Arch
+from deblive.vm import screen
 from deblive.vm.accel import AccelDecision, AccelRequest, AccelSelector, with_kvm_fallback
 from deblive.vm.command import DirectKernel, Media, MediaKind, VMSpec
 from deblive.vm.errors import ExpectTimeout, KvmFailure, QemuError, VMExited
@@ -169,8 +170,10 @@ def power_off(vm: Machine, timeout: float, notes: list[str]) -> bool:
 
 
 def _take_screenshot(vm: Machine, dest: Path, options: TestOptions, result: ModeResult,
-                     silence: float | None, arch: Arch) -> None:
-    """Screenshot the boot menu: a few seconds after it shows on serial."""
+                     silence: float | None, target: Target) -> None:
+    """Screenshot the boot menu: a moment after it shows on serial, within its timeout
+    (a menu of one second is gone after the usual two)."""
+    arch = target.entries.architecture
     limit = min(options.login_timeout(vm.spec.accel, arch), 120.0)
     try:
         seen = vm.expect(MENU_OR_KERNEL, limit, silence, what="boot menu")
@@ -179,14 +182,18 @@ def _take_screenshot(vm: Machine, dest: Path, options: TestOptions, result: Mode
         seen = None
     if seen is not None and seen.group("kernel"):
         result.notes.append("kernel started before a boot menu showed on serial")
-    time.sleep(options.screenshot_delay)
-    colours = vm.screendump_png(dest)
-    if colours < 2:  # a menu still being drawn: one more try
-        time.sleep(2.0)
-        colours = vm.screendump_png(dest)
+    menu = target.entries.menu
+    delay = options.screenshot_delay
+    if menu is not None and menu.timeout > 0:
+        delay = min(delay, menu.timeout / 2)
+    time.sleep(delay)
+    drawn = vm.screendump_png(dest)
+    if drawn < screen.BLANK_SHARE:  # a menu still being drawn: one more try
+        time.sleep(min(2.0, delay))
+        drawn = vm.screendump_png(dest)
     result.screenshot = str(dest)
-    if colours < 2:
-        result.failures.append(f"screenshot {dest.name} is blank (one colour)")
+    if drawn < screen.BLANK_SHARE:
+        result.failures.append(f"screenshot {dest.name} is blank ({drawn:.2%} of it drawn)")
 
 
 def _logged_in(vm: Machine, target: Target, mode: BootMode, options: TestOptions,
@@ -235,7 +242,7 @@ def _boot_once(target: Target, mode: BootMode, decision: AccelDecision, silence:
             try:
                 if options.screenshot:
                     _take_screenshot(vm, target.out_dir / f"screen-{mode}.png", options, result,
-                                     silence, arch)
+                                     silence, target)
                 if options.passphrase is not None:
                     vm.expect(UNLOCK_PROMPT, options.login_timeout(decision.accel, arch),
                               silence, "live-boot's LUKS passphrase prompt")

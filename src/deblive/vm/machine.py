@@ -242,12 +242,12 @@ class Machine:
         finally:
             ppm.unlink(missing_ok=True)
 
-    def screendump_png(self, dest: Path) -> int:
-        """Save the screen as PNG; returns its number of colours (capped at 16)."""
+    def screendump_png(self, dest: Path) -> float:
+        """Save the screen as PNG; returns the share of its pixels drawn (screen.drawn_share)."""
         width, height, pixels = self.screendump()
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(screen.encode_png(width, height, pixels))
-        return screen.count_colours(pixels)
+        return screen.drawn_share(pixels)
 
     def press_key(self, key: str) -> None:
         """Press a key on the VM's keyboard (qcode name, e.g. "ret")."""

@@ -48,6 +48,16 @@ def count_colours(pixels: bytes, limit: int = 16) -> int:
     return len(seen)
 
 
+# Below this share of pixels off the commonest colour a screenshot shows nothing worth
+# keeping: a cleared screen with a cursor; a menu or a page of text draws a few per cent.
+BLANK_SHARE = 0.002
+
+
+def drawn_share(pixels: bytes) -> float:
+    """The share of pixels (sampled) not in the screen's commonest colour."""
+    return 1.0 - pixel_stats(pixels)[1]
+
+
 def encode_png(width: int, height: int, pixels: bytes) -> bytes:
     """An 8-bit RGB PNG (filter 0 on every row): enough for screenshots, no Pillow."""
 
