@@ -6,11 +6,11 @@ set -eu
 cd "$(dirname "$0")/.."
 
 DEBS="mmdebstrap debootstrap squashfs-tools xorriso mtools dosfstools
-qemu-system-x86 qemu-utils ovmf qemu-system-arm qemu-efi-aarch64
+qemu-system-x86 qemu-utils ovmf ovmf-ia32 qemu-system-arm qemu-efi-aarch64
 qemu-user-static binfmt-support arch-test
 distro-info-data debian-archive-keyring python3 python3-venv ca-certificates
 util-linux mount file cpio zstd gpgv gpg rsync lintian apt-utils
-diffoscope-minimal e2fsprogs fdisk cryptsetup-bin git chromium"
+diffoscope-minimal e2fsprogs fdisk cryptsetup-bin git chromium device-tree-compiler"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: run as root (apt-get install, and builds need root)" >&2

@@ -2,6 +2,10 @@
 mmdebstrap and the chroot run through qemu-user), then booted with `deblive test`'s
 machinery in qemu-system-aarch64 (virt, AAVMF, TCG) from a CD, logged in on ttyAMA0.
 
+The image carries a devicetree (seed point 8): qemu's own virt DTB (-machine dumpdtb=)
+with its model renamed, next to the config; grub loads it, so the booted kernel's
+/proc/device-tree/model names it (booted by the firmware's ACPI it would not exist).
+
 Artifacts (serial logs, results.json) go to $DEBLIVE_ARTIFACTS or the pytest temp dir.
 """
 
@@ -26,11 +30,30 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.extended
 
 
+DTB_MODEL = "deblive-test-virt"
+
+
+def virt_devicetree(dest: Path) -> None:
+    """qemu virt's DTB for the boot test's machine (-cpu max, 2 CPUs, 2 GiB), renamed."""
+    dumped = dest.with_suffix(".orig.dtb")
+    subprocess.run(["qemu-system-aarch64", "-machine", f"virt,dumpdtb={dumped}", "-cpu", "max",
+                    "-smp", "2", "-m", "2048", "-nographic"], check=True, capture_output=True)
+    source = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", str(dumped)], check=True,
+                            capture_output=True, text=True).stdout
+    assert 'model = "linux,dummy-virt";' in source
+    source = source.replace('model = "linux,dummy-virt";', f'model = "{DTB_MODEL}";')
+    subprocess.run(["dtc", "-I", "dts", "-O", "dtb", "-o", str(dest)], input=source,
+                   check=True, capture_output=True, text=True)
+
+
 @pytest.fixture(scope="module")
 def arm64_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("arm64")
+    virt_devicetree(base / "virt.dtb")
+    config = base / "arm64.yaml"
+    config.write_text("name: deblive\narchitecture: arm64\ndevicetree: virt.dtb\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "deblive", "build", "--arch", "arm64", "-o", str(base / "out"),
+        [sys.executable, "-m", "deblive", "build", str(config), "-o", str(base / "out"),
          "--workdir", str(base / "work"), "--force"],
         capture_output=True, text=True, timeout=3 * 3600, cwd=REPO, stdin=subprocess.DEVNULL,
     )
@@ -47,12 +70,16 @@ def test_arm64_iso_is_detected_and_boots_uefi_cd(
     entries = read_entries(arm64_iso)
     assert entries is not None and entries.architecture is Arch.ARM64
     out = artifacts(tmp_path_factory, "arm64-boot")
-    results = run_tests(arm64_iso, [BootMode.UEFI_CD], TestOptions(output=out), BuildLog())
+    assert entries.menu is not None and entries.menu.devicetree == "/live/devicetree.dtb"
+    model = f"tr -d '\\0' < /proc/device-tree/model | grep -qx {DTB_MODEL}"
+    results = run_tests(arm64_iso, [BootMode.UEFI_CD], TestOptions(output=out, expect=(model,)),
+                        BuildLog())
     [result] = results
     assert result.result == "pass", f"{result.mode}: {result.failures}"
     assert result.accel == "tcg"
     names = {check.name: check for check in result.checks}
-    assert names["firmware"].ok and names["system-running"].ok
+    assert names["firmware"].ok and names["system-running"].ok and names["machine"].ok
+    assert names[f"expect: {model}"].ok, result.checks  # the kernel runs on our devicetree
     serial = Path(result.serial_log).read_text(encoding="utf-8", errors="replace")
     assert "ttyAMA0" in serial  # getty's banner: the PL011 serial console
     data = json.loads((out / "results.json").read_text())

@@ -132,7 +132,7 @@ def test_boots_to_a_working_live_session(boot_results: dict[str, ModeResult], mo
     result = boot_results[mode]
     assert result.result == "pass", "\n".join(result.failures) + "\n" + result.serial_log
     passed = {c.name for c in result.checks if c.ok}
-    assert {"sudo", "root-locked", "firmware", "system-running"} <= passed, result.checks
+    assert {"sudo", "root-locked", "firmware", "machine", "system-running"} <= passed, result.checks
     if not mode.startswith("bios"):
         assert "secure-boot" in passed, result.checks  # enabled exactly in secureboot-*
     assert result.seconds_to_login is not None

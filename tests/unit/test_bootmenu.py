@@ -176,3 +176,38 @@ def test_config_text_cannot_leave_its_line_in_either_loader() -> None:
     assert "linux /live/vmlinuz boot=live components quiet splash 'a=$x;b'" in grub
     isolinux = menus.render_isolinux(menu)["isolinux.cfg"]
     assert 'MENU TITLE It\'s "$HOME" {x} hot \\\n' in isolinux
+
+
+def test_a_devicetree_is_loaded_by_every_grub_entry_under_its_fixed_name() -> None:
+    cfg = conftest.parse({"name": "demo", "architecture": "arm64",
+                          "devicetree": "/usr/lib/linux-image-6.1.0-9-arm64/arm/virt.dtb",
+                          "installer": {"sources": ["package"]}})
+    menu = bootmenu.build_menu(cfg)
+    assert menu.devicetree == bootmenu.DEVICETREE_PATH == "/live/devicetree.dtb"
+    for text in (menus.render_grub(menu), menus.render_loopback(menu)):
+        entries = text.count("menuentry ")
+        assert entries > 3 and text.count("\tdevicetree /live/devicetree.dtb\n") == entries
+        assert "virt.dtb" not in text  # the config's path never reaches the menu
+    assert bootmenu.Menu.from_json(json.loads(json.dumps(menu.to_json()))) == menu
+    plain = bootmenu.build_menu(conftest.parse({"name": "demo", "architecture": "arm64"}))
+    assert plain.devicetree is None and "devicetree" not in menus.render_grub(plain)
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    ({"devicetree": "board.dtb"}, "amd64's medium loads no devicetree (only arm64)"),
+    ({"architecture": "arm64", "devicetree": "../board.dtb"}, "path inside the image"),
+    ({"architecture": "arm64", "devicetree": "/usr/lib/x/./b.dtb"}, "path inside the image"),
+    ({"architecture": "arm64", "devicetree": "b d.dtb"}, "path inside the image"),
+])
+def test_bad_devicetrees_are_refused_naming_the_key(data: dict[str, Any], words: str) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        conftest.parse({"name": "demo", **data})
+    assert "devicetree" in str(caught.value) and words in str(caught.value)
+
+
+def test_a_devicetree_beside_the_config_is_one_of_its_files() -> None:
+    cfg = conftest.parse({"name": "demo", "architecture": "arm64", "devicetree": "dtb/b.dtb"})
+    assert cfg.devicetree_file == Path("/cfg/dtb/b.dtb")
+    assert cfg.referenced_paths()["devicetree"] == Path("/cfg/dtb/b.dtb")
+    inside = conftest.parse({"name": "demo", "architecture": "arm64", "devicetree": "/b.dtb"})
+    assert inside.devicetree_file is None and "devicetree" not in inside.referenced_paths()

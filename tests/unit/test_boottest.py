@@ -409,3 +409,19 @@ def test_expect_commands_become_checks(fake_vm: Callable[[], Machine]) -> None:
         assert vm.wait_exit(10)
     assert (good.name, good.ok, good.detail) == ("expect: test 1 = 1", True, "exit 0")
     assert not bad.ok and bad.detail == "exit 1: missing /etc/x"
+
+
+def test_the_machine_check_compares_uname_with_the_images_architecture(
+        fake_vm: Callable[[], Machine]) -> None:
+    """The fake guest is a shell on this (amd64) host: uname -m says x86_64."""
+    with fake_vm() as vm:
+        vm.expect(LOGIN_PROMPT, 10)
+        login(vm, "user", "live", 10)
+        shell = SerialShell(vm)
+        shell.prepare()
+        right = checks.check_machine(shell, BootEntries.defaults(Arch.AMD64, "user"))
+        wrong = checks.check_machine(shell, BootEntries.defaults(Arch.I386, "user"))
+        vm.send("sudo -n poweroff\r")
+        assert vm.wait_exit(10)
+    assert (right.name, right.ok) == ("machine", True)
+    assert not wrong.ok and wrong.detail.startswith("kernel for x86_64, expected i386 (i686")

@@ -184,3 +184,12 @@ def test_a_tree_is_published_whole_replacing_the_old_one(tmp_path: Path) -> None
     assert [report.output_name(f, out) for f in files] == ["netboot/live/vmlinuz"]
     report.sha256sums(files, out / "SHA256SUMS")
     assert (out / "SHA256SUMS").read_text().endswith("  netboot/live/vmlinuz\n")
+
+
+def test_the_tree_names_carry_the_devicetree_only_when_configured() -> None:
+    from deblive.build.stages.netboot import tree_names
+
+    assert "live/devicetree.dtb" not in tree_names(Arch.ARM64)
+    with_dtb = tree_names(Arch.ARM64, devicetree=True)
+    assert "live/devicetree.dtb" in with_dtb and "shimaa64.efi" in with_dtb
+    assert "pxelinux.0" not in with_dtb and "pxelinux.0" in tree_names(Arch.I386)

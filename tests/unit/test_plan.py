@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 from debian import deb822
 
-from deblive.apt import indexes, plan
+from deblive.apt import indexes, plan, planview
 from deblive.apt.packageset import Package, PackageSet
 from deblive.apt.plan import PlanError
 from deblive.build import basecache
 from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
 from deblive.model import config
+from deblive.model.arch import Arch
 
 from . import conftest
 
@@ -117,7 +118,7 @@ def test_status_text_marks_entries_installed() -> None:
 def test_format_plan_shows_the_three_numbers() -> None:
     base = PackageSet([Package("a", "1", "all", 2**20, 1024)])
     added = PackageSet([Package("b", "1", "all", 3 * 2**20, 4096)])
-    text = plan.format_plan(plan.Plan("demo", "bookworm", "amd64", "minbase", ["b"],
+    text = planview.format_plan(plan.Plan("demo", "bookworm", "amd64", "minbase", ["b"],
                                       base, added))
     assert "image: 2 packages, download 4.0 MiB, installed 5.0 MiB" in text
 
@@ -155,6 +156,9 @@ REPO_PACKAGES = [
     _stanza("tool", Installed_Size="2048"),
     _stanza("extra-tool"),
     _stanza("broken", Depends="not-there"),
+    # The boot loaders a medium of amd64 or arm64 takes from the suite.
+    *(_stanza(name) for name in dict.fromkeys(
+        [*Arch.AMD64.boot.packages, *Arch.ARM64.boot.packages])),  # type: ignore[union-attr]
 ]
 
 
@@ -258,6 +262,23 @@ def test_plan_for_a_foreign_architecture_reads_its_index(repo: Repo, tmp_path: P
     arches = {p.architecture for p in [*result.base.packages, *result.added.packages]}
     assert arches == {"arm64", "all"}
     assert result.count == 11
+
+
+@needs_tools
+def test_a_suite_without_the_boot_loaders_is_refused_by_the_plan(tmp_path: Path) -> None:
+    home = tmp_path / "gnupg"
+    keyring = make_key(home)
+    dists = tmp_path / "debian" / "dists" / "bookworm"
+    stanzas = [s for s in REPO_PACKAGES if not s.startswith("Package: shim-signed\n")]
+    indexes = {"main/binary-amd64/Packages": "\n".join(stanzas).encode()}
+    (dists / "main/binary-amd64").mkdir(parents=True)
+    (dists / "main/binary-amd64/Packages").write_bytes(indexes["main/binary-amd64/Packages"])
+    (dists / "InRelease").write_bytes(sign_release(home, release_text("bookworm", indexes)))
+    cfg = repo_config(Repo(f"file://{tmp_path / 'debian'}", keyring))
+    with pytest.raises(PlanError, match="boot loader packages not in bookworm for amd64: "
+                                        r"shim-signed$") as caught:
+        plan.make_plan(cfg, RUNNER, tmp_path / "plan", keyring=keyring)
+    assert caught.value.unknown == ["shim-signed"]
 
 
 @needs_tools

@@ -88,6 +88,7 @@ class Plan:
     indexes: str = ""  # digest of the Packages indexes resolved from (index_digest)
     lists: Path | None = None  # apt's lists it resolved from (read them under indexes.held)
     release_epoch: int | None = None  # the newest Release Date of those lists
+    boot: tuple[str, ...] = ()  # boot loader packages: on the medium, never installed
 
     @property
     def count(self) -> int:
@@ -122,7 +123,7 @@ class Plan:
             "base": summary(self.base), "added": summary(self.added),
             "total": {"packages": self.count, "download_bytes": self.download_bytes,
                       "installed_bytes": self.installed_bytes},
-            "installer_package": self.installer_package,
+            "installer_package": self.installer_package, "boot_packages": list(self.boot),
             "packages": [asdict(p) for p in sorted(
                 [*self.base.packages, *self.added.packages], key=lambda p: p.name)],
         }
@@ -133,24 +134,6 @@ def human(size: int) -> str:
     if size >= 2**30:
         return f"{size / 2**30:.2f} GiB"
     return f"{size / 2**20:.1f} MiB"
-
-
-def format_plan(plan: Plan) -> str:
-    lines = [
-        f"{plan.name}: {plan.codename} {plan.architecture}",
-        f"  base ({plan.variant}): {plan.base.count} packages, "
-        f"download {human(plan.base.download_bytes)}, "
-        f"installed {human(plan.base.installed_bytes)}",
-        f"  live system, tasks, extras: {plan.added.count} packages, "
-        f"download {human(plan.added.download_bytes)}, "
-        f"installed {human(plan.added.installed_bytes)}",
-        f"  image: {plan.count} packages, download {human(plan.download_bytes)}, "
-        f"installed {human(plan.installed_bytes)}",
-    ]
-    if plan.installer_package:
-        lines.append(f"  installer package (on the medium, not installed): "
-                     f"{plan.installer_package}")
-    return "\n".join(lines)
 
 
 # -- the private apt ------------------------------------------------------------
@@ -395,16 +378,23 @@ def make_plan(config: ImageConfig, runner: Runner, cache_dir: Path | None = None
             apt.update()
         indexes = index_digest(root / "state/lists", str(config.architecture))
         release_epoch = newest_release_date(root / "state/lists")
+        # The boot loaders are checked with each resolution (so they are in its key).
         key = planresults.result_key(indexes, str(config.architecture), selection.base_request,
-                                     requested, selection.netboot_installer)
+                                     [*requested, *(f"boot:{b}" for b in selection.boot)],
+                                     selection.netboot_installer)
         resolved = planresults.load(root, key)
         if resolved is None:
+            names = set(apt.pkgnames("")) if selection.boot else set()
+            missing = [name for name in selection.boot if name not in names]
+            if missing:  # a suite without the architecture's boot loaders
+                raise PlanError(f"boot loader packages not in {config.codename} for "
+                                f"{config.architecture}: {', '.join(missing)}", missing)
             resolved = _resolve(apt, selection, requested)
             planresults.save(root, key, *resolved)
         base, added, installer_package = resolved
     return Plan(config.name, config.codename, str(config.architecture), selection.variant,
                 requested, base, added, installer_package, indexes, root / "state/lists",
-                release_epoch)
+                release_epoch, selection.boot)
 
 
 def _resolve(apt: PrivateApt, selection: PackageSelection, requested: list[str]

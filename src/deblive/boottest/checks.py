@@ -74,6 +74,15 @@ def check_firmware(shell: SerialShell, mode: BootMode) -> Check:
     return Check("firmware", seen == want, f"booted via {seen}, expected {want}")
 
 
+def check_machine(shell: SerialShell, entries: BootEntries) -> Check:
+    """The kernel that booted is one of the image's architecture (uname -m)."""
+    res = shell.run("uname -m")
+    seen = res.output.strip().splitlines()[-1] if res.output.strip() else "?"
+    arch = entries.architecture
+    return Check("machine", seen in arch.profile().machines,
+                 f"kernel for {seen}, expected {arch} ({', '.join(arch.profile().machines)})")
+
+
 def secure_boot_value(od_output: str) -> int | None:
     """The SecureBoot efivar's value: the last byte (the first four are attributes)."""
     numbers = [int(n) for n in od_output.split() if n.isdigit()]
@@ -145,7 +154,7 @@ def run_checks(shell: SerialShell, mode: BootMode, entries: BootEntries, passwor
         checks.append(check_root_locked(shell, entries))
     else:
         notes.append("root-locked not checked: the live user has no root rights to read it")
-    checks.append(check_firmware(shell, mode))
+    checks += [check_firmware(shell, mode), check_machine(shell, entries)]
     if mode.network and entries.netboot_url is not None:
         checks.append(check_fetched(shell, entries.netboot_url + NETBOOT_SQUASHFS))
     if mode.uefi:

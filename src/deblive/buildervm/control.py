@@ -155,7 +155,8 @@ def expected_outputs(image_basename: str, make_iso: bool,
 
 
 def take_results(out: Path, dest: Path, image_basename: str, make_iso: bool,
-                 formats: Sequence[str] = ("iso",), arch: Arch | None = None) -> list[Path]:
+                 formats: Sequence[str] = ("iso",), arch: Arch | None = None,
+                 devicetree: bool = False) -> list[Path]:
     """Take the guest's results into dest (fresh), checked; returns them, report.json last.
 
     A netboot tree comes back file by file, only the names such a tree of arch
@@ -176,7 +177,7 @@ def take_results(out: Path, dest: Path, image_basename: str, make_iso: bool,
             digests[name] = _take(out / name, dest / name, small)
             required.append(name)
     if make_iso and "netboot" in formats and arch is not None:
-        for name in netboot.tree_names(arch):
+        for name in netboot.tree_names(arch, devicetree):
             source, target = out / NETBOOT / name, dest / NETBOOT / name
             # No directory on the way may be a symlink of the guest's.
             through = [p for p in source.parents if p.is_relative_to(out / NETBOOT)]

@@ -291,7 +291,8 @@ def _conclude(outcome: RunOutcome, run: RunDir, config: ImageConfig, options: VM
               log: BuildLog) -> RunOutcome:
     if outcome.status == 0:
         files = control.take_results(run.out, run.taken, config.image_basename, options.make_iso,
-                                     config.formats, config.architecture)
+                                     config.formats, config.architecture,
+                                     config.devicetree is not None)
         log.close()
         shutil.copyfile(run.console, run.taken / "logs" / "builder-console.log")
         shutil.copyfile(run.log, run.taken / "logs" / "builder.log")

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from rich.console import Console
 
-from deblive.apt import extras
+from deblive.apt import extras, planview
 from deblive.apt import plan as plan_mod
 from deblive.apt.archive import check_mirror
 from deblive.boottest import persistence
@@ -115,6 +115,8 @@ def _build_in_vm(args: argparse.Namespace, cfg: config_mod.ImageConfig, outdir: 
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     preflight.check_paths(cfg)
+    if not args.no_iso:
+        preflight.check_bootable(cfg)
     if args.network:
         check_mirror(cfg)
         found = extras.gather(cfg, Runner(BuildLog()), plan_mod.default_cache_dir().parent)
@@ -197,7 +199,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cache = Path(args.cache_dir) if args.cache_dir else plan_mod.default_cache_dir()
     found = extras.gather(cfg, runner, cache.parent)
     result = plan_mod.make_plan(cfg, runner, cache, extras=found.all, local=found.local_names)
-    print(json.dumps(result.to_json(), indent=2) if args.json else plan_mod.format_plan(result))
+    print(json.dumps(result.to_json(), indent=2) if args.json else planview.format_plan(result))
     return ExitCode.OK
 
 
@@ -336,9 +338,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     for name in args.configs:
         for arch in arches:
             config = configfile.load(Path(name), {"architecture": str(arch) if arch else None})
-            if config.architecture.boot is None:
-                raise BadInput(f"{name}: no bootable image for {config.architecture} "
-                               f"(bootable: {', '.join(map(str, Arch.bootable()))})")
+            preflight.check_bootable(config)
             images.append(matrix.MatrixImage(name, config.name, config.codename,
                                              config.architecture, tuple(config.formats)))
     try:

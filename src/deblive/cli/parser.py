@@ -128,6 +128,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="also check that the mirror carries the suite and architecture")
     p.add_argument("--show", action="store_true",
                    help="print the config with defaults filled (the password masked)")
+    p.add_argument("--no-iso", action="store_true",
+                   help="for a squashfs-only build: the architecture need not boot")
     p.set_defaults(func=commands.cmd_validate)
 
     p = sub.add_parser("clean", help="remove leftover work trees of dead builds",

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from deblive.core.errors import BadInputError
 from deblive.core.runner import Runner
-from deblive.host import sandbox
+from deblive.host import distroinfo, sandbox
 from deblive.host.hostapt import host_architecture
 from deblive.model.arch import Arch
 from deblive.model.config import ImageConfig
+from deblive.model.suites import ReleaseTable
 
 REQUIRED_TOOLS = {
     "chroot": "coreutils",
@@ -126,11 +127,14 @@ def check(config: ImageConfig, runner: Runner, *, with_iso: bool) -> None:
     if missing:
         raise PreflightError("missing tools: " + ", ".join(missing))
     check_paths(config)
-    if with_iso and config.architecture.boot is None:
-        supported = ", ".join(map(str, Arch.bootable()))
-        raise PreflightError(
-            f"{config.where}: architecture: deblive makes no bootable medium for "
-            f"{config.architecture} (supported: {supported}); --no-iso builds its squashfs"
-        )
+    if with_iso:
+        check_bootable(config)
     ensure_binfmt(config.architecture, runner)
+
+
+def check_bootable(config: ImageConfig, releases: ReleaseTable | None = None) -> None:
+    """PreflightError if config's architecture cannot boot from its suite's archive."""
+    why = config.architecture.boot_refusal(config.codename, releases or distroinfo.load())
+    if why is not None:
+        raise PreflightError(f"{config.where}: {why}")
 

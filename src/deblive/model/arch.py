@@ -14,6 +14,8 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+from deblive.model.suites import ReleaseTable
+
 
 @dataclass(frozen=True)
 class BootLayout:
@@ -32,6 +34,17 @@ class BootLayout:
     # Downloaded only for the netboot format: PXELINUX for BIOS network boot (the
     # UEFI one, grubnet<suffix>.efi.signed, comes with the signed grub package).
     netboot_packages: tuple[str, ...] = ()
+    # The releases whose archive has these packages and a kernel for the architecture
+    # (i386 lost its kernels in trixie): oldest and newest codename, None for "and later".
+    first_suite: str = "bullseye"
+    last_suite: str | None = None
+    # grub's `devicetree` (EFI on ARM and RISC-V): a config's DTB replaces the firmware's.
+    devicetree: bool = False
+
+    def suites_text(self) -> str:
+        if self.last_suite is None:
+            return f"{self.first_suite} and later"
+        return f"{self.first_suite} to {self.last_suite}"
 
 
 @dataclass(frozen=True)
@@ -46,13 +59,16 @@ class QemuSystem:
     firmware_package: str  # the Debian package with the UEFI firmware
     firmware_dir: Path
     known_plain: tuple[str, str]  # code and varstore without Secure Boot
-    known_secure: tuple[str, str]  # with Secure Boot and enrolled keys
+    known_secure: tuple[str, str] | None  # with Secure Boot and enrolled keys, if packaged
     tcg_cpu: str | None  # -cpu under TCG (None: qemu's default model)
     # Cross-architecture TCG is several times slower than TCG of the host's
     # own architecture: timeouts are multiplied by this for a foreign guest.
     foreign_slowdown: float
     secure_boot_needs_smm: bool  # OVMF's Secure Boot build keeps its varstore in SMM
     bios: bool  # the machine has a legacy BIOS (SeaBIOS); otherwise UEFI only
+    # The plain UEFI build is OVMF's Secure Boot one with an empty varstore (ovmf-ia32
+    # packages no other), which keeps its varstore in SMM too.
+    plain_needs_smm: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,9 @@ class ArchProfile:
     grub_uart: bool  # grub drives the PC's UART itself; else the firmware's Serial I/O
     boot: BootLayout | None = None
     qemu: QemuSystem | None = None
+    # Host architectures whose CPUs run this one's programs themselves (i386 on amd64):
+    # no qemu-user for a bootstrap, KVM for a boot.
+    native_on: tuple[str, ...] = ()
 
 
 class Arch(enum.StrEnum):
@@ -105,7 +124,22 @@ class Arch(enum.StrEnum):
 
     def is_foreign(self, host: Arch) -> bool:
         """Another CPU architecture than the host's: qemu-user and TCG, no KVM."""
-        return self is not host
+        return self is not host and str(host) not in self.profile().native_on
+
+    def boot_refusal(self, codename: str, releases: ReleaseTable) -> str | None:
+        """Why no bootable medium of this architecture can be made from codename's
+        archive (None if it can), naming what is supported."""
+        layout = self.boot
+        if layout is not None and not releases.is_older(codename, layout.first_suite) and (
+                layout.last_suite is None or not releases.is_older(layout.last_suite, codename)):
+            return None
+        why = ("deblive has no boot layout for it" if layout is None else
+               f"its boot loaders or kernel are not in {codename} "
+               f"(only {layout.suites_text()})")
+        supported = ", ".join(f"{arch} ({arch.boot.suites_text()})"
+                              for arch in Arch if arch.boot is not None)
+        return (f"architecture: no bootable medium for {self} from {codename}: {why}; "
+                f"bootable: {supported}; --no-iso builds its squashfs only")
 
     @classmethod
     def from_machine(cls, machine: str) -> Arch | None:
@@ -148,7 +182,7 @@ PROFILES: dict[Arch, ArchProfile] = {
         boot=BootLayout(
             packages=("grub-efi-arm64-signed", "shim-signed", "shim-helpers-arm64-signed"),
             efi_suffix="aa64", grub_efi_dir="arm64-efi-signed", grub_platform="arm64-efi",
-            bios=False, installer_dir="/install.a64",
+            bios=False, installer_dir="/install.a64", devicetree=True,
         ),
         qemu=QemuSystem(
             binary="qemu-system-aarch64", package="qemu-system-arm", machine="virt",
@@ -161,7 +195,22 @@ PROFILES: dict[Arch, ArchProfile] = {
     ),
     Arch.I386: ArchProfile(
         kernel_flavour="686-pae", qemu_user="i386", machines=("i686", "i586", "i386"),
-        serial_tty="ttyS0", grub_uart=True,
+        serial_tty="ttyS0", grub_uart=True, native_on=("amd64",),
+        # Debian signs shim and grub for 32-bit UEFI too (shimia32, gcdia32).
+        boot=BootLayout(
+            packages=("isolinux", "syslinux-common", "grub-efi-ia32-signed", "shim-signed",
+                      "shim-helpers-i386-signed"),
+            efi_suffix="ia32", grub_efi_dir="i386-efi-signed", grub_platform="i386-efi",
+            bios=True, installer_dir="/install.386", netboot_packages=("pxelinux",),
+            last_suite="bookworm",
+        ),
+        qemu=QemuSystem(
+            binary="qemu-system-i386", package="qemu-system-x86", machine="q35",
+            descriptor_machine="pc-q35-7.2", qemu_arch="i386", firmware_package="ovmf-ia32",
+            firmware_dir=_OVMF, known_plain=("OVMF32_CODE_4M.secboot.fd", "OVMF32_VARS_4M.fd"),
+            known_secure=None, tcg_cpu="max", foreign_slowdown=3.0,
+            secure_boot_needs_smm=True, bios=True, plain_needs_smm=True,
+        ),
     ),
     Arch.ARMHF: ArchProfile(
         kernel_flavour="armmp", qemu_user="arm", machines=("armv7l",),

@@ -33,6 +33,7 @@ SERIAL_SPEED: Final = 115200
 # Paths on the medium, shared with the medium and bootloader stages.
 KERNEL_PATH: Final = "/live/vmlinuz"
 INITRD_PATH: Final = "/live/initrd.img"
+DEVICETREE_PATH: Final = "/live/devicetree.dtb"  # a config's DTB (medium, netboot tree)
 SPLASH_NAME: Final = "splash.png"
 PRESEED_NAME: Final = "preseed.cfg"  # on the medium's top, for people to read
 PRESEED_INITRD: Final = "preseed.cpio.gz"  # the same file as an initramfs d-i reads
@@ -96,6 +97,7 @@ class Menu:
     splash: bool  # a splash.png lies beside each loader's config
     architecture: Arch  # decides the serial port and how grub reaches it
     items: tuple[Item, ...] = field(default_factory=tuple)
+    devicetree: str | None = None  # the medium's DTB every grub entry loads (DEVICETREE_PATH)
 
     def entries(self) -> Iterator[Entry]:
         """Every Entry, depth first, submenus included."""
@@ -134,6 +136,7 @@ class Menu:
                 default=str(data["default"]), serial=bool(data["serial"]),
                 splash=bool(data["splash"]), architecture=Arch(data["architecture"]),
                 items=tuple(_item_from_json(item) for item in data["items"]),
+                devicetree=str(data["devicetree"]) if data.get("devicetree") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MenuError(f"not a boot menu: {exc}") from None
@@ -290,6 +293,7 @@ def build_menu(config: ImageConfig, *, splash: bool = True, extra: Sequence[Item
             *(() if netboot else installer_items(config)),
             *extra,
         ),
+        devicetree=DEVICETREE_PATH if config.devicetree else None,
     )
     if netboot:
         assert config.netboot is not None

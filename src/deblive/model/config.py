@@ -53,6 +53,7 @@ from deblive.model.text import (
     MIRROR_RE,
     SNAPSHOT_RE,
     Component,
+    DevicetreePath,
     Format,
     Hostname,
     ImageName,
@@ -151,6 +152,9 @@ class ImageConfig(Model):
         None, description="a directory copied onto the image root before the hook (owner "
         "root, modes kept, symlinks copied as symlinks), relative to this file",
     )
+    devicetree: DevicetreePath | None = Field(None, description="a DTB grub loads instead of "
+                                              "the firmware's: a path in the image or a file "
+                                              "relative to this file")
     confine_paths: bool = Field(
         False,
         validation_alias=AliasChoices("confine_paths", "hook_confined"),
@@ -292,6 +296,11 @@ class ImageConfig(Model):
     def _by_format(cls, v: Any, info: ValidationInfo) -> Any:
         return outputs.check_for_formats(str(info.field_name), v, info.data.get("formats", ()))
 
+    @field_validator("devicetree")
+    @classmethod
+    def _devicetree(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return outputs.check_devicetree(v, info.data.get("architecture"))
+
     @field_validator("boot")
     @classmethod
     def _boot(cls, v: Boot, info: ValidationInfo) -> Boot:
@@ -360,6 +369,12 @@ class ImageConfig(Model):
         return self._relative(self.boot.splash)
 
     @property
+    def devicetree_file(self) -> Path | None:
+        """A devicetree next to the config (None for one inside the image, or none)."""
+        dtb = self.devicetree
+        return None if dtb is None or dtb.startswith("/") else self._relative(Path(dtb))
+
+    @property
     def installer_directory(self) -> Path | None:
         return self._relative(self.installer.directory if self.installer else None)
 
@@ -373,6 +388,7 @@ class ImageConfig(Model):
             "hook": self.hook_path, "overlay": self.overlay_path, "boot.splash": self.splash_path,
             "installer.preseed": self.preseed_path,
             "installer.directory": self.installer_directory,
+            "devicetree": self.devicetree_file,
         }
         for index, repo in enumerate(self.repositories):
             found[f"repositories[{index}].key"] = self._relative(repo.key)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from deblive.model.arch import Arch
+
 LAYERED_NETBOOT = ("formats has 'netboot', whose fetch= loads one squashfs: a layered "
                    "build's base and layer cannot be fetched; use layout: flat")
 
@@ -28,4 +30,12 @@ def check_for_formats(key: str, value: Any, formats: Sequence[str]) -> Any:
         raise ValueError("set, but formats has no 'netboot'")
     if key == "squashfs" and value.layout == "layered" and "netboot" in formats:
         raise ValueError(LAYERED_NETBOOT)
+    return value
+
+
+def check_devicetree(value: str | None, arch: Arch | None) -> str | None:
+    """devicetree unchanged if arch's medium can load one (grub's `devicetree`)."""
+    if value is not None and arch is not None and not (arch.boot and arch.boot.devicetree):
+        takes = ", ".join(a for a in Arch if a.boot and a.boot.devicetree)
+        raise ValueError(f"{arch}'s medium loads no devicetree (only {takes})")
     return value

@@ -83,6 +83,17 @@ def _timezone(value: str) -> str:
     return value
 
 
+DEVICETREE_RE = re.compile(r"/?[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")
+
+
+def _devicetree(value: str) -> str:
+    parts = value.strip("/").split("/")
+    if not DEVICETREE_RE.fullmatch(value) or ".." in parts or "." in parts:
+        raise ValueError("must be a path inside the image (/usr/lib/linux-image-.../x.dtb) or "
+                         "a file relative to this config: letters, digits, . _ + - and /")
+    return value
+
+
 def _task(value: str) -> str:
     if not value.startswith(("task-", "live-task-")) or not PACKAGE_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a task package (task-* or live-task-*)")
@@ -94,6 +105,7 @@ PackageName = Annotated[str, AfterValidator(_package_name)]
 GroupName = Annotated[str, AfterValidator(_group_name)]
 Timezone = Annotated[str, AfterValidator(_timezone)]
 TaskName = Annotated[str, AfterValidator(_task)]
+DevicetreePath = Annotated[str, AfterValidator(_devicetree)]
 Keyboard = Annotated[str, _matching(KEYBOARD_RE, "must be an XKB layout such as us, de or fr")]
 Hostname = Annotated[
     str, _matching(HOSTNAME_RE, "must be a host name label (letters, digits, -; at most 63)")

@@ -81,7 +81,7 @@ def firmware_from_descriptor(
     )
 
 
-def _known_firmware(kind: FirmwareKind, qemu: QemuSystem) -> Firmware:
+def _known_firmware(kind: FirmwareKind, qemu: QemuSystem) -> Firmware | None:
     """Debian's ovmf (qemu-efi-aarch64) package paths, for hosts without descriptors.
 
     Only OVMF's Secure Boot build needs SMM; AAVMF keeps its varstore safe
@@ -89,11 +89,14 @@ def _known_firmware(kind: FirmwareKind, qemu: QemuSystem) -> Firmware:
     """
     directory = qemu.firmware_dir
     if kind == "secureboot":
+        if qemu.known_secure is None:
+            return None
         code, template = qemu.known_secure
         smm = qemu.secure_boot_needs_smm
         return Firmware(directory / code, directory / template, True, smm, "known path")
     code, template = qemu.known_plain
-    return Firmware(directory / code, directory / template, False, False, "known path")
+    return Firmware(directory / code, directory / template, False, qemu.plain_needs_smm,
+                    "known path")
 
 
 def select_firmware(
@@ -128,11 +131,15 @@ def select_firmware(
         if exists(firmware.code) and exists(firmware.vars_template):
             return firmware
     fallback = _known_firmware(kind, qemu)
-    if exists(fallback.code) and exists(fallback.vars_template):
+    if fallback is not None and exists(fallback.code) and exists(fallback.vars_template):
         return fallback
     what = f"{qemu.qemu_arch} {kind} firmware"
     if kind == "secureboot":
         what += " with enrolled keys"
+    if fallback is None:
+        raise QemuError(f"no {what} found (no matching descriptor in "
+                        f"{', '.join(map(str, descriptor_dirs))}) and none is packaged "
+                        f"in {qemu.firmware_package}")
     raise QemuError(
         f"no {what} found (no matching descriptor in "
         f"{', '.join(map(str, descriptor_dirs))}, no {fallback.code}): "

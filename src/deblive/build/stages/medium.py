@@ -32,7 +32,7 @@ from deblive.build.stages.squash import FLAT, LAYER, MODULE
 from deblive.core.errors import DebliveError
 from deblive.core.files import sha256_file
 from deblive.host import deletion, diskspace, distroinfo
-from deblive.host.imagetree import ImageTree
+from deblive.host.imagetree import ImageTree, TreeError
 from deblive.model import bootmenu
 
 CHECKSUM_FILE = "sha256sum.txt"
@@ -124,6 +124,7 @@ def lay_out_medium(ctx: BuildContext, squashfs: list[Path], packages_list: Path)
           link=True)
     for image in squashfs:
         place(image, live / image.name, link=True)
+    place_devicetree(ctx, medium / bootmenu.DEVICETREE_PATH.lstrip("/"))
     place(packages_list, live / "filesystem.packages", link=False)
 
     disk = medium / ".disk"
@@ -135,6 +136,22 @@ def lay_out_medium(ctx: BuildContext, squashfs: list[Path], packages_list: Path)
     ctx.log.info(f"medium tree laid out: kernel {newest.version}, marker .disk/id/{ctx.build_id}")
     if ctx.config.installer is not None:
         place_installer(ctx, medium)
+
+
+def place_devicetree(ctx: BuildContext, dest: Path) -> None:
+    """The config's DTB under its fixed name: from beside the config, or out of the image
+    (a regular file there, read the ImageTree way: no link leads out of the tree)."""
+    wanted, host_file = ctx.config.devicetree, ctx.config.devicetree_file
+    if wanted is None:
+        return
+    try:
+        if host_file is not None:
+            shutil.copyfile(host_file, dest)
+        else:
+            ctx.tree.copy_out(wanted, dest)
+    except (OSError, TreeError) as exc:
+        raise MediumError(f"{ctx.config.where}: devicetree: {wanted}: {exc}") from None
+    ctx.log.info(f"devicetree {wanted} on the medium as {bootmenu.DEVICETREE_PATH}")
 
 
 def place_installer(ctx: BuildContext, medium: Path) -> None:

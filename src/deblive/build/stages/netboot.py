@@ -46,11 +46,16 @@ GRUB_PREFIX: Final = "grub"  # the signed network grub's built-in prefix
 LIVE_FILES: Final = (bootmenu.KERNEL_PATH, bootmenu.INITRD_PATH, f"/live/{FLAT}")
 
 
-def tree_names(arch: Arch) -> list[str]:
+def live_files(devicetree: bool) -> tuple[str, ...]:
+    """The medium's files the tree links: kernel, initrd, squashfs, and the DTB if any."""
+    return (*LIVE_FILES, *((bootmenu.DEVICETREE_PATH,) if devicetree else ()))
+
+
+def tree_names(arch: Arch, devicetree: bool = False) -> list[str]:
     """Every file a netboot tree of arch holds, relative to it (what the builder VM's
     results may carry back, and nothing else)."""
     layout = bootfiles.arch_boot(arch)
-    names = [bootloaders.BOOT_ENTRIES, *(p.lstrip("/") for p in LIVE_FILES)]
+    names = [bootloaders.BOOT_ENTRIES, *(p.lstrip("/") for p in live_files(devicetree))]
     sfx = layout.efi_suffix
     names += [f"shim{sfx}.efi", f"mm{sfx}.efi", f"grub{sfx}.efi",
               f"{GRUB_PREFIX}/grub.cfg", f"{GRUB_PREFIX}/{bootmenu.SPLASH_NAME}"]
@@ -122,7 +127,7 @@ def make_tree(ctx: BuildContext, tree: Path) -> None:
     if files.net.pxelinux is not None:
         write_pxelinux(tree, files, menu, splash)
     write_efi(tree, files, menu, splash)
-    for name in LIVE_FILES:
+    for name in live_files(menu.devicetree is not None):
         link_or_copy(ctx.work.medium / name.lstrip("/"), tree / name.lstrip("/"))
     entries = bootloaders.boot_entries(ctx, menu, files)
     entries["netboot"] = {"url": ctx.config.netboot.url, "boot_files": boot_file_names(files)}
