@@ -12,6 +12,7 @@ Artifacts (serial logs, results.json) go to $DEBLIVE_ARTIFACTS or the pytest tem
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,8 @@ from deblive.boottest.modes import BootMode
 from deblive.boottest.run import TestOptions, run_tests
 from deblive.core.log import BuildLog
 from deblive.model.arch import Arch
+from deblive.vm.command import Accel, VMSpec, build_command
+from deblive.vm.firmware import select_firmware
 from tests.extended.test_flavours_extended import artifacts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,13 +37,30 @@ DTB_MODEL = "deblive-test-virt"
 
 
 def virt_devicetree(dest: Path) -> None:
-    """qemu virt's DTB for the boot test's machine (-cpu max, 2 CPUs, 2 GiB), renamed."""
+    """qemu virt's DTB for the boot test's own machine, renamed.
+
+    The dump comes from the command line the boot test runs (AAVMF in pflash, -cpu
+    max, 2 CPUs, 2 GiB): with firmware loaded, virt leaves out the PL061 GPIO that
+    the firmware's ACPI owns, and a kernel given the DTB of virt without firmware
+    dies of a synchronous external abort probing that GPIO at 0x9030000.
+    """
+    qemu = Arch.ARM64.qemu
+    assert qemu is not None
+    firmware = select_firmware("uefi", qemu)
+    assert firmware is not None
+    vars_file = dest.with_suffix(".vars.fd")
+    shutil.copyfile(firmware.vars_template, vars_file)
+    spec = VMSpec(arch=Arch.ARM64, accel=Accel.TCG, firmware=firmware, vars_file=vars_file,
+                  display=False)
     dumped = dest.with_suffix(".orig.dtb")
-    subprocess.run(["qemu-system-aarch64", "-machine", f"virt,dumpdtb={dumped}", "-cpu", "max",
-                    "-smp", "2", "-m", "2048", "-nographic"], check=True, capture_output=True)
+    argv = build_command(spec)
+    machine = argv.index("-machine") + 1
+    argv[machine] += f",dumpdtb={dumped}"
+    subprocess.run(argv, check=True, capture_output=True, stdin=subprocess.DEVNULL)
     source = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", str(dumped)], check=True,
                             capture_output=True, text=True).stdout
     assert 'model = "linux,dummy-virt";' in source
+    assert "pl061@9030000" not in source  # the firmware's machine, as booted
     source = source.replace('model = "linux,dummy-virt";', f'model = "{DTB_MODEL}";')
     subprocess.run(["dtc", "-I", "dts", "-O", "dtb", "-o", str(dest)], input=source,
                    check=True, capture_output=True, text=True)

@@ -1,4 +1,5 @@
-"""Extended tier: the standard and xfce flavours built as configured (zstd for speed),
+"""Extended tier: the desktop flavours' configs the CI tier does not plan validate and
+plan; the standard and xfce flavours are built as configured (zstd for speed),
 booted with `deblive test`; the xfce desktop must come up by itself (autologin), shown
 by its processes over the serial shell and by a screenshot kept as an artifact.
 
@@ -18,6 +19,7 @@ import yaml
 from deblive.boottest.modes import BootMode
 from deblive.boottest.run import TestOptions, run_tests
 from deblive.core.log import BuildLog
+from tests.integration.test_flavours import CI_FLAVOURS, FLAVOURS, check_flavour_plan
 from tests.support import desktop as sessiontest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +50,11 @@ def build_flavour(flavour: str, base: Path) -> Path:
     isos = list((base / "out").glob("*.iso"))
     assert len(isos) == 1
     return isos[0]
+
+
+@pytest.mark.parametrize("flavour", [f for f in FLAVOURS if f not in CI_FLAVOURS])
+def test_other_flavours_validate_and_plan(flavour: str) -> None:
+    check_flavour_plan(flavour)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
-"""An image without serial console boots too: the VGA path, checked through the screen.
+"""Extended tier: an image without serial console boots too: the VGA path, checked
+through the screen.
 
-The custom image has `serial_console: false`, so neither boot loader nor the
+The image has `serial_console: false`, so neither boot loader nor the
 kernel talk to the serial port. The test takes screenshots of the boot menu
 (which must not be blank), then logs in on the VGA console by typing on the
 virtual keyboard, and has the live system write a marker to the serial port
@@ -9,7 +10,7 @@ itself: proof that the system booted, the user can log in and sudo works.
 
 from __future__ import annotations
 
-import shutil
+import textwrap
 import time
 from pathlib import Path
 
@@ -25,15 +26,28 @@ from deblive.vm.command import Accel
 from deblive.vm.console import clean_serial
 from deblive.vm.errors import QemuError
 from deblive.vm.machine import Machine, vm_workdir
+from tests.extended.test_flavours_extended import artifacts
+from tests.integration.conftest import build
 
-from .conftest import ARTIFACTS, Build
+pytestmark = pytest.mark.extended
 
 MARKER = "DEBLIVE-VGA-LOGIN-OK"
 
 
-@pytest.fixture(scope="session")
-def custom_iso(custom_build: Build) -> Path:
-    return custom_build.iso
+@pytest.fixture(scope="module")
+def vga_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small image that talks to the screen only; sudo asks alice for her password."""
+    base = tmp_path_factory.mktemp("vga")
+    config = base / "vga.yaml"
+    config.write_text(textwrap.dedent("""\
+        name: vgatest
+        user: {name: alice, password: alicepw731, groups: [sudo], sudo: password}
+        squashfs: {compression: lz4}
+        boot: {serial_console: false, title: deblive VGA test}
+        """))
+    result = build(config, base)
+    assert result.returncode == 0, result.output[-4000:]
+    return result.iso
 
 
 def screendump(vm: Machine, dest: Path) -> tuple[int, int]:
@@ -43,13 +57,12 @@ def screendump(vm: Machine, dest: Path) -> tuple[int, int]:
     return width, screen.count_colours(pixels)
 
 
-def test_menu_and_console_login_without_serial(custom_iso: Path) -> None:
-    out = ARTIFACTS / "vga"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+def test_menu_and_console_login_without_serial(
+    vga_iso: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    out = artifacts(tmp_path_factory, "vga")
     with vm_workdir() as workdir:
-        spec = boot_vm_spec(custom_iso, "uefi", "cd", AccelDecision(Accel.TCG, "test"),
+        spec = boot_vm_spec(vga_iso, "uefi", "cd", AccelDecision(Accel.TCG, "test"),
                             Arch.AMD64, workdir)
         with Machine(spec, Runner(BuildLog()), out / "serial.log", workdir) as vm:
             # The grub menu: its 640x480 graphics mode (the firmware's screen is
