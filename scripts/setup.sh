@@ -6,7 +6,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 DEBS="mmdebstrap debootstrap squashfs-tools xorriso mtools dosfstools
-qemu-system-x86 qemu-utils ovmf ovmf-ia32 qemu-system-arm qemu-efi-aarch64
+qemu-system-x86 qemu-utils ovmf ovmf-ia32 qemu-system-arm qemu-efi-aarch64 qemu-efi-arm
+grub-common
 qemu-user-static binfmt-support arch-test
 distro-info-data debian-archive-keyring python3 python3-venv ca-certificates
 util-linux mount file cpio zstd gpgv gpg rsync lintian apt-utils

@@ -71,7 +71,10 @@ def arm64_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("arm64")
     virt_devicetree(base / "virt.dtb")
     config = base / "arm64.yaml"
-    config.write_text("name: deblive\narchitecture: arm64\ndevicetree: virt.dtb\n")
+    # arm64 under TCG on this host: udev's coldplug can take longer than systemd's
+    # 90 s for /dev/ttyAMA0, and the serial getty then fails for good.
+    config.write_text("name: deblive\narchitecture: arm64\ndevicetree: virt.dtb\n"
+                      "boot: {cmdline: systemd.default_device_timeout_sec=600}\n")
     proc = subprocess.run(
         [sys.executable, "-m", "deblive", "build", str(config), "-o", str(base / "out"),
          "--workdir", str(base / "work"), "--force"],

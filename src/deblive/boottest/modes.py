@@ -67,6 +67,9 @@ class BootMode(enum.StrEnum):
         if self.firmware == "bios" and not qemu.bios:
             return (f"{self}: not applicable to {arch} (UEFI only: qemu's {qemu.machine} "
                     "machine has no BIOS, the ISO no BIOS boot record)")
+        if self.firmware == "secureboot" and arch.boot is not None and not arch.boot.signed:
+            return (f"{self}: not applicable to {arch} (Debian signs no shim or grub for it: "
+                    "its medium has no Secure Boot chain)")
         if self.firmware == "secureboot" and arch is not Arch.AMD64:
             try:
                 select_firmware("secureboot", qemu)

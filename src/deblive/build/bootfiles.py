@@ -9,6 +9,11 @@ into WorkTree.bootdebs, and unpack_boot_files() extracts them with dpkg-deb
 deblive did not write: each boot file is copied out of the unpacked tree
 through an ImageTree (regular files only, symlinks resolved inside that tree)
 into a directory of deblive's own, and only those copies are used.
+
+Where Debian signs no grub (armhf), the package holds grub's modules: they are
+copied out the same way and the host's grub-mkimage links the EFI image from
+those copies (GRUB_MODULES, prefix /EFI/debian: the same early config as the
+signed grub's then finds the medium).
 """
 
 from __future__ import annotations
@@ -29,6 +34,16 @@ from deblive.model.arch import Arch, BootLayout
 ISOLINUX_MODULES: Final = ("ldlinux.c32", "libcom32.c32", "libutil.c32", "vesamenu.c32", "menu.c32")
 SYSLINUX_MODULES: Final = "/usr/lib/syslinux/modules/bios"
 PXELINUX: Final = "/usr/lib/PXELINUX/pxelinux.0"  # same syslinux build as the modules
+# Built into an unsigned grub: what efi.img's early config and the menus use
+# (find the medium, ISO 9660 and FAT, the kernel, initrd and devicetree, the
+# serial and screen terminals, loopback.cfg) and nothing that reads the network.
+GRUB_MODULES: Final = (
+    "normal", "configfile", "search", "search_fs_file", "search_label", "iso9660", "fat",
+    "part_gpt", "part_msdos", "linux", "fdt", "echo", "test", "sleep", "loopback", "gzio",
+    "efi_gop", "all_video", "font", "gfxterm", "png", "serial", "terminal", "ls", "cat",
+    "halt", "reboot", "true", "regexp",
+)
+GRUB_PREFIX: Final = "/EFI/debian"
 
 
 class BootFilesError(DebliveError):
@@ -60,16 +75,19 @@ class BiosFiles:
 
 @dataclass(frozen=True)
 class EfiFiles:
-    """Signed UEFI binaries and the names they take in /EFI/boot."""
+    """The UEFI binaries and the names they take in /EFI/boot: Debian's signed shim,
+    MokManager and grub, or (shim None) a grub made by grub-mkimage alone."""
 
     suffix: str  # x64, aa64
     grub_platform: str
-    shim: Path  # shim<suffix>.efi.signed -> boot<suffix>.efi
-    mokmanager: Path  # mm<suffix>.efi.signed -> mm<suffix>.efi
+    shim: Path | None  # shim<suffix>.efi.signed -> boot<suffix>.efi
+    mokmanager: Path | None  # mm<suffix>.efi.signed -> mm<suffix>.efi
     grub: Path  # gcd<suffix>.efi.signed (grub for CDs) -> grub<suffix>.efi
 
     def efi_boot_names(self) -> dict[str, Path]:
         """/EFI/boot file name -> source: what the firmware and shim look for."""
+        if self.shim is None or self.mokmanager is None:
+            return {f"boot{self.suffix}.efi": self.grub}  # the firmware starts grub itself
         return {
             f"boot{self.suffix}.efi": self.shim,
             f"grub{self.suffix}.efi": self.grub,
@@ -128,8 +146,29 @@ def unpack_debs(runner: Runner, debs: Sequence[Path], dest: Path) -> None:
         runner.run(["dpkg-deb", "-x", deb, dest], what=f"unpacking {deb.name}")
 
 
+def _copy_grub_modules(tree: ImageTree, layout: BootLayout, dest: Path) -> None:
+    """grub's kernel.img, module lists and modules of an unsigned layout, copied out."""
+    inside = f"/usr/lib/grub/{layout.grub_efi_dir}"
+    if not tree.is_dir(inside) or not tree.is_file(f"{inside}/kernel.img"):
+        raise BootFilesError(f"grub's modules missing from the boot packages: {inside}")
+    dest.mkdir(parents=True)
+    for name in tree.listdir(inside):
+        wanted = name == "kernel.img" or name.endswith((".mod", ".lst"))
+        if wanted and tree.is_file(f"{inside}/{name}"):
+            tree.copy_out(f"{inside}/{name}", dest / name)
+
+
+def grub_mkimage_argv(layout: BootLayout, modules: Path, output: Path) -> list[str]:
+    """The host's grub-mkimage linking the unsigned EFI grub from copied-out modules."""
+    return ["grub-mkimage", "--format", layout.grub_platform, "--directory", str(modules),
+            "--prefix", GRUB_PREFIX, "--output", str(output), *GRUB_MODULES]
+
+
 def locate(unpacked: Path, files: Path, arch: Arch, netboot: bool = False) -> BootFiles:
-    """Copy the boot files out of an unpacked tree into files (fresh), and name them."""
+    """Copy the boot files out of an unpacked tree into files (fresh), and name them.
+
+    For an unsigned layout, efi.grub names the image make_unsigned_grub() writes
+    from the modules copied to files/grub-modules."""
     layout = arch_boot(arch)
     deletion.remove_tree(files)
     files.mkdir(parents=True)
@@ -150,15 +189,23 @@ def locate(unpacked: Path, files: Path, arch: Arch, netboot: bool = False) -> Bo
                 modules={name: take(f"{SYSLINUX_MODULES}/{name}") for name in ISOLINUX_MODULES},
             )
         sfx = layout.efi_suffix
-        efi = EfiFiles(
-            suffix=sfx,
-            grub_platform=layout.grub_platform,
-            shim=take(f"/usr/lib/shim/shim{sfx}.efi.signed"),
-            mokmanager=take(f"/usr/lib/shim/mm{sfx}.efi.signed"),
-            grub=take(f"/usr/lib/grub/{layout.grub_efi_dir}/gcd{sfx}.efi.signed"),
-        )
+        if layout.signed:
+            efi = EfiFiles(
+                suffix=sfx,
+                grub_platform=layout.grub_platform,
+                shim=take(f"/usr/lib/shim/shim{sfx}.efi.signed"),
+                mokmanager=take(f"/usr/lib/shim/mm{sfx}.efi.signed"),
+                grub=take(f"/usr/lib/grub/{layout.grub_efi_dir}/gcd{sfx}.efi.signed"),
+            )
+        else:
+            _copy_grub_modules(tree, layout, files / "grub-modules")
+            efi = EfiFiles(suffix=sfx, grub_platform=layout.grub_platform, shim=None,
+                           mokmanager=None, grub=files / f"grub{sfx}.efi")
         net = None
         if netboot:
+            if not layout.signed:
+                raise BootFilesError(f"no network boot loader for {arch}: Debian signs no "
+                                     "network grub for it")
             net = NetFiles(
                 pxelinux=take(PXELINUX) if layout.bios else None,
                 grub=take(f"/usr/lib/grub/{layout.grub_efi_dir}/grubnet{sfx}.efi.signed"),
@@ -166,9 +213,20 @@ def locate(unpacked: Path, files: Path, arch: Arch, netboot: bool = False) -> Bo
     return BootFiles(arch=arch, bios=bios, efi=efi, net=net)
 
 
+def make_unsigned_grub(runner: Runner, files: BootFiles, dest: Path) -> None:
+    """Link an unsigned layout's grub (files.efi.grub) from the modules below dest."""
+    layout = arch_boot(files.arch)
+    if layout.signed:
+        return
+    runner.run(grub_mkimage_argv(layout, dest / "grub-modules", files.efi.grub),
+               what=f"making grub ({layout.grub_platform}) with grub-mkimage")
+
+
 def unpack_boot_files(runner: Runner, debs_dir: Path, dest: Path, arch: Arch,
                       netboot: bool = False) -> BootFiles:
     """Unpack arch's boot packages from debs_dir below dest and take out their files."""
     debs = select_debs(debs_dir.glob("*.deb"), arch, netboot)
     unpack_debs(runner, debs, dest / "unpacked")
-    return locate(dest / "unpacked", dest / "files", arch, netboot)
+    files = locate(dest / "unpacked", dest / "files", arch, netboot)
+    make_unsigned_grub(runner, files, dest / "files")
+    return files

@@ -49,7 +49,7 @@ BUILDER_PACKAGES = (
     "qemu-user-static", "binfmt-support", "arch-test", "distro-info-data",
     "debian-archive-keyring", "ca-certificates", "python3", "util-linux", "mount", "file",
     "cpio", "zstd", "xz-utils", "gpgv", "gpg", "rsync", "e2fsprogs", "iproute2", "kmod",
-    "initramfs-tools", "procps", "apt-utils", "cryptsetup-bin",
+    "initramfs-tools", "procps", "apt-utils", "cryptsetup-bin", "grub-common",
 )
 PYTHON_MIN = (3, 11)
 # The oldest release whose Python runs deblive; older targets are built by it

@@ -44,6 +44,9 @@ def missing_tools(config: ImageConfig, with_iso: bool) -> list[str]:
     tools[config.bootstrap.backend] = config.bootstrap.backend
     if with_iso:
         tools.update(ISO_TOOLS)
+        layout = config.architecture.boot
+        if layout is not None and not layout.signed:
+            tools["grub-mkimage"] = "grub-common"  # links the unsigned EFI grub
     if with_iso and "disk" in config.formats:
         tools["mke2fs"] = "e2fsprogs"
         if config.persistence is not None and config.persistence.encrypted:

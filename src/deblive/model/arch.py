@@ -27,7 +27,7 @@ class BootLayout:
 
     packages: tuple[str, ...]  # of the target release: downloaded and unpacked, not installed
     efi_suffix: str
-    grub_efi_dir: str  # /usr/lib/grub/<dir> holding the signed images
+    grub_efi_dir: str  # /usr/lib/grub/<dir>: the signed images, or (unsigned) the modules
     grub_platform: str  # grub's name of the EFI platform (x86_64-efi...)
     bios: bool  # ISOLINUX and an isohybrid MBR too
     installer_dir: str  # debian-installer on the medium, debian-cd's name
@@ -40,6 +40,10 @@ class BootLayout:
     last_suite: str | None = None
     # grub's `devicetree` (EFI on ARM and RISC-V): a config's DTB replaces the firmware's.
     devicetree: bool = False
+    # Debian signs shim and grub for it. Otherwise (armhf) the package holds grub's
+    # modules only: the host's grub-mkimage makes the EFI image from them, the
+    # firmware starts it directly, and there is no Secure Boot and no network grub.
+    signed: bool = True
 
     def suites_text(self) -> str:
         if self.last_suite is None:
@@ -213,8 +217,20 @@ PROFILES: dict[Arch, ArchProfile] = {
         ),
     ),
     Arch.ARMHF: ArchProfile(
-        kernel_flavour="armmp", qemu_user="arm", machines=("armv7l",),
+        kernel_flavour="armmp", qemu_user="arm", machines=("armv7l", "armv8l"),
         serial_tty="ttyAMA0", grub_uart=False,
+        boot=BootLayout(
+            packages=("grub-efi-arm-bin",), efi_suffix="arm", grub_efi_dir="arm-efi",
+            grub_platform="arm-efi", bios=False, installer_dir="/install.armhf",
+            devicetree=True, signed=False,
+        ),
+        qemu=QemuSystem(
+            binary="qemu-system-arm", package="qemu-system-arm", machine="virt",
+            descriptor_machine="virt-7.2", qemu_arch="arm", firmware_package="qemu-efi-arm",
+            firmware_dir=_AAVMF, known_plain=("AAVMF32_CODE.fd", "AAVMF32_VARS.fd"),
+            known_secure=None, tcg_cpu="cortex-a15", foreign_slowdown=4.0,
+            secure_boot_needs_smm=False, bios=False,
+        ),
     ),
     Arch.ARMEL: ArchProfile(
         kernel_flavour="rpi", qemu_user="arm", machines=("armv5tel", "armv6l"),

@@ -294,7 +294,7 @@ class ImageConfig(Model):
     @field_validator("persistence", "netboot", "squashfs")
     @classmethod
     def _by_format(cls, v: Any, info: ValidationInfo) -> Any:
-        return outputs.check_for_formats(str(info.field_name), v, info.data.get("formats", ()))
+        return outputs.check_for_formats(str(info.field_name), v, info.data)
 
     @field_validator("devicetree")
     @classmethod

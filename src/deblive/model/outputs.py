@@ -8,7 +8,7 @@ tree cannot carry a layered build's stack.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from deblive.model.arch import Arch
@@ -17,8 +17,12 @@ LAYERED_NETBOOT = ("formats has 'netboot', whose fetch= loads one squashfs: a la
                    "build's base and layer cannot be fetched; use layout: flat")
 
 
-def check_for_formats(key: str, value: Any, formats: Sequence[str]) -> Any:
-    """value of key (persistence, netboot, squashfs) unchanged if the formats allow it."""
+def check_for_formats(key: str, value: Any, data: Mapping[str, Any]) -> Any:
+    """value of key (persistence, netboot, squashfs) unchanged if the config's formats
+    (and architecture: a netboot tree needs Debian's signed network grub) allow it;
+    data: the keys validated before it."""
+    formats: Sequence[str] = data.get("formats", ())
+    arch: Arch | None = data.get("architecture")
     if key == "persistence" and value is None and "disk" in formats:
         raise ValueError("formats has 'disk', which needs persistence (at least its "
                          "size, e.g. persistence: {size: 1GiB})")
@@ -28,6 +32,10 @@ def check_for_formats(key: str, value: Any, formats: Sequence[str]) -> Any:
                          "'http://192.0.2.1:8080/'})")
     if key == "netboot" and value is not None and "netboot" not in formats:
         raise ValueError("set, but formats has no 'netboot'")
+    if (key == "netboot" and value is not None and arch is not None and arch.boot is not None
+            and not arch.boot.signed):
+        raise ValueError(f"{arch} has no network boot loader (Debian signs no network grub "
+                         "for it): formats iso and disk only")
     if key == "squashfs" and value.layout == "layered" and "netboot" in formats:
         raise ValueError(LAYERED_NETBOOT)
     return value

@@ -104,7 +104,8 @@ def write_pxelinux(tree: Path, files: BootFiles, menu: bootmenu.Menu, splash: Pa
 
 def write_efi(tree: Path, files: BootFiles, menu: bootmenu.Menu, splash: Path) -> None:
     """shim, MokManager and the network grub side by side, grub.cfg under /grub."""
-    assert files.net is not None
+    # locate() gives net files only with Debian's signed chain (shim and MokManager).
+    assert files.net is not None and files.efi.shim and files.efi.mokmanager
     sfx = files.efi.suffix
     copy = bootloaders.copy_file
     copy(files.efi.shim, tree / f"shim{sfx}.efi")
