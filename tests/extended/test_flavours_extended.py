@@ -1,5 +1,6 @@
 """Extended tier: the desktop flavours' configs the CI tier does not plan validate and
-plan; the standard and xfce flavours are built as configured (zstd for speed),
+plan; the standard flavour's Install entry reaches d-i's hostname question; the
+standard and xfce flavours are built as configured (zstd for speed),
 booted with `deblive test`; the xfce desktop must come up by itself (autologin), shown
 by its processes over the serial shell and by a screenshot kept as an artifact.
 
@@ -19,8 +20,9 @@ import yaml
 from deblive.boottest.modes import BootMode
 from deblive.boottest.run import TestOptions, run_tests
 from deblive.core.log import BuildLog
-from tests.integration.test_flavours import CI_FLAVOURS, FLAVOURS, check_flavour_plan
+from tests.integration.test_flavours import CI_FLAVOURS, FLAVOURS, PRESEED, check_flavour_plan
 from tests.support import desktop as sessiontest
+from tests.support import installer as installtest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -35,9 +37,12 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     return path
 
 
-def build_flavour(flavour: str, base: Path) -> Path:
+def build_flavour(flavour: str, base: Path, preseed: str | None = None) -> Path:
     data = yaml.safe_load((EXAMPLES / f"{flavour}.yaml").read_text())
     data["squashfs"] = {"compression": "zstd"}
+    if preseed is not None:
+        data["installer"]["preseed"] = "preseed.cfg"
+        (base / "preseed.cfg").write_text(preseed)
     config = base / f"{flavour}.yaml"
     config.write_text(yaml.safe_dump(data, allow_unicode=True))
     proc = subprocess.run(
@@ -59,7 +64,8 @@ def test_other_flavours_validate_and_plan(flavour: str) -> None:
 
 @pytest.fixture(scope="module")
 def standard_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_flavour("standard", tmp_path_factory.mktemp("standard"))
+    # The preseed answers d-i's first questions for the install entry's test.
+    return build_flavour("standard", tmp_path_factory.mktemp("standard"), PRESEED)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +81,13 @@ def test_standard_flavour_boots_bios_and_uefi(
                         TestOptions(output=out, screenshot=True), BuildLog())
     for result in results:
         assert result.result == "pass", f"{result.mode}: {result.failures}"
+
+
+def test_install_entry_reaches_the_hostname_question(standard_iso: Path, tmp_path: Path
+                                                     ) -> None:
+    result = installtest.boot_installer(standard_iso, tmp_path, label="install")
+    log = result.serial_log.read_text(errors="replace") if result.serial_log.exists() else ""
+    assert result.reached, f"{result.detail}\n{log[-3000:]}"
 
 
 def test_xfce_flavour_boots_into_its_desktop(

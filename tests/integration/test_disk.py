@@ -94,17 +94,17 @@ def test_both_formats_carry_one_squashfs_and_are_summed(disk_build: Build, tmp_p
 
 def test_persistence_survives_a_reboot_of_the_stick(disk_build: Build) -> None:
     out = ARTIFACTS / "persistence"
-    # secureboot-usb: the one USB boot of CI also proves the signed chain from a stick
-    # (the default image boots bios-cd in tests/integration/test_iso.py).
-    proc = run_deblive("test", _image(disk_build), "--persistence", "--mode", "secureboot-usb",
+    # uefi-usb: Secure Boot's SMM firmware on a USB stick doubles each boot under TCG
+    # (5 minutes here); the Secure Boot chain is booted in test_iso.py and over PXE.
+    proc = run_deblive("test", _image(disk_build), "--persistence", "--mode", "uefi-usb",
                        "--output", out, timeout=2400)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    boot2 = out / "persistence-secureboot-usb" / "boot2" / "results.json"
+    boot2 = out / "persistence-uefi-usb" / "boot2" / "results.json"
     [mode] = json.loads(boot2.read_text())["modes"]
     assert mode["result"] == "pass", mode
     names = {c["name"] for c in mode["checks"] if c["ok"]}
     assert any("deblive-persistence-check" in n for n in names), names
-    assert {"secure-boot", "firmware", "sudo"} <= names, names
+    assert {"firmware", "sudo"} <= names, names
 
 
 def test_the_netboot_tree_carries_both_loaders_the_same_squashfs_and_fetch_menus(

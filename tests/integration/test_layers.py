@@ -145,7 +145,8 @@ def test_the_layered_image_boots_with_the_layer_in_force(layered: Layered,
                                                          tmp_path: Path) -> None:
     out = ARTIFACTS / "boot-layered"
     expect = [arg for command in EXPECT for arg in ("--expect", command)]
-    proc = run_deblive("test", layered.second.iso, "--mode", "uefi-cd", "--output", out,
+    # bios-cd: the quickest boot under TCG; the stack of layers is the firmware's no matter.
+    proc = run_deblive("test", layered.second.iso, "--mode", "bios-cd", "--output", out,
                        *expect, timeout=1800)
     results = json.loads((out / "results.json").read_text())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -8,6 +8,9 @@ device it starts from is the FAT image efi.img (El Torito image or appended
 partition), so efi.img holds /EFI/debian/grub.cfg, which finds the ISO 9660
 filesystem by this build's marker /.disk/id/<uuid> (never /.disk/info:
 Debian #1024346) and sources the real menu from /boot/grub/grub.cfg there.
+Where Debian signs no boot loader (armhf), /EFI/boot/boot<arch>.efi is a grub
+linked by grub-mkimage with the same prefix (build.bootfiles): the firmware
+starts it directly and it reads the same /EFI/debian/grub.cfg.
 
 efi.img is made without root or loop devices (mkfs.vfat -C plus mtools),
 sized from its contents, with a fixed volume id, --invariant and file dates
@@ -215,7 +218,8 @@ def install_bootloaders(ctx: BuildContext) -> BootFiles:
     ctx.outputs.append(entries)
     ctx.log.info(
         f"boot loaders installed: {'ISOLINUX, ' if files.bios else ''}"
-        f"shim + grub ({files.efi.grub_platform}), efi.img {image.stat().st_size // 1024} KiB"
+        f"{'shim + ' if files.efi.shim else ''}grub ({files.efi.grub_platform}), "
+        f"efi.img {image.stat().st_size // 1024} KiB"
     )
     return files
 
