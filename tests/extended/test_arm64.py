@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,8 @@ from deblive.core.log import BuildLog
 from deblive.model.arch import Arch
 from deblive.vm.command import Accel, VMSpec, build_command
 from deblive.vm.firmware import select_firmware
+from tests.extended.buildkit import build_iso
 from tests.extended.test_flavours_extended import artifacts
-
-REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.extended
 
@@ -75,16 +73,8 @@ def arm64_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 90 s for /dev/ttyAMA0, and the serial getty then fails for good.
     config.write_text("name: deblive\narchitecture: arm64\ndevicetree: virt.dtb\n"
                       "boot: {cmdline: systemd.default_device_timeout_sec=600}\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "deblive", "build", str(config), "-o", str(base / "out"),
-         "--workdir", str(base / "work"), "--force"],
-        capture_output=True, text=True, timeout=3 * 3600, cwd=REPO, stdin=subprocess.DEVNULL,
-    )
-    (base / "build-output.txt").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    isos = list((base / "out").glob("*.iso"))
-    assert len(isos) == 1
-    return isos[0]
+    iso, _ = build_iso(config, base)
+    return iso
 
 
 def test_arm64_iso_is_detected_and_boots_uefi_cd(

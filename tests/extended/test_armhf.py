@@ -10,8 +10,6 @@ Artifacts (serial logs, results.json) go to $DEBLIVE_ARTIFACTS or the pytest tem
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,9 +20,8 @@ from deblive.boottest.run import TestOptions, run_tests
 from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
 from deblive.model.arch import Arch
+from tests.extended.buildkit import build_iso
 from tests.extended.test_flavours_extended import artifacts
-
-REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.extended
 
@@ -37,16 +34,9 @@ def armhf_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # /dev/ttyAMA0, and the serial getty then fails for good.
     config.write_text("name: deblive\nsuite: bookworm\narchitecture: armhf\n"
                       "boot: {cmdline: systemd.default_device_timeout_sec=600}\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "deblive", "build", str(config), "-o", str(base / "out"),
-         "--workdir", str(base / "work"), "--force"],
-        capture_output=True, text=True, timeout=3 * 3600, cwd=REPO, stdin=subprocess.DEVNULL,
-    )
-    (base / "build-output.txt").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    isos = list((base / "out").glob("*.iso"))
-    assert [iso.name for iso in isos] == ["deblive-bookworm-armhf.iso"]
-    return isos[0]
+    iso, _ = build_iso(config, base)
+    assert iso.name == "deblive-bookworm-armhf.iso"
+    return iso
 
 
 def test_armhf_iso_carries_its_own_grub_and_boots_uefi_cd(

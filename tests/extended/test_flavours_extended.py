@@ -10,8 +10,6 @@ Artifacts (serial logs, PNGs) go to $DEBLIVE_ARTIFACTS or the pytest temp dir.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ import yaml
 from deblive.boottest.modes import BootMode
 from deblive.boottest.run import TestOptions, run_tests
 from deblive.core.log import BuildLog
+from tests.extended.buildkit import build_iso
 from tests.integration.test_flavours import CI_FLAVOURS, FLAVOURS, PRESEED, check_flavour_plan
 from tests.support import desktop as sessiontest
 from tests.support import installer as installtest
@@ -45,16 +44,8 @@ def build_flavour(flavour: str, base: Path, preseed: str | None = None) -> Path:
         (base / "preseed.cfg").write_text(preseed)
     config = base / f"{flavour}.yaml"
     config.write_text(yaml.safe_dump(data, allow_unicode=True))
-    proc = subprocess.run(
-        [sys.executable, "-m", "deblive", "build", str(config), "-o", str(base / "out"),
-         "--workdir", str(base / "work"), "--force"],
-        capture_output=True, text=True, timeout=3 * 3600, cwd=REPO, stdin=subprocess.DEVNULL,
-    )
-    (base / "build-output.txt").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    isos = list((base / "out").glob("*.iso"))
-    assert len(isos) == 1
-    return isos[0]
+    iso, _ = build_iso(config, base)
+    return iso
 
 
 @pytest.mark.parametrize("flavour", [f for f in FLAVOURS if f not in CI_FLAVOURS])

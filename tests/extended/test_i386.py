@@ -10,8 +10,6 @@ Artifacts (serial logs, results.json) go to $DEBLIVE_ARTIFACTS or the pytest tem
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,9 +19,8 @@ from deblive.boottest.modes import MEDIUM_MODES
 from deblive.boottest.run import TestOptions, run_tests
 from deblive.core.log import BuildLog
 from deblive.model.arch import Arch
+from tests.extended.buildkit import build_iso
 from tests.extended.test_flavours_extended import artifacts
-
-REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.extended
 
@@ -33,17 +30,10 @@ def i386_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("i386")
     config = base / "i386.yaml"
     config.write_text("name: deblive\nsuite: bookworm\narchitecture: i386\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "deblive", "build", str(config), "-o", str(base / "out"),
-         "--workdir", str(base / "work"), "--force"],
-        capture_output=True, text=True, timeout=3600, cwd=REPO, stdin=subprocess.DEVNULL,
-    )
-    (base / "build-output.txt").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    assert "qemu-user" not in proc.stdout + proc.stderr  # no emulation for its bootstrap
-    isos = list((base / "out").glob("*.iso"))
-    assert [iso.name for iso in isos] == ["deblive-bookworm-i386.iso"]
-    return isos[0]
+    iso, output = build_iso(config, base, timeout=3600)
+    assert "qemu-user" not in output  # no emulation for its bootstrap
+    assert iso.name == "deblive-bookworm-i386.iso"
+    return iso
 
 
 def test_i386_iso_boots_bios_and_32_bit_uefi_from_cd_and_usb(

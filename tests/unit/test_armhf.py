@@ -19,6 +19,7 @@ from deblive.build.bootfiles import BootFilesError
 from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
 from deblive.host import preflight
+from deblive.model import config
 from deblive.model.arch import Arch
 from deblive.vm.command import Accel, Media, VMSpec, build_command
 from deblive.vm.firmware import select_firmware
@@ -118,7 +119,7 @@ def test_make_unsigned_grub_runs_grub_mkimage_for_the_unsigned_layout(tmp_path: 
 def test_netboot_is_refused_for_armhf_in_the_config_and_by_the_boot_files(
     tmp_path: Path
 ) -> None:
-    with pytest.raises(Exception, match=r"netboot.*armhf has no network boot loader"):
+    with pytest.raises(config.ConfigError, match=r"netboot.*armhf has no network boot loader"):
         conftest.parse({"name": "x", "architecture": "armhf", "formats": ["iso", "netboot"],
                         "netboot": {"url": "http://192.0.2.1/"}})
     outside = tmp_path / "host"
