@@ -60,6 +60,7 @@ class BootMode(enum.StrEnum):
         BIOS needs a BIOS (arm64 is UEFI only). Secure Boot on an architecture
         other than amd64 needs its firmware with enrolled keys installed
         (AAVMF's from qemu-efi-aarch64); on amd64 a missing OVMF stays a failure.
+        U-Boot's UEFI (riscv64) boots disks, not CDs.
         """
         qemu = arch.qemu
         if qemu is None:
@@ -75,6 +76,15 @@ class BootMode(enum.StrEnum):
                 select_firmware("secureboot", qemu)
             except QemuError as exc:
                 return f"{self}: not applicable: {exc}"
+        if not self.network and self.media == "cd" and self.uefi:
+            try:
+                firmware = select_firmware(self.firmware, qemu)
+            except QemuError:
+                return None  # the boot reports the missing firmware
+            if firmware is not None and not firmware.boots_cd:
+                return (f"{self}: not applicable to {arch} with U-Boot's UEFI "
+                        f"({qemu.firmware_package}): it boots no CD-ROM on qemu's "
+                        f"{qemu.machine} (uefi-usb boots the same image as a disk)")
         return None
 
 

@@ -147,7 +147,7 @@ def boot_vm_spec(iso: Path, firmware_kind: FirmwareKind, media: MediaKind | None
     assert arch.qemu is not None
     firmware = select_firmware(firmware_kind, arch.qemu)
     vars_file = None
-    if firmware is not None:
+    if firmware is not None and firmware.vars_template is not None:
         vars_file = workdir / f"{arch.qemu.firmware_dir.name}_VARS.fd"
         shutil.copyfile(firmware.vars_template, vars_file)
     return VMSpec(arch=arch, accel=decision.accel, firmware=firmware, vars_file=vars_file,

@@ -62,7 +62,7 @@ class QemuSystem:
     qemu_arch: str  # qemu's (and the firmware descriptors') architecture name
     firmware_package: str  # the Debian package with the UEFI firmware
     firmware_dir: Path
-    known_plain: tuple[str, str]  # code and varstore without Secure Boot
+    known_plain: tuple[str, str | None]  # code and varstore without Secure Boot (None: none)
     known_secure: tuple[str, str] | None  # with Secure Boot and enrolled keys, if packaged
     tcg_cpu: str | None  # -cpu under TCG (None: qemu's default model)
     # Cross-architecture TCG is several times slower than TCG of the host's
@@ -73,6 +73,11 @@ class QemuSystem:
     # The plain UEFI build is OVMF's Secure Boot one with an empty varstore (ovmf-ia32
     # packages no other), which keeps its varstore in SMM too.
     plain_needs_smm: bool = False
+    # The known firmware is U-Boot, loaded by qemu's -kernel as the next stage of
+    # qemu's own OpenSBI (RISC-V virt; no flash, its EFI variables live in RAM).
+    # Debian's qemu-riscv64_smode build boots virtio disks only: no CD (no
+    # virtio-scsi driver; its AHCI times out on an ATAPI drive) and no USB.
+    known_is_u_boot: bool = False
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,21 @@ PROFILES: dict[Arch, ArchProfile] = {
     Arch.RISCV64: ArchProfile(
         kernel_flavour="riscv64", qemu_user="riscv64", machines=("riscv64",),
         serial_tty="ttyS0", grub_uart=False,
+        # A release architecture from trixie; Debian signs no boot loader for it.
+        boot=BootLayout(
+            packages=("grub-efi-riscv64-bin",), efi_suffix="riscv64",
+            grub_efi_dir="riscv64-efi", grub_platform="riscv64-efi", bios=False,
+            installer_dir="/install.riscv64", first_suite="trixie", devicetree=True,
+            signed=False,
+        ),
+        qemu=QemuSystem(
+            binary="qemu-system-riscv64", package="qemu-system-misc", machine="virt",
+            descriptor_machine="virt", qemu_arch="riscv64", firmware_package="u-boot-qemu",
+            firmware_dir=Path("/usr/lib/u-boot/qemu-riscv64_smode"),
+            known_plain=("u-boot.bin", None), known_secure=None, tcg_cpu=None,
+            foreign_slowdown=5.0, secure_boot_needs_smm=False, bios=False,
+            known_is_u_boot=True,
+        ),
     ),
     Arch.MIPS64EL: ArchProfile(
         kernel_flavour="5kc-malta", qemu_user="mips64el", machines=("mips64",),

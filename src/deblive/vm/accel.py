@@ -140,8 +140,10 @@ def probe_kvm(runner: Runner, host: Arch, timeout: float = 10.0) -> ProbeResult:
         return ProbeResult(ProbeOutcome.EXITED, str(exc))
     assert firmware is not None
     with vm_workdir("deblive-kvmprobe-") as work:
-        vars_file = work / "vars.fd"
-        shutil.copyfile(firmware.vars_template, vars_file)
+        vars_file = None
+        if firmware.vars_template is not None:
+            vars_file = work / "vars.fd"
+            shutil.copyfile(firmware.vars_template, vars_file)
         spec = VMSpec(arch=host, accel=Accel.KVM, name="deblive-kvmprobe", memory_mib=256,
                       firmware=firmware, vars_file=vars_file, display=False)
         with Machine(spec, runner, work / "serial.log", work) as vm:

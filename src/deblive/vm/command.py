@@ -176,6 +176,11 @@ def _machine_args(spec: VMSpec) -> list[str]:
 def _firmware_args(spec: VMSpec) -> list[str]:
     if spec.firmware is None:
         return []
+    if spec.firmware.u_boot:
+        # qemu's default OpenSBI (-bios default) starts what -kernel loads: U-Boot.
+        if spec.direct_kernel is not None:
+            raise QemuError("U-Boot is loaded as qemu's -kernel: no direct kernel boot with it")
+        return ["-kernel", str(spec.firmware.code)]
     if spec.vars_file is None:
         raise QemuError("UEFI needs a per-run copy of the variable store")
     args = [
@@ -191,14 +196,16 @@ def _firmware_args(spec: VMSpec) -> list[str]:
 
 def _xhci(spec: VMSpec) -> bool:
     """An xHCI controller: for a USB stick, and on virt for its USB keyboard."""
-    usb = spec.media is not None and spec.media.kind == "usb"
+    usb = (spec.media is not None and spec.media.kind == "usb"
+           and (spec.firmware is None or spec.firmware.boots_usb))
     return usb or (spec.virt and spec.display)
 
 
 def _media_args(spec: VMSpec) -> list[str]:
     """The ISO as a CD (q35: the built-in AHCI; virt, which has no IDE: virtio-scsi),
     or as a USB stick on xHCI: the same file as a raw disk with snapshot=on, so
-    the guest may write and the ISO is never modified."""
+    the guest may write and the ISO is never modified. Under U-Boot, which boots
+    no USB, the stick is a virtio disk."""
     if spec.media is None:
         return []
     iso = escape(spec.media.path)
@@ -209,8 +216,10 @@ def _media_args(spec: VMSpec) -> list[str]:
                     "-device", "scsi-cd,bus=scsi.0,drive=media,bootindex=1"]
         return ["-drive", cdrom, "-device", "ide-cd,drive=media,bootindex=1"]
     snapshot = "" if spec.media.writable else "snapshot=on,"
-    return ["-drive", f"if=none,id=media,format=raw,{snapshot}file={iso}",
-            "-device", "usb-storage,bus=xhci.0,drive=media,removable=on,bootindex=1"]
+    drive = ["-drive", f"if=none,id=media,format=raw,{snapshot}file={iso}"]
+    if spec.firmware is not None and not spec.firmware.boots_usb:
+        return [*drive, "-device", "virtio-blk-pci,drive=media,bootindex=1"]
+    return [*drive, "-device", "usb-storage,bus=xhci.0,drive=media,removable=on,bootindex=1"]
 
 
 def _display_args(spec: VMSpec) -> list[str]:

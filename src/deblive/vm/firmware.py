@@ -3,7 +3,9 @@
 /usr/share/qemu/firmware/*.json (and /etc/qemu/firmware, which overrides)
 describe each firmware build: its architecture and machines, its code and
 variable-store files, and whether it enforces Secure Boot with enrolled
-keys. Debian's package paths are the fallback for hosts without them.
+keys. Debian's package paths are the fallback for hosts without them; for
+RISC-V that is U-Boot's UEFI (u-boot-qemu), which qemu loads after its own
+OpenSBI, since a bookworm host packages no EDK2 for it.
 """
 
 from __future__ import annotations
@@ -24,13 +26,26 @@ FirmwareKind = Literal["bios", "uefi", "secureboot"]
 
 @dataclass(frozen=True)
 class Firmware:
-    """A UEFI code image with the template of its variable store."""
+    """A UEFI code image with the template of its variable store (in flash), or
+    U-Boot (u_boot: qemu's -kernel, no variable store)."""
 
     code: Path
-    vars_template: Path
+    vars_template: Path | None
     secure_boot: bool
     requires_smm: bool
     source: str  # descriptor file or "known path", for the log
+    u_boot: bool = False
+
+    @property
+    def boots_cd(self) -> bool:
+        """It boots a CD-ROM (El Torito): U-Boot's qemu build finds none."""
+        return not self.u_boot
+
+    @property
+    def boots_usb(self) -> bool:
+        """It boots a USB stick; U-Boot's qemu build boots virtio disks only, so a
+        stick is attached as one (the same hybrid image, its EFI partition)."""
+        return not self.u_boot
 
 
 def _descriptor_files(dirs: Sequence[Path]) -> list[Path]:
@@ -91,12 +106,12 @@ def _known_firmware(kind: FirmwareKind, qemu: QemuSystem) -> Firmware | None:
     if kind == "secureboot":
         if qemu.known_secure is None:
             return None
-        code, template = qemu.known_secure
+        secure_code, secure_vars = qemu.known_secure
         smm = qemu.secure_boot_needs_smm
-        return Firmware(directory / code, directory / template, True, smm, "known path")
+        return Firmware(directory / secure_code, directory / secure_vars, True, smm, "known path")
     code, template = qemu.known_plain
-    return Firmware(directory / code, directory / template, False, qemu.plain_needs_smm,
-                    "known path")
+    return Firmware(directory / code, directory / template if template else None, False,
+                    qemu.plain_needs_smm, "known path", u_boot=qemu.known_is_u_boot)
 
 
 def select_firmware(
@@ -128,10 +143,12 @@ def select_firmware(
         # (OVMF's needs SMM; AAVMF's "secboot" build would enforce it).
         if not want_secure and (firmware.requires_smm or "secure-boot" in data.get("features", [])):
             continue
-        if exists(firmware.code) and exists(firmware.vars_template):
+        if exists(firmware.code) and firmware.vars_template is not None and exists(
+                firmware.vars_template):
             return firmware
     fallback = _known_firmware(kind, qemu)
-    if fallback is not None and exists(fallback.code) and exists(fallback.vars_template):
+    if fallback is not None and exists(fallback.code) and (
+            fallback.vars_template is None or exists(fallback.vars_template)):
         return fallback
     what = f"{qemu.qemu_arch} {kind} firmware"
     if kind == "secureboot":
