@@ -45,7 +45,7 @@ def virt_devicetree(dest: Path) -> None:
     qemu = Arch.ARM64.qemu
     assert qemu is not None
     firmware = select_firmware("uefi", qemu)
-    assert firmware is not None
+    assert firmware is not None and firmware.vars_template is not None
     vars_file = dest.with_suffix(".vars.fd")
     shutil.copyfile(firmware.vars_template, vars_file)
     spec = VMSpec(arch=Arch.ARM64, accel=Accel.TCG, firmware=firmware, vars_file=vars_file,

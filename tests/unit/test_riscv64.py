@@ -16,6 +16,7 @@ from deblive.boottest import modes
 from deblive.boottest.modes import BootMode
 from deblive.build import bootfiles
 from deblive.host import preflight
+from deblive.model import config
 from deblive.model.arch import Arch, QemuSystem
 from deblive.vm.command import Accel, DirectKernel, Media, VMSpec, build_command
 from deblive.vm.errors import QemuError
@@ -58,6 +59,9 @@ def test_a_bookworm_riscv64_medium_is_refused_but_a_trixie_one_is_not() -> None:
     cfg = conftest.parse({"name": "x", "suite": "trixie", "architecture": "riscv64"})
     preflight.check_bootable(cfg, RELEASES)
     assert cfg.architecture is Arch.RISCV64
+    with pytest.raises(config.ConfigError, match=r"netboot.*riscv64 has no network boot loader"):
+        conftest.parse({"name": "x", "suite": "trixie", "architecture": "riscv64",
+                        "formats": ["iso", "netboot"], "netboot": {"url": "http://192.0.2.1/"}})
 
 
 def test_grub_mkimage_links_the_riscv64_efi_grub() -> None:
