@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from deblive.build.kernels import kernel_images
 from deblive.core.errors import DebliveError
 from deblive.core.runner import Result, Runner
 from deblive.host.imagetree import ImageTree
@@ -168,8 +169,8 @@ class InitramfsDeferral:
 
     def kernels(self) -> list[str]:
         """Kernel versions with both modules and an image in /boot."""
-        return [v for v in self.tree.listdir("/lib/modules")
-                if self.tree.exists(f"/boot/vmlinuz-{v}")]
+        images = kernel_images(self.tree)
+        return [v for v in self.tree.listdir("/lib/modules") if v in images]
 
     def generate(self) -> list[str]:
         """Restore update-initramfs and make each kernel's initramfs; returns the versions."""

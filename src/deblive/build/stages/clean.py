@@ -17,6 +17,7 @@ from debian import deb822
 
 from deblive.build import origins, sbom
 from deblive.build.context import BuildContext
+from deblive.build.kernels import kernel_images
 from deblive.build.stage import Stage
 from deblive.host.imagetree import ImageTree, TreeError
 
@@ -131,9 +132,7 @@ class Clean(Stage):
         manifest.write_text(listing)
         ctx.outputs += [manifest, write_sbom(ctx)]
         ctx.facts.package_count = len(listing.splitlines())
-        ctx.facts.kernels = sorted(
-            p.rsplit("/", 1)[1].removeprefix("vmlinuz-") for p in tree.glob("/boot", "vmlinuz-*")
-        )
+        ctx.facts.kernels = sorted(kernel_images(tree))
 
 
 def write_sbom(ctx: BuildContext) -> Path:

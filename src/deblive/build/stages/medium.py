@@ -27,6 +27,7 @@ from debian.debian_support import Version
 
 from deblive.build import installer
 from deblive.build.context import BuildContext
+from deblive.build.kernels import kernel_images
 from deblive.build.stage import Stage
 from deblive.build.stages.squash import FLAT, LAYER, MODULE
 from deblive.core.errors import DebliveError
@@ -57,8 +58,7 @@ class Kernel:
 def find_kernels(tree: ImageTree) -> list[Kernel]:
     """Kernels with their initrds in the image's /boot, oldest first (Debian version order)."""
     kernels = []
-    for vmlinuz in tree.glob("/boot", "vmlinuz-*"):
-        version = vmlinuz.rsplit("/", 1)[1].removeprefix("vmlinuz-")
+    for version, vmlinuz in kernel_images(tree).items():
         initrd = f"/boot/initrd.img-{version}"
         if not tree.is_file(initrd):
             raise MediumError(
@@ -67,8 +67,8 @@ def find_kernels(tree: ImageTree) -> list[Kernel]:
             )
         kernels.append(Kernel(version, vmlinuz, initrd))
     if not kernels:
-        raise MediumError("no kernel (vmlinuz-*) in the image's /boot: is a linux-image package "
-                          "installed?")
+        raise MediumError("no kernel (vmlinuz-* or vmlinux-*) in the image's /boot: is a "
+                          "linux-image package installed?")
     return sorted(kernels, key=lambda k: Version(k.version))
 
 
@@ -118,7 +118,8 @@ def lay_out_medium(ctx: BuildContext, squashfs: list[Path], packages_list: Path)
             ctx.tree.copy_out(inside, live / inside.rsplit("/", 1)[1])
     newest = kernels[-1]
     # Hard links within the medium: xorriso stores the data once.
-    place(live / f"vmlinuz-{newest.version}", medium / bootmenu.KERNEL_PATH.lstrip("/"),
+    # /live/vmlinuz whatever /boot calls it (riscv64's and ppc64el's are vmlinux-*).
+    place(live / newest.vmlinuz.rsplit("/", 1)[1], medium / bootmenu.KERNEL_PATH.lstrip("/"),
           link=True)
     place(live / f"initrd.img-{newest.version}", medium / bootmenu.INITRD_PATH.lstrip("/"),
           link=True)
