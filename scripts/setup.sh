@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 DEBS="mmdebstrap debootstrap squashfs-tools xorriso mtools dosfstools
 qemu-system-x86 qemu-utils ovmf ovmf-ia32 qemu-system-arm qemu-efi-aarch64 qemu-efi-arm
-qemu-system-misc u-boot-qemu
+qemu-system-misc u-boot-qemu qemu-system-ppc
 grub-common
 qemu-user-static binfmt-support arch-test
 distro-info-data debian-archive-keyring python3 python3-venv ca-certificates

@@ -60,7 +60,7 @@ def test_the_modules_are_copied_out_and_grub_is_named_for_the_firmware(tmp_path:
     outside.mkdir()
     unpacked_grub(tmp_path / "unpacked", outside)
     files = bootfiles.locate(tmp_path / "unpacked", tmp_path / "files", Arch.ARMHF)
-    assert files.bios is None and files.net is None
+    assert files.bios is None and files.net is None and files.efi is not None
     assert files.efi.shim is None and files.efi.mokmanager is None
     assert files.efi.grub == tmp_path / "files" / "grubarm.efi"
     # No shim: the firmware starts grub itself, by the removable-media name.

@@ -15,7 +15,7 @@ from deblive.boottest import checks
 from deblive.boottest import run as boottest
 from deblive.boottest.checks import check_expect, failed_units, root_locked, secure_boot_value
 from deblive.boottest.medium import BOOT_ENTRIES, BootEntries, read_entries
-from deblive.boottest.modes import BadInput, BootMode, parse_modes
+from deblive.boottest.modes import MEDIUM_MODES, BadInput, BootMode, parse_modes
 from deblive.boottest.shell import (
     LOGIN_PROMPT,
     LoginFailed,
@@ -101,8 +101,10 @@ def test_failed_units() -> None:
 
 
 def test_parse_modes() -> None:
-    assert parse_modes(None) == [m for m in BootMode if not m.network]
-    assert len(parse_modes(None)) == 6
+    assert parse_modes(None) == list(MEDIUM_MODES) == [
+        BootMode.BIOS_CD, BootMode.BIOS_USB, BootMode.UEFI_CD, BootMode.UEFI_USB,
+        BootMode.SECUREBOOT_CD, BootMode.SECUREBOOT_USB]
+    assert parse_modes(None, arch=Arch.ARM64) == list(MEDIUM_MODES)
     assert parse_modes(None, network=True) == [
         BootMode.PXE_BIOS, BootMode.PXE_UEFI, BootMode.PXE_SECUREBOOT]
     assert parse_modes(["uefi-usb,bios-cd", "bios-cd"]) == [BootMode.BIOS_CD, BootMode.UEFI_USB]
@@ -335,7 +337,7 @@ def test_run_tests_in_parallel_keeps_order_and_writes_json(
     monkeypatch.setattr(shutil, "which", lambda _: "/usr/bin/qemu-system-x86_64")
     options = boottest.TestOptions(accel=AccelRequest.TCG, jobs=3, arch=Arch.AMD64)
     results = boottest.run_tests(iso, parse_modes(None), options, BuildLog())
-    assert [r.mode for r in results] == [str(m) for m in BootMode if not m.network]
+    assert [r.mode for r in results] == [str(m) for m in MEDIUM_MODES]
     assert set(seen_smp) == {1}
     data = json.loads((tmp_path / "test-live" / "results.json").read_text())
     assert data["passed"] is False

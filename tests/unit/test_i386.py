@@ -44,7 +44,7 @@ I386: QemuSystem = _i386
     (Arch.I386, "bookworm", True), (Arch.I386, "trixie", False), (Arch.I386, "sid", False),
     (Arch.ARMHF, "bookworm", True), (Arch.S390X, "trixie", False),
     (Arch.RISCV64, "bookworm", False), (Arch.RISCV64, "trixie", True),
-    (Arch.PPC64EL, "bookworm", False),
+    (Arch.PPC64EL, "bullseye", False), (Arch.PPC64EL, "bookworm", True),
     (Arch.MIPS64EL, "bookworm", False), (Arch.ARMEL, "bookworm", False),
 ])
 def test_which_architecture_boots_from_which_suite(arch: Arch, suite: str,

@@ -152,6 +152,7 @@ def test_locate_copies_the_amd64_files_out(tmp_path: Path) -> None:
     found = bootfiles.locate(unpacked, files, Arch.AMD64)
     assert found.bios is not None
     assert found.bios.ldlinux == files / "ldlinux.c32"
+    assert found.efi is not None and found.chrp is None
     assert found.efi.efi_boot_names() == {
         "bootx64.efi": files / "shimx64.efi.signed",
         "grubx64.efi": files / "gcdx64.efi.signed",

@@ -129,7 +129,7 @@ def test_the_matrix_command_writes_the_pipeline_and_refuses_bad_input(tmp_path: 
             "publish"} <= set(jobs)
     assert _deblive(*args, cwd=tmp_path).returncode == 0
     assert (tmp_path / ".gitlab-ci.yml").read_text() == first
-    for bad, words in ((("--arch", "ppc64el"), "no bootable medium for ppc64el from bookworm"),
+    for bad, words in ((("--arch", "s390x"), "no bootable medium for s390x from bookworm"),
                        (("--arch", "vax"), "--arch"),
                        (("--test", "bios-floppy"), "unknown mode")):
         proc = _deblive("matrix", "configs/a.yaml", *bad, "-o", "x.yml", cwd=tmp_path)

@@ -17,6 +17,11 @@ from deblive.boottest.shell import SerialShell
 from deblive.model.sections import NETBOOT_SQUASHFS
 
 SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+# The firmware interface the kernel booted through: EFI's runtime services show in
+# /sys/firmware/efi; Open Firmware leaves its /openprom node (SLOF's "model" in it) in
+# the device tree the kernel copied from it; a PC BIOS leaves neither.
+FIRMWARE_COMMAND = ("if test -d /sys/firmware/efi; then echo uefi; "
+                    "elif test -d /proc/device-tree/openprom; then echo ofw; else echo bios; fi")
 UNIT_NAME = re.compile(
     r"^[\s*\u25cf]*(?P<unit>[\w@:.\\-]+\."
     r"(?:service|socket|mount|automount|swap|target|timer|path|device|scope|slice))\s",
@@ -68,9 +73,9 @@ def check_root_locked(shell: SerialShell, entries: BootEntries) -> Check:
 
 
 def check_firmware(shell: SerialShell, mode: BootMode) -> Check:
-    res = shell.run("test -d /sys/firmware/efi && echo uefi || echo bios")
+    res = shell.run(FIRMWARE_COMMAND)
     seen = res.output.strip().splitlines()[-1] if res.output.strip() else "?"
-    want = "uefi" if mode.uefi else "bios"
+    want = mode.interface
     return Check("firmware", seen == want, f"booted via {seen}, expected {want}")
 
 

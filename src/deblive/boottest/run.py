@@ -48,7 +48,7 @@ FAILURE_TAIL = 30
 # and systemd lines show only without `quiet` (e.g. boot.cmdline
 # "loglevel=6 systemd.show_status=1"); the boot loader and login always show.
 MILESTONES = {
-    "firmware": re.compile(r"BdsDxe|SeaBIOS|iPXE|Booting from"),
+    "firmware": re.compile(r"BdsDxe|SeaBIOS|iPXE|Booting from|SLOF"),
     "boot-loader": re.compile(r"ISOLINUX|GNU GRUB|Welcome to GRUB"),
     "kernel": re.compile(r"Linux version \d|EFI stub:"),
     "initramfs": re.compile(r"Run /init as init process|Loading, please wait"),
@@ -300,6 +300,18 @@ def run_mode(target: Target, mode: BootMode, selector: AccelSelector, options: T
     word = "passed" if result.result == "pass" else "FAILED"
     log.info(f"{mode}: {word} in {format_seconds(result.seconds_total)} ({result.accel})")
     return result
+
+
+def image_arch(iso: Path, options: TestOptions) -> Arch | None:
+    """The architecture of an image file (its boot entries, else --arch), for its default
+    modes; None when neither says (target_for then tells why)."""
+    if options.arch is not None:
+        return options.arch
+    try:
+        entries = read_entries(iso.resolve()) if iso.is_file() else None
+    except EntriesError:
+        return None
+    return entries.architecture if entries is not None else None
 
 
 def target_for(iso: Path, options: TestOptions) -> Target:

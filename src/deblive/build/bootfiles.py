@@ -14,6 +14,13 @@ Where Debian signs no grub (armhf), the package holds grub's modules: they are
 copied out the same way and the host's grub-mkimage links the EFI image from
 those copies (GRUB_MODULES, prefix /EFI/debian: the same early config as the
 signed grub's then finds the medium).
+
+IBM POWER (ppc64el) boots through Open Firmware: grub-ieee1275-bin's modules
+are copied out the same way and grub-mkimage links a CHRP ELF (powerpc.elf)
+with prefix /boot/grub and an early config inside it (--config): Open
+Firmware's boot path names partition 0, which grub cannot open ("unrecognized
+number"), and there is no efi.img to hold the config, so the image itself must
+find this build's medium.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from deblive.core.errors import DebliveError
 from deblive.core.runner import Runner
 from deblive.host import deletion
 from deblive.host.imagetree import ImageTree
-from deblive.model.arch import Arch, BootLayout
+from deblive.model.arch import Arch, BootFirmware, BootLayout
 
 # ISOLINUX modules the menus need: ldlinux is ISOLINUX's core, vesamenu (with a
 # splash) and menu (text only) are the UIs, libcom32/libutil their libraries.
@@ -43,7 +50,10 @@ GRUB_MODULES: Final = (
     "efi_gop", "all_video", "font", "gfxterm", "png", "serial", "terminal", "ls", "cat",
     "halt", "reboot", "true", "regexp",
 )
-GRUB_PREFIX: Final = "/EFI/debian"
+# grub's powerpc-ieee1275 platform has no devicetree command and no EFI video.
+GRUB_MODULES_IEEE1275: Final = tuple(m for m in GRUB_MODULES if m not in ("fdt", "efi_gop"))
+CHRP_GRUB: Final = "powerpc.elf"  # grub-install's name; /ppc/bootinfo.txt names its path
+EARLY_CONFIG: Final = "early.cfg"  # beside the modules: what grub-mkimage --config embeds
 
 
 class BootFilesError(DebliveError):
@@ -96,6 +106,15 @@ class EfiFiles:
 
 
 @dataclass(frozen=True)
+class ChrpFiles:
+    """Open Firmware's boot file: grub linked by grub-mkimage as a CHRP ELF (32-bit
+    big-endian PowerPC), which the firmware loads by the path /ppc/bootinfo.txt names."""
+
+    grub_platform: str  # powerpc-ieee1275
+    grub: Path  # powerpc.elf
+
+
+@dataclass(frozen=True)
 class NetFiles:
     """Network boot loaders: PXELINUX for BIOS, Debian's signed network grub for UEFI.
 
@@ -110,12 +129,29 @@ class NetFiles:
 @dataclass(frozen=True)
 class BootFiles:
     """Every boot file, copied out of the packages; bios is None without BIOS boot,
-    net None unless the netboot format was asked for."""
+    efi None without UEFI (chrp then: Open Firmware's), net None unless the netboot
+    format was asked for."""
 
     arch: Arch
     bios: BiosFiles | None
-    efi: EfiFiles
+    efi: EfiFiles | None
     net: NetFiles | None = None
+    chrp: ChrpFiles | None = None
+
+    @property
+    def grub(self) -> Path:
+        """The grub image the firmware starts (EFI) or loads (Open Firmware)."""
+        if self.efi is not None:
+            return self.efi.grub
+        assert self.chrp is not None
+        return self.chrp.grub
+
+    @property
+    def grub_platform(self) -> str:
+        if self.efi is not None:
+            return self.efi.grub_platform
+        assert self.chrp is not None
+        return self.chrp.grub_platform
 
 
 def package_of_deb(deb: Path) -> str:
@@ -158,17 +194,26 @@ def _copy_grub_modules(tree: ImageTree, layout: BootLayout, dest: Path) -> None:
             tree.copy_out(f"{inside}/{name}", dest / name)
 
 
-def grub_mkimage_argv(layout: BootLayout, modules: Path, output: Path) -> list[str]:
-    """The host's grub-mkimage linking the unsigned EFI grub from copied-out modules."""
+def grub_modules(layout: BootLayout) -> tuple[str, ...]:
+    """The modules built into an unsigned grub of layout's firmware."""
+    return GRUB_MODULES if layout.firmware.efi else GRUB_MODULES_IEEE1275
+
+
+def grub_mkimage_argv(layout: BootLayout, modules: Path, output: Path,
+                      config: Path | None = None) -> list[str]:
+    """The host's grub-mkimage linking the unsigned grub from copied-out modules;
+    config: an early config to embed (run by grub's rescue parser before normal mode)."""
     return ["grub-mkimage", "--format", layout.grub_platform, "--directory", str(modules),
-            "--prefix", GRUB_PREFIX, "--output", str(output), *GRUB_MODULES]
+            "--prefix", layout.firmware.grub_prefix,
+            *(["--config", str(config)] if config is not None else []),
+            "--output", str(output), *grub_modules(layout)]
 
 
 def locate(unpacked: Path, files: Path, arch: Arch, netboot: bool = False) -> BootFiles:
     """Copy the boot files out of an unpacked tree into files (fresh), and name them.
 
-    For an unsigned layout, efi.grub names the image make_unsigned_grub() writes
-    from the modules copied to files/grub-modules."""
+    For an unsigned layout, efi.grub (chrp.grub for Open Firmware) names the image
+    make_unsigned_grub() writes from the modules copied to files/grub-modules."""
     layout = arch_boot(arch)
     deletion.remove_tree(files)
     files.mkdir(parents=True)
@@ -189,7 +234,12 @@ def locate(unpacked: Path, files: Path, arch: Arch, netboot: bool = False) -> Bo
                 modules={name: take(f"{SYSLINUX_MODULES}/{name}") for name in ISOLINUX_MODULES},
             )
         sfx = layout.efi_suffix
-        if layout.signed:
+        efi: EfiFiles | None = None
+        chrp: ChrpFiles | None = None
+        if layout.firmware is BootFirmware.IEEE1275:
+            _copy_grub_modules(tree, layout, files / "grub-modules")
+            chrp = ChrpFiles(grub_platform=layout.grub_platform, grub=files / CHRP_GRUB)
+        elif layout.signed:
             efi = EfiFiles(
                 suffix=sfx,
                 grub_platform=layout.grub_platform,
@@ -203,30 +253,42 @@ def locate(unpacked: Path, files: Path, arch: Arch, netboot: bool = False) -> Bo
                            mokmanager=None, grub=files / f"grub{sfx}.efi")
         net = None
         if netboot:
-            if not layout.signed:
-                raise BootFilesError(f"no network boot loader for {arch}: Debian signs no "
-                                     "network grub for it")
+            why = layout.netboot_refusal()
+            if why is not None:
+                raise BootFilesError(f"no network boot loader for {arch}: {why}")
             net = NetFiles(
                 pxelinux=take(PXELINUX) if layout.bios else None,
                 grub=take(f"/usr/lib/grub/{layout.grub_efi_dir}/grubnet{sfx}.efi.signed"),
             )
-    return BootFiles(arch=arch, bios=bios, efi=efi, net=net)
+    return BootFiles(arch=arch, bios=bios, efi=efi, net=net, chrp=chrp)
 
 
-def make_unsigned_grub(runner: Runner, files: BootFiles, dest: Path) -> None:
-    """Link an unsigned layout's grub (files.efi.grub) from the modules below dest."""
+def make_unsigned_grub(runner: Runner, files: BootFiles, dest: Path,
+                       early_config: str | None = None) -> None:
+    """Link an unsigned layout's grub (files.grub) from the modules below dest.
+
+    early_config: the text Open Firmware's grub embeds (required there, since
+    nothing beside the image holds it); an EFI grub reads efi.img's instead."""
     layout = arch_boot(files.arch)
     if layout.signed:
         return
-    runner.run(grub_mkimage_argv(layout, dest / "grub-modules", files.efi.grub),
+    config = None
+    if not layout.firmware.efi:
+        if early_config is None:
+            raise BootFilesError(f"grub for {layout.firmware.text} needs an early config "
+                                 "to find the medium")
+        config = dest / EARLY_CONFIG
+        config.write_text(early_config, encoding="utf-8")
+    runner.run(grub_mkimage_argv(layout, dest / "grub-modules", files.grub, config),
                what=f"making grub ({layout.grub_platform}) with grub-mkimage")
 
 
 def unpack_boot_files(runner: Runner, debs_dir: Path, dest: Path, arch: Arch,
-                      netboot: bool = False) -> BootFiles:
-    """Unpack arch's boot packages from debs_dir below dest and take out their files."""
+                      netboot: bool = False, early_config: str | None = None) -> BootFiles:
+    """Unpack arch's boot packages from debs_dir below dest and take out their files;
+    early_config: what an Open Firmware grub embeds (make_unsigned_grub)."""
     debs = select_debs(debs_dir.glob("*.deb"), arch, netboot)
     unpack_debs(runner, debs, dest / "unpacked")
     files = locate(dest / "unpacked", dest / "files", arch, netboot)
-    make_unsigned_grub(runner, files, dest / "files")
+    make_unsigned_grub(runner, files, dest / "files", early_config)
     return files

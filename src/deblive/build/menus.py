@@ -70,6 +70,7 @@ def _environment() -> jinja2.Environment:
 
 def _render(template: str, menu: Menu, **extra: object) -> str:
     menu.validate()
+    boot = menu.architecture.boot
     return (
         _environment()
         .get_template(template)
@@ -77,8 +78,10 @@ def _render(template: str, menu: Menu, **extra: object) -> str:
             menu=menu,
             serial_unit=SERIAL_UNIT,
             # grub drives a PC's UART itself; EFI-only grubs (arm64) reach the
-            # port through the firmware's Serial I/O protocol (`serial efi0`).
+            # port through the firmware's Serial I/O protocol (`serial efi0`);
+            # Open Firmware's console is the serial console (ppc64el's hvc0).
             serial_efi=not menu.architecture.profile().grub_uart,
+            firmware_console=boot is not None and boot.firmware.console_is_serial,
             serial_speed=SERIAL_SPEED,
             splash_name=SPLASH_NAME,
             isolinux_timeout=isolinux_timeout(menu.timeout),

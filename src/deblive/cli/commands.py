@@ -262,7 +262,8 @@ def cmd_test(args: argparse.Namespace, console: Console | None = None) -> int:
             output=args.output, memory_mib=args.memory,
             arch=Arch(args.arch) if args.arch else None, expect=tuple(args.expect),
         )
-        modes = parse_modes(args.mode, network=args.iso.is_dir())
+        modes = parse_modes(args.mode, network=args.iso.is_dir(),
+                            arch=boottest.image_arch(args.iso, options))
         if not args.iso.is_file() and not args.iso.is_dir():
             raise BadInput(f"ISO not found: {args.iso}")
         log.open(options.output_dir(args.iso.resolve()) / "test.log")

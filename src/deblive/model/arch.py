@@ -4,8 +4,9 @@ An Arch is a StrEnum (its value is dpkg's name) whose profile() holds the
 facts the rest of deblive asks about: the kernel flavour, the qemu-user
 binfmt handler, the kernel's serial console, how grub reaches the serial
 port, the boot layout of a live medium (boot loader packages, EFI file
-names) and how qemu runs such a guest. An architecture without a boot
-layout can still be bootstrapped and squashed; it cannot get a bootable ISO.
+names, or Open Firmware's CHRP boot on IBM POWER) and how qemu runs such a
+guest. An architecture without a boot layout can still be bootstrapped and
+squashed; it cannot get a bootable ISO.
 """
 
 from __future__ import annotations
@@ -17,18 +18,53 @@ from pathlib import Path
 from deblive.model.suites import ReleaseTable
 
 
+class BootFirmware(enum.StrEnum):
+    """The firmware interface that starts a medium's grub: it decides the medium's boot
+    records, where grub finds its config, and which boot modes can test the medium."""
+
+    # /EFI/boot/boot<suffix>.efi in efi.img (El Torito EFI entry, appended ESP); grub's
+    # prefix /EFI/debian holds the early config in efi.img.
+    UEFI = "uefi"
+    # Open Firmware (IEEE 1275; SLOF on IBM POWER's pseries): the ISO is one CHRP
+    # partition (MBR type 0x96), /ppc/bootinfo.txt names grub's ELF, which carries its
+    # early config inside (grub-mkimage --config): there is no FAT image to hold it.
+    IEEE1275 = "ieee1275"
+
+    @property
+    def efi(self) -> bool:
+        """The medium carries efi.img and the /EFI tree."""
+        return self is BootFirmware.UEFI
+
+    @property
+    def grub_prefix(self) -> str:
+        """The prefix linked into a grub deblive makes (grub-mkimage --prefix)."""
+        return "/EFI/debian" if self is BootFirmware.UEFI else "/boot/grub"
+
+    @property
+    def console_is_serial(self) -> bool:
+        """grub's `console` terminal already is the serial console: Open Firmware's
+        console on POWER is the hypervisor's virtual terminal (the kernel's hvc0),
+        so grub needs no `serial` terminal and no screen terminal beside it."""
+        return self is BootFirmware.IEEE1275
+
+    @property
+    def text(self) -> str:
+        return "UEFI" if self is BootFirmware.UEFI else "Open Firmware"
+
+
 @dataclass(frozen=True)
 class BootLayout:
-    """How a live ISO of one architecture boots: BIOS (ISOLINUX) and/or UEFI (shim, grub).
+    """How a live ISO of one architecture boots: BIOS (ISOLINUX) and/or UEFI (shim, grub),
+    or Open Firmware (a grub ELF on a CHRP medium).
 
     efi_suffix is the UEFI architecture's name in file names (x64, aa64):
-    bootx64.efi, shimx64.efi.signed, gcdx64.efi.signed.
+    bootx64.efi, shimx64.efi.signed, gcdx64.efi.signed ("" without UEFI).
     """
 
     packages: tuple[str, ...]  # of the target release: downloaded and unpacked, not installed
     efi_suffix: str
     grub_efi_dir: str  # /usr/lib/grub/<dir>: the signed images, or (unsigned) the modules
-    grub_platform: str  # grub's name of the EFI platform (x86_64-efi...)
+    grub_platform: str  # grub's name of the firmware platform (x86_64-efi, powerpc-ieee1275)
     bios: bool  # ISOLINUX and an isohybrid MBR too
     installer_dir: str  # debian-installer on the medium, debian-cd's name
     # Downloaded only for the netboot format: PXELINUX for BIOS network boot (the
@@ -44,6 +80,23 @@ class BootLayout:
     # modules only: the host's grub-mkimage makes the EFI image from them, the
     # firmware starts it directly, and there is no Secure Boot and no network grub.
     signed: bool = True
+    firmware: BootFirmware = BootFirmware.UEFI
+
+    def netboot_refusal(self) -> str | None:
+        """Why there is no netboot tree for this layout (None: there is one)."""
+        if not self.firmware.efi:
+            return f"deblive links no network grub for {self.firmware.text}"
+        if not self.signed:
+            return "Debian signs no network grub for it"
+        return None
+
+    def disk_refusal(self) -> str | None:
+        """Why there is no disk image for this layout (None: there is one)."""
+        if not self.firmware.efi:
+            # xorriso's chrp_boot_part is the only MBR partition there may be.
+            return ("its medium boots from one CHRP partition over the whole ISO, which "
+                    "leaves no room for a persistence partition")
+        return None
 
     def suites_text(self) -> str:
         if self.last_suite is None:
@@ -60,7 +113,7 @@ class QemuSystem:
     machine: str  # -machine type
     descriptor_machine: str  # a versioned machine name firmware descriptors must match
     qemu_arch: str  # qemu's (and the firmware descriptors') architecture name
-    firmware_package: str  # the Debian package with the UEFI firmware
+    firmware_package: str  # the Debian package with the firmware (UEFI, U-Boot, SLOF)
     firmware_dir: Path
     known_plain: tuple[str, str | None]  # code and varstore without Secure Boot (None: none)
     known_secure: tuple[str, str] | None  # with Secure Boot and enrolled keys, if packaged
@@ -78,6 +131,12 @@ class QemuSystem:
     # Debian's qemu-riscv64_smode build boots virtio disks only: no CD (no
     # virtio-scsi driver; its AHCI times out on an ATAPI drive) and no USB.
     known_is_u_boot: bool = False
+    # The machine's own firmware is Open Firmware, built into qemu (pseries: SLOF,
+    # qemu's slof.bin, known_plain): no flash, no varstore, nothing to pass.
+    open_firmware: bool = False
+    # The SCSI controller a CD sits on where the machine has no IDE (None: virt's
+    # virtio-scsi-pci, q35's built-in AHCI); pseries: its virtual SCSI (spapr-vscsi).
+    cd_controller: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +144,7 @@ class ArchProfile:
     kernel_flavour: str  # linux-image-<flavour>
     qemu_user: str  # qemu-<name> binfmt handler for foreign bootstraps
     machines: tuple[str, ...]  # uname -m values of hosts of this architecture
-    serial_tty: str  # the kernel's name of the first serial port
+    serial_tty: str  # the kernel's name of the first serial port (hvc0: POWER's hypervisor)
     grub_uart: bool  # grub drives the PC's UART itself; else the firmware's Serial I/O
     boot: BootLayout | None = None
     qemu: QemuSystem | None = None
@@ -244,6 +303,22 @@ PROFILES: dict[Arch, ArchProfile] = {
     Arch.PPC64EL: ArchProfile(
         kernel_flavour="powerpc64le", qemu_user="ppc64le", machines=("ppc64le",),
         serial_tty="hvc0", grub_uart=False,
+        # IBM POWER boots through Open Firmware; Debian signs no boot loader for it:
+        # grub-ieee1275-bin holds grub's modules. From bookworm (grub 2.06), the
+        # oldest release this layout was tried with.
+        boot=BootLayout(
+            packages=("grub-ieee1275-bin",), efi_suffix="", grub_efi_dir="powerpc-ieee1275",
+            grub_platform="powerpc-ieee1275", bios=False, installer_dir="/install",
+            first_suite="bookworm", signed=False, firmware=BootFirmware.IEEE1275,
+        ),
+        qemu=QemuSystem(
+            binary="qemu-system-ppc64", package="qemu-system-ppc", machine="pseries",
+            descriptor_machine="pseries", qemu_arch="ppc64", firmware_package="qemu-system-data",
+            firmware_dir=Path("/usr/share/qemu"), known_plain=("slof.bin", None),
+            known_secure=None, tcg_cpu=None, foreign_slowdown=5.0,
+            secure_boot_needs_smm=False, bios=False, open_firmware=True,
+            cd_controller="spapr-vscsi",
+        ),
     ),
     Arch.S390X: ArchProfile(
         kernel_flavour="s390x", qemu_user="s390x", machines=("s390x",),

@@ -288,8 +288,8 @@ class ImageConfig(Model):
 
     @field_validator("formats")
     @classmethod
-    def _formats(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return distinct_choices(v, "iso, disk, netboot", "format")
+    def _formats(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        return outputs.check_formats(distinct_choices(v, "iso, disk, netboot", "format"), info.data)
 
     @field_validator("persistence", "netboot", "squashfs")
     @classmethod

@@ -59,7 +59,14 @@ def runner_arch(image: MatrixImage, emulate: bool) -> Arch:
 
 def test_target(image: MatrixImage, modes: Sequence[str]) -> tuple[str, tuple[str, ...]]:
     """What the test job boots and in which modes: the ISO, else the disk image, else
-    the netboot tree in the PXE modes of the same firmware."""
+    the netboot tree in the PXE modes of the same firmware. An architecture booted
+    by Open Firmware (ppc64el) boots its ISO in the Open Firmware modes of the same
+    media instead (bios-cd: ofw-cd)."""
+    layout = image.arch.boot
+    if layout is not None and not layout.firmware.efi:
+        media = (m.rsplit("-", 1)[1] for m in modes if not m.startswith("pxe-"))
+        return (f"{image.outdir}/{image.basename}.iso",
+                tuple(dict.fromkeys(f"ofw-{medium}" for medium in media)))
     for fmt, ext in (("iso", "iso"), ("disk", "img")):
         if fmt in image.formats:
             return f"{image.outdir}/{image.basename}.{ext}", tuple(modes)

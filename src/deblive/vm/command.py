@@ -4,7 +4,8 @@ A VMSpec says everything that decides the command line; build_command() is a
 pure function of it, so every mode's flags can be checked without starting
 qemu. -nodefaults drops the default NIC (whose iPXE ROM slows BIOS boots),
 the default monitor and serial; what a VM gets back is exactly what its spec
-names: one serial port on stdio (virt: its PL011, the guest's ttyAMA0), an
+names: one serial port on stdio (virt: its PL011, the guest's ttyAMA0;
+pseries: the hypervisor's virtual terminal, spapr-vty, the guest's hvc0), an
 entropy source (a TCG guest can wait long for random numbers without one),
 and as asked a screen and keyboard, QMP, media, disks, 9p shares, a network.
 qemu runs with its seccomp sandbox on.
@@ -174,8 +175,8 @@ def _machine_args(spec: VMSpec) -> list[str]:
 
 
 def _firmware_args(spec: VMSpec) -> list[str]:
-    if spec.firmware is None:
-        return []
+    if spec.firmware is None or spec.firmware.open_firmware:
+        return []  # SeaBIOS; SLOF: qemu loads its own slof.bin
     if spec.firmware.u_boot:
         # qemu's default OpenSBI (-bios default) starts what -kernel loads: U-Boot.
         if spec.direct_kernel is not None:
@@ -202,17 +203,19 @@ def _xhci(spec: VMSpec) -> bool:
 
 
 def _media_args(spec: VMSpec) -> list[str]:
-    """The ISO as a CD (q35: the built-in AHCI; virt, which has no IDE: virtio-scsi),
-    or as a USB stick on xHCI: the same file as a raw disk with snapshot=on, so
-    the guest may write and the ISO is never modified. Under U-Boot, which boots
-    no USB, the stick is a virtio disk."""
+    """The ISO as a CD (q35: the built-in AHCI; virt, which has no IDE: virtio-scsi;
+    pseries: its virtual SCSI, which SLOF boots from), or as a USB stick on xHCI:
+    the same file as a raw disk with snapshot=on, so the guest may write and the
+    ISO is never modified. Under U-Boot, which boots no USB, the stick is a virtio
+    disk."""
     if spec.media is None:
         return []
     iso = escape(spec.media.path)
     if spec.media.kind == "cd":
         cdrom = f"if=none,id=media,media=cdrom,readonly=on,format=raw,file={iso}"
-        if spec.virt:
-            return ["-device", "virtio-scsi-pci,id=scsi", "-drive", cdrom,
+        controller = "virtio-scsi-pci" if spec.virt else spec.qemu.cd_controller
+        if controller is not None:
+            return ["-device", f"{controller},id=scsi", "-drive", cdrom,
                     "-device", "scsi-cd,bus=scsi.0,drive=media,bootindex=1"]
         return ["-drive", cdrom, "-device", "ide-cd,drive=media,bootindex=1"]
     snapshot = "" if spec.media.writable else "snapshot=on,"
@@ -223,9 +226,10 @@ def _media_args(spec: VMSpec) -> list[str]:
 
 
 def _display_args(spec: VMSpec) -> list[str]:
-    """q35: the standard VGA (and its PS/2 keyboard). virt has neither VGA nor
-    PS/2: virtio-gpu (AAVMF drives it for the boot menu, the kernel's
-    virtio_gpu after it) and a USB keyboard on the xHCI."""
+    """q35: the standard VGA (and its PS/2 keyboard); pseries: the same VGA for the
+    screen, no keyboard (SLOF and the login stay on the virtual terminal). virt
+    has neither VGA nor PS/2: virtio-gpu (AAVMF drives it for the boot menu, the
+    kernel's virtio_gpu after it) and a USB keyboard on the xHCI."""
     if not spec.display:
         return ["-display", "none"]
     if spec.virt:

@@ -1,11 +1,13 @@
-"""UEFI firmware for the test and builder VMs, chosen the way qemu's own tools choose it.
+"""Firmware for the test and builder VMs: UEFI chosen the way qemu's own tools choose it.
 
 /usr/share/qemu/firmware/*.json (and /etc/qemu/firmware, which overrides)
 describe each firmware build: its architecture and machines, its code and
 variable-store files, and whether it enforces Secure Boot with enrolled
 keys. Debian's package paths are the fallback for hosts without them; for
 RISC-V that is U-Boot's UEFI (u-boot-qemu), which qemu loads after its own
-OpenSBI, since a bookworm host packages no EDK2 for it.
+OpenSBI, since a bookworm host packages no EDK2 for it. IBM POWER's pseries
+machine has Open Firmware instead, SLOF, which qemu loads itself from its
+data (slof.bin): nothing to choose, nothing to pass, no variable store.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from deblive.model.arch import QemuSystem
 from deblive.vm.errors import QemuError
 
 FIRMWARE_DESCRIPTOR_DIRS = (Path("/usr/share/qemu/firmware"), Path("/etc/qemu/firmware"))
-FirmwareKind = Literal["bios", "uefi", "secureboot"]
+FirmwareKind = Literal["bios", "uefi", "secureboot", "ofw"]  # ofw: Open Firmware (SLOF)
 
 
 @dataclass(frozen=True)
 class Firmware:
     """A UEFI code image with the template of its variable store (in flash), or
-    U-Boot (u_boot: qemu's -kernel, no variable store)."""
+    U-Boot (u_boot: qemu's -kernel, no variable store), or Open Firmware built into
+    qemu (open_firmware: SLOF, code is the file qemu loads by itself)."""
 
     code: Path
     vars_template: Path | None
@@ -35,6 +38,7 @@ class Firmware:
     requires_smm: bool
     source: str  # descriptor file or "known path", for the log
     u_boot: bool = False
+    open_firmware: bool = False
 
     @property
     def boots_cd(self) -> bool:
@@ -103,6 +107,9 @@ def _known_firmware(kind: FirmwareKind, qemu: QemuSystem) -> Firmware | None:
     without it (the flash is not reachable from the guest's EL1).
     """
     directory = qemu.firmware_dir
+    if kind == "ofw":
+        code, _ = qemu.known_plain
+        return Firmware(directory / code, None, False, False, "qemu's own", open_firmware=True)
     if kind == "secureboot":
         if qemu.known_secure is None:
             return None
@@ -124,12 +131,25 @@ def select_firmware(
 
     uefi wants a build without Secure Boot (so an unsigned boot loader works and
     SMM is not needed); secureboot wants one with Secure Boot and enrolled
-    (Microsoft) keys, because only that proves the shim chain is accepted.
+    (Microsoft) keys, because only that proves the shim chain is accepted. ofw
+    is the machine's Open Firmware, which qemu's data holds (no descriptor
+    describes it); a machine that has it has nothing else.
     """
     if kind == "bios":
         if not qemu.bios:
-            raise QemuError(f"{qemu.machine} has no BIOS: its images boot with UEFI only")
+            raise QemuError(f"{qemu.machine} has no BIOS: its images boot with "
+                            f"{'Open Firmware' if qemu.open_firmware else 'UEFI'} only")
         return None
+    if (kind == "ofw") != qemu.open_firmware:
+        raise QemuError(f"{qemu.machine} has Open Firmware only: no {kind} firmware"
+                        if qemu.open_firmware else f"{qemu.machine} has no Open Firmware")
+    if kind == "ofw":
+        slof = _known_firmware(kind, qemu)
+        assert slof is not None
+        if not exists(slof.code):
+            raise QemuError(f"no Open Firmware for {qemu.machine} found (no {slof.code}): "
+                            f"install the {qemu.firmware_package} package")
+        return slof
     want_secure = kind == "secureboot"
     for path in _descriptor_files(descriptor_dirs):
         try:

@@ -1,4 +1,5 @@
-"""Step 10: boot loaders onto the medium tree: ISOLINUX for BIOS, shim + grub for UEFI.
+"""Step 10: boot loaders onto the medium tree: ISOLINUX for BIOS, shim + grub for UEFI,
+grub's CHRP ELF for Open Firmware.
 
 UEFI: the firmware starts /EFI/boot/boot<arch>.efi, which is Debian's signed
 shim; shim starts grub<arch>.efi beside it, which is Debian's signed CD grub
@@ -11,6 +12,14 @@ Debian #1024346) and sources the real menu from /boot/grub/grub.cfg there.
 Where Debian signs no boot loader (armhf), /EFI/boot/boot<arch>.efi is a grub
 linked by grub-mkimage with the same prefix (build.bootfiles): the firmware
 starts it directly and it reads the same /EFI/debian/grub.cfg.
+
+Open Firmware (ppc64el; SLOF on qemu's pseries) reads /ppc/bootinfo.txt off
+the CHRP medium (build.stages.iso) and loads the grub ELF its boot-script
+names, /boot/grub/powerpc.elf. bootinfo.txt is fixed text, no config's words
+in it. That grub carries its early config inside (build.bootfiles): the same
+search for this build's marker as efi.img's, in the only language grub's
+rescue parser reads before normal mode (no if/else), after which normal mode
+reads the menu, /boot/grub/grub.cfg, on the medium it found.
 
 efi.img is made without root or loop devices (mkfs.vfat -C plus mtools),
 sized from its contents, with a fixed volume id, --invariant and file dates
@@ -48,6 +57,15 @@ EFI_SLACK_KIB = 512
 CLUSTER = 4096
 BOOT_ENTRIES = "boot-entries.json"  # beside the ISO: the medium's menu for the boot test
 BOOT_ENTRIES_FORMAT = 1
+CHRP_GRUB = "boot/grub/" + bootfiles.CHRP_GRUB  # path on the medium: bootinfo.txt names it
+BOOTINFO = "ppc/bootinfo.txt"  # where Open Firmware looks on a CHRP medium
+BOOTINFO_TEXT = (
+    "<chrp-boot>\n"
+    "<description>deblive</description>\n"
+    "<os-name>deblive</os-name>\n"
+    "<boot-script>boot &device;:\\boot\\grub\\powerpc.elf</boot-script>\n"
+    "</chrp-boot>\n"
+)
 
 
 class BootloaderError(DebliveError):
@@ -93,6 +111,19 @@ def efi_early_config(build_id: str) -> str:
     )
 
 
+def chrp_early_config(build_id: str) -> str:
+    """The config embedded in Open Firmware's grub: find this build's ISO 9660 tree.
+
+    grub runs it with its rescue parser (one command a line, no if/else: an
+    `if` is an unknown command there); normal mode then reads $prefix/grub.cfg.
+    Without the medium, search's error shows and normal mode finds no menu.
+    """
+    return (
+        f"search --no-floppy --file --set=root /.disk/id/{build_id}\n"
+        "set prefix=($root)/boot/grub\n"
+    )
+
+
 def install_isolinux(medium: Path, bios: BiosFiles, menu: bootmenu.Menu, splash: Path) -> None:
     """isolinux.bin, its modules (one syslinux build), splash and configs into /isolinux."""
     target = medium / ISOLINUX_DIR
@@ -126,6 +157,17 @@ def stage_efi_tree(dest: Path, efi: EfiFiles, build_id: str) -> list[Path]:
         copy_file(src, boot_dir / name)
     (debian_dir / "grub.cfg").write_text(efi_early_config(build_id), encoding="utf-8")
     return sorted(p for p in dest.rglob("*") if p.is_file())
+
+
+def install_chrp(medium: Path, chrp: bootfiles.ChrpFiles) -> None:
+    """Open Firmware's files: the grub ELF and the bootinfo.txt that names it."""
+    grub = medium / CHRP_GRUB
+    grub.parent.mkdir(parents=True, exist_ok=True)
+    copy_file(chrp.grub, grub)
+    bootinfo = medium / BOOTINFO
+    bootinfo.parent.mkdir(parents=True, exist_ok=True)
+    bootinfo.write_text(BOOTINFO_TEXT, encoding="utf-8")
+    os.chmod(bootinfo, 0o644)
 
 
 def efi_image_kib(sizes: list[int], directories: int) -> int:
@@ -202,8 +244,11 @@ def boot_entries(ctx: BuildContext, menu: bootmenu.Menu, files: BootFiles) -> di
 def install_bootloaders(ctx: BuildContext) -> BootFiles:
     """Unpack the boot packages and install every boot loader the architecture has."""
     arch = ctx.config.architecture
+    layout = bootfiles.arch_boot(arch)
+    early = None if layout.firmware.efi else chrp_early_config(ctx.build_id)
     files = bootfiles.unpack_boot_files(ctx.runner, ctx.work.bootdebs, ctx.work.bootfiles, arch,
-                                        netboot="netboot" in ctx.config.formats)
+                                        netboot="netboot" in ctx.config.formats,
+                                        early_config=early)
     splash = ctx.config.splash_path or default_splash()
     check_splash(splash)
     menu = bootmenu.build_menu(ctx.config, splash=True)
@@ -211,15 +256,21 @@ def install_bootloaders(ctx: BuildContext) -> BootFiles:
     if files.bios is not None:
         install_isolinux(medium, files.bios, menu, splash)
     install_grub_configs(medium, menu, splash)
-    image = install_efi(ctx, files.efi)
-    ctx.facts.efi_image_bytes = image.stat().st_size
+    if files.efi is not None:
+        image = install_efi(ctx, files.efi)
+        ctx.facts.efi_image_bytes = image.stat().st_size
+        where = f"efi.img {image.stat().st_size // 1024} KiB"
+    else:
+        assert files.chrp is not None
+        install_chrp(medium, files.chrp)
+        where = f"/{CHRP_GRUB} named by /{BOOTINFO}"
     entries = ctx.work.output / BOOT_ENTRIES
     write_atomic(entries, json.dumps(boot_entries(ctx, menu, files), indent=2) + "\n")
     ctx.outputs.append(entries)
     ctx.log.info(
         f"boot loaders installed: {'ISOLINUX, ' if files.bios else ''}"
-        f"{'shim + ' if files.efi.shim else ''}grub ({files.efi.grub_platform}), "
-        f"efi.img {image.stat().st_size // 1024} KiB"
+        f"{'shim + ' if files.efi and files.efi.shim else ''}grub ({files.grub_platform}), "
+        f"{where}"
     )
     return files
 

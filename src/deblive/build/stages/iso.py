@@ -20,6 +20,12 @@ What one image carries, so one file boots four ways:
               gpt_basdat layout, which partitioning tools flag as broken.
 The EFI CD and USB paths fail independently (grml #105), so both are tested.
 
+Open Firmware (ppc64el) takes none of these: the ISO gets one MBR partition
+of type 0x96 over all of it (xorriso's chrp_boot_part, which debian-cd's
+ppc64el images use too), and SLOF reads /ppc/bootinfo.txt from its ISO 9660
+tree, from a CD or the same file as a disk. There is no El Torito catalog,
+no efi.img and nothing appended: chrp_boot_part tolerates no other MBR entry.
+
 Commands run with the work directory as cwd and relative paths, so the
 recorded command does not depend on where the build directory lives.
 """
@@ -43,6 +49,8 @@ ISOLINUX_BIN = "/isolinux/isolinux.bin"
 BOOT_CATALOG = "/isolinux/boot.cat"
 BOOT_CATALOG_EFI_ONLY = "/boot/boot.cat"  # no /isolinux without BIOS boot
 MKISOFS_RECORD = ".disk/mkisofs"
+# What Open Firmware reads off a CHRP medium, checked in the written ISO.
+CHRP_FILES = ("/" + bootloaders.BOOTINFO, "/" + bootloaders.CHRP_GRUB)
 
 
 class IsoError(DebliveError):
@@ -60,7 +68,7 @@ def xorriso_command(
     *,
     volume_id: str,
     epoch: int,
-    efi_image: Path,
+    efi_image: Path | None,
     isohdpfx: Path | None,
     appended: Sequence[tuple[int, str, Path]] = (),
 ) -> list[str]:
@@ -68,8 +76,11 @@ def xorriso_command(
 
     efi_image is the FAT image inside medium_dir (its ISO path is derived);
     isohdpfx None means no BIOS boot (arm64): no ISOLINUX entry, no MBR code.
+    efi_image None (and no isohdpfx) means Open Firmware: a CHRP ISO, nothing
+    appended.
     """
-    efi_iso_path = "/" + efi_image.relative_to(medium_dir).as_posix()
+    if efi_image is None and (isohdpfx is not None or appended):
+        raise IsoError("a CHRP medium (no EFI image) has no BIOS boot and nothing appended")
     argv = [
         "xorriso",
         "-outdev", f"stdio:{output}",
@@ -85,7 +96,9 @@ def xorriso_command(
         "-chown_r", "0", "/", "--",
         "-chgrp_r", "0", "/", "--",
     ]
-    if isohdpfx is not None:
+    if efi_image is None:
+        argv += ["-boot_image", "any", "chrp_boot_part=on"]
+    elif isohdpfx is not None:
         argv += [
             "-boot_image", "isolinux", f"bin_path={ISOLINUX_BIN}",
             "-boot_image", "isolinux", f"cat_path={BOOT_CATALOG}",
@@ -97,19 +110,24 @@ def xorriso_command(
         ]
     else:
         argv += ["-boot_image", "any", f"cat_path={BOOT_CATALOG_EFI_ONLY}"]
+    if efi_image is not None:
+        argv += [
+            "-boot_image", "any", f"efi_path=/{efi_image.relative_to(medium_dir).as_posix()}",
+            "-boot_image", "any", "platform_id=0xef",
+            "-boot_image", "any", "emul_type=no_emulation",
+            "-append_partition", "2", "0xef", str(efi_image),
+            # The disk image's further partitions (persistence), after the EFI one.
+            *(arg for number, kind, path in appended
+              for arg in ("-append_partition", str(number), kind, str(path))),
+        ]
     argv += [
-        "-boot_image", "any", f"efi_path={efi_iso_path}",
-        "-boot_image", "any", "platform_id=0xef",
-        "-boot_image", "any", "emul_type=no_emulation",
-        "-append_partition", "2", "0xef", str(efi_image),
-        # The disk image's further partitions (persistence), after the EFI one.
-        *(arg for number, kind, path in appended
-          for arg in ("-append_partition", str(number), kind, str(path))),
         # Reproducibility: fixed superblock dates, file dates and ids.
         "-iso_nowtime", f"={epoch}",
         "-volume_date", "uuid", volume_uuid(epoch),
         "-volume_date", "all_file_dates", f"={epoch}",
-        "-boot_image", "any", "gpt_disk_guid=volume_date_uuid",
+        # (GPT: the EFI layouts' only; chrp_boot_part makes GPT unrecognizable.)
+        *(["-boot_image", "any", "gpt_disk_guid=volume_date_uuid"]
+          if efi_image is not None else []),
         "-commit",
     ]
     return argv
@@ -122,31 +140,37 @@ def write_record(medium_dir: Path, argv: list[str]) -> None:
     record.write_text(shlex.join(argv) + "\n", encoding="utf-8")
 
 
-def boot_report(runner: Runner, iso: Path) -> str:
-    """xorriso's own view of the El Torito catalog and the system area (for the log)."""
+def boot_report(runner: Runner, iso: Path, files: Sequence[str] = ()) -> str:
+    """xorriso's own view of the El Torito catalog and the system area (for the log),
+    and the names of those of files (paths in the ISO) it finds there."""
     return runner.output(
         [
             "xorriso", "-indev", iso,
             "-report_el_torito", "plain",
             "-report_system_area", "plain",
+            *(["-lsd", *files] if files else []),
         ],
         what="reading back the ISO's boot records",
     )
 
 
-def check_boot_report(report: str, bios: bool) -> None:
-    """Fail loudly if a boot path is missing from what xorriso reads back."""
+def check_boot_report(report: str, bios: bool, chrp: bool = False) -> None:
+    """Fail loudly if a boot path is missing from what xorriso reads back; chrp: Open
+    Firmware's (the 0x96 partition, bootinfo.txt and the grub it names, as the
+    report's -lsd lists them) instead of EFI's."""
     lines = report.splitlines()
     needed = [("El Torito boot img", "UEFI"), ("MBR partition", "0xef")]
+    if chrp:
+        needed = [("System area summary", "CHRP"), ("MBR partition", "0x96"),
+                  *((f"'{path}'", "") for path in CHRP_FILES)]
     if bios:
         needed.append(("El Torito boot img", "BIOS"))
         needed.append(("System area summary", "MBR"))
     for prefix, word in needed:
         if not any(line.startswith(prefix) and word in line for line in lines):
-            raise IsoError(
-                f"the ISO lacks a boot record: no {prefix!r} line with {word!r} "
-                "in xorriso's report:\n" + report
-            )
+            what = f"no {prefix!r} line with {word!r}" if word else f"no {prefix} listed"
+            raise IsoError(f"the ISO lacks a boot record: {what} in xorriso's report:\n"
+                           + report)
 
 
 def _relative(path: Path, base: Path) -> Path:
@@ -169,12 +193,13 @@ def make_iso(ctx: BuildContext, output: Path,
     partial.parent.mkdir(parents=True, exist_ok=True)
     partial.unlink(missing_ok=True)
     isohdpfx = files.bios.isohdpfx_bin if files.bios else None
+    chrp = files.efi is None
     argv = xorriso_command(
         _relative(med, work),
         _relative(partial, work),
         volume_id=ctx.config.iso_volume_id,
         epoch=ctx.source_date_epoch,
-        efi_image=_relative(med / bootloaders.EFI_IMAGE, work),
+        efi_image=None if chrp else _relative(med / bootloaders.EFI_IMAGE, work),
         isohdpfx=_relative(isohdpfx, work) if isohdpfx else None,
         appended=[(n, kind, _relative(path, work)) for n, kind, path in appended],
     )
@@ -187,9 +212,9 @@ def make_iso(ctx: BuildContext, output: Path,
             env={"SOURCE_DATE_EPOCH": str(ctx.source_date_epoch)},
             what="xorriso",
         )
-        report = boot_report(ctx.runner, partial)
+        report = boot_report(ctx.runner, partial, CHRP_FILES if chrp else ())
         ctx.log.debug(report)
-        check_boot_report(report, bios=files.bios is not None)
+        check_boot_report(report, bios=files.bios is not None, chrp=chrp)
         move_into_place(partial, output)
     except BaseException as exc:
         # Whatever stopped it, a half-written ISO never stays behind: not under

@@ -67,6 +67,7 @@ def tree_names(arch: Arch, devicetree: bool = False) -> list[str]:
 
 def boot_file_names(files: BootFiles) -> dict[str, str]:
     """Firmware -> the file DHCP must name as the boot file."""
+    assert files.efi is not None  # locate() gives no net files without UEFI
     names = {"uefi": f"shim{files.efi.suffix}.efi"}
     if files.net is not None and files.net.pxelinux is not None:
         names["bios"] = "pxelinux.0"
@@ -105,7 +106,7 @@ def write_pxelinux(tree: Path, files: BootFiles, menu: bootmenu.Menu, splash: Pa
 def write_efi(tree: Path, files: BootFiles, menu: bootmenu.Menu, splash: Path) -> None:
     """shim, MokManager and the network grub side by side, grub.cfg under /grub."""
     # locate() gives net files only with Debian's signed chain (shim and MokManager).
-    assert files.net is not None and files.efi.shim and files.efi.mokmanager
+    assert files.net is not None and files.efi and files.efi.shim and files.efi.mokmanager
     sfx = files.efi.suffix
     copy = bootloaders.copy_file
     copy(files.efi.shim, tree / f"shim{sfx}.efi")
