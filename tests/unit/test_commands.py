@@ -15,7 +15,6 @@ from deblive.model import config
 from deblive.model.packages import PackageSelection
 
 from . import conftest
-from .conftest import FAKE_MIRROR
 
 
 def cfg(**data: object) -> config.ImageConfig:
@@ -34,9 +33,14 @@ def test_mmdebstrap_argv() -> None:
     # The cache is bound in by the sandbox beforehand: no shell hook mounts anything.
     assert "--skip=check/empty" in argv
     assert not any(a.startswith(("--setup-hook", "--customize-hook")) for a in argv)
-    assert argv[-3:] == ["bookworm", "/w/rootfs", FAKE_MIRROR]
+    # The build sources come on standard input: the release with -updates and
+    # -security, so the base gets the fixes too.
+    assert argv[-3:] == ["bookworm", "/w/rootfs", "-"]
+    assert "--skip=update" not in argv
     # never with signature checks off
     assert not any("trusted=yes" in a or "check-gpg" in a or "AllowInsecure" in a for a in argv)
+    seeded = bootstrap.mmdebstrap_argv(cfg(), Path("/w/rootfs"), lists_in_tree=True)
+    assert "--skip=update" in seeded  # the plan's verified lists are in the tree already
 
 
 def test_https_mirror_brings_ca_certificates() -> None:

@@ -147,6 +147,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "deblive" / "plan"
 
 
+def apt_env(conf: Path) -> dict[str, str]:
+    """The environment of a private apt: its configuration, the C locale, proxies kept."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
+    env.update({"APT_CONFIG": str(conf), "LC_ALL": "C.UTF-8"})
+    return env
+
+
 class PrivateApt:
     """apt-get and apt-cache for one suite, architecture and set of sources, in root."""
 
@@ -215,9 +222,7 @@ class PrivateApt:
                 (self.root / "etc/preferences.d" / f"{extra.name}.pref").write_text(pin)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))}
-        env.update({"APT_CONFIG": str(self.conf), "LC_ALL": "C.UTF-8"})
-        return env
+        return apt_env(self.conf)
 
     def run(self, argv: Sequence[str], *, check: bool = True) -> Result:
         """apt with the private configuration: standard output kept apart (parsed)."""

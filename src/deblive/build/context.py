@@ -18,6 +18,7 @@ from deblive.model.config import ImageConfig
 if TYPE_CHECKING:
     from deblive.apt.localrepo import LocalPackage
     from deblive.apt.plan import Plan
+    from deblive.apt.prefetch import Prefetch
     from deblive.apt.repositories import ExtraArchive
     from deblive.build.basecache import BaseCache, BaseInputs, Entry
     from deblive.build.bootfiles import BootFiles
@@ -31,6 +32,7 @@ class WorkTree:
 
     rootfs/      the image's root filesystem (kept on failure, for debugging)
     archives/    this build's package cache (hard links into the shared one)
+    prefetch/    packages downloaded beside the bootstrap, until the packages stage
     medium/      the ISO's file tree
     bootdebs/    boot loader packages of the target release, downloaded, not installed
     bootfiles/   those packages unpacked
@@ -50,6 +52,10 @@ class WorkTree:
     @property
     def archives(self) -> Path:
         return self.root / "archives"
+
+    @property
+    def prefetch(self) -> Path:
+        return self.root / "prefetch"
 
     @property
     def medium(self) -> Path:
@@ -113,6 +119,7 @@ class BuildFacts:
     """What the stages learned, for the log and report.json."""
 
     downloaded_bytes: int | None = None
+    prefetched: dict[str, object] | None = None  # packages fetched beside the bootstrap
     boot_packages: list[str] = field(default_factory=list)
     kernels: list[str] = field(default_factory=list)  # versions, oldest first
     kernel: str | None = None  # the one the menus boot
@@ -155,6 +162,7 @@ class BuildContext:
     session: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     # The apt archives directory bound into the chroot (see apt.pkgcache).
     archives: Path | None = None
+    prefetch: Prefetch | None = None  # downloading while the bootstrap runs
     initramfs: InitramfsDeferral | None = None  # set while the chroot session lasts
     installer_images: InstallerImages | None = None  # from the packages stage, for the medium
     boot_files: BootFiles | None = None  # from the bootloaders stage, for the ISO

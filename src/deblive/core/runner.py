@@ -294,13 +294,15 @@ class Runner:
 
     def spawn(
         self, argv: Argv, *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
-        what: str | None = None,
+        what: str | None = None, stderr: Literal["pipe", "merge"] = "pipe",
     ) -> Process:
-        """Start a long-running command with pipes for all three streams (a VM)."""
+        """Start a long-running command with pipes for all three streams (a VM); with
+        stderr="merge" its standard error comes on standard output (one pipe to drain)."""
         args = [os.fspath(a) for a in argv]
         full_env = {**os.environ, **(env or {}), **self.fixed_env}
         proc = self._start(
-            args, what, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            args, what, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if stderr == "pipe" else subprocess.STDOUT,
             cwd=cwd, env=full_env,
         )
         return Process(proc, self)

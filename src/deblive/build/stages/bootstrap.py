@@ -1,4 +1,4 @@
-"""Step 1: the base system, bootstrapped from the build mirror.
+"""Step 1: the base system, bootstrapped from the build sources.
 
 mmdebstrap by default (about 1.7x faster than debootstrap here, and it handles
 foreign architectures through qemu-user binfmt itself); debootstrap as the
@@ -7,6 +7,12 @@ keyring. The shared package cache is linked into this build's own archives
 directory (apt.pkgcache), which the sandbox binds into the new tree before
 mmdebstrap starts (so the bootstrap downloads nothing it has, and no mount is
 left to a shell hook), and takes away again when it ends.
+
+mmdebstrap reads the build sources (the release, -updates, -security) on its
+standard input, so the base has their fixes as the packages stage would, and
+starts from the plan's verified lists instead of its own apt-get update. While
+it unpacks and configures with the CPU, the packages stage's downloads run
+beside it (apt.prefetch).
 """
 
 from __future__ import annotations
@@ -14,10 +20,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from deblive.apt import prefetch
 from deblive.apt.keyring import DEBIAN_ARCHIVE_KEYRING
 from deblive.apt.pkgcache import PackageCache
+from deblive.apt.sources import build_sources
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
+from deblive.build.stages import sources
 from deblive.host import sandbox
 from deblive.host.imagetree import ImageTree
 from deblive.model.config import ImageConfig
@@ -26,7 +35,14 @@ from deblive.model.packages import PackageSelection
 ARCHIVES = "var/cache/apt/archives"
 
 
-def mmdebstrap_argv(config: ImageConfig, rootfs: Path) -> list[str]:
+def mmdebstrap_argv(config: ImageConfig, rootfs: Path, *, lists_in_tree: bool = False
+                    ) -> list[str]:
+    """mmdebstrap from the build sources (deb822 on its standard input: the release with
+    -updates and -security, so the base has the fixes the packages stage would get).
+
+    lists_in_tree: the plan's verified package lists are already in the tree, and
+    mmdebstrap's own apt-get update is skipped.
+    """
     assert config.mirror is not None
     selection = PackageSelection.from_config(config)
     argv = [
@@ -46,7 +62,9 @@ def mmdebstrap_argv(config: ImageConfig, rootfs: Path) -> list[str]:
         argv.append("--aptopt=Acquire::Check-Valid-Until \"false\"")
     if selection.bootstrap_extras:
         argv.append(f"--include={','.join(selection.bootstrap_extras)}")
-    argv += [config.codename, str(rootfs), config.mirror]
+    if lists_in_tree:
+        argv.append("--skip=update")
+    argv += [config.codename, str(rootfs), "-"]
     return argv
 
 
@@ -98,6 +116,23 @@ class PackageCacheIn(Stage):
         ctx.facts.downloaded_bytes = cache.stage_out()
 
 
+def start_prefetch(ctx: BuildContext) -> None:
+    """The packages stage's downloads, started to run beside the bootstrap (apt.prefetch)."""
+    plan = ctx.plan
+    if plan is None or plan.lists is None:
+        return
+    assert ctx.archives is not None
+    local = {p.name for p in ctx.local_packages}
+    packages = prefetch.missing(plan, ctx.archives, skip=local)
+    if not packages:
+        return
+    fetch = prefetch.Prefetch(plan, packages, ctx.work.prefetch, ctx.runner, ctx.log)
+    fetch.start()
+    ctx.teardown.callback(fetch.stop)  # a failed bootstrap ends it
+    ctx.prefetch = fetch
+    ctx.log.info(f"prefetch: downloading {len(packages)} packages beside the bootstrap")
+
+
 class Bootstrap(Stage):
     name = "bootstrap"
     in_base = True
@@ -108,13 +143,17 @@ class Bootstrap(Stage):
         os.mkdir(ctx.rootfs, 0o755)
         what = f"bootstrapping {config.codename}/{config.architecture}"
         if config.bootstrap.backend == "debootstrap":
+            start_prefetch(ctx)
             ctx.runner.run(debootstrap_argv(config, ctx.rootfs, ctx.archives), what=what)
             tree = ctx.open_tree()
         else:
             tree = ctx.open_tree()
+            seeded = sources.copy_plan_lists(ctx)  # before the prefetch holds them
+            start_prefetch(ctx)
+            argv = mmdebstrap_argv(config, ctx.rootfs, lists_in_tree=seeded)
             try:
                 with sandbox.bind_into(tree, ctx.archives, ARCHIVES):
-                    ctx.runner.run(mmdebstrap_argv(config, ctx.rootfs), what=what)
+                    ctx.runner.run(argv, input_data=build_sources(config), what=what)
             finally:
                 # An interrupted or failed mmdebstrap can leave its own /proc
                 # and /dev mounts behind: the stage undoes them itself.

@@ -99,6 +99,22 @@ def install_metapackage(ctx: BuildContext, chroot: Chroot, *, again: bool = Fals
     ctx.facts.metapackage = deb.name
 
 
+def take_prefetched(ctx: BuildContext) -> None:
+    """The packages downloaded beside the bootstrap, into the archives apt uses."""
+    fetch = ctx.prefetch
+    if fetch is None:
+        return
+    assert ctx.archives is not None
+    handed = fetch.hand_over(ctx.archives)
+    ctx.prefetch = None
+    ctx.facts.prefetched = {"packages": handed.files, "bytes": handed.bytes,
+                            "seconds": round(handed.seconds, 1), "problem": handed.problem}
+    ctx.log.info(f"prefetch: {handed.files} packages ({handed.bytes / 2**20:.1f} MiB) "
+                 f"downloaded in {handed.seconds:.1f} s beside the bootstrap"
+                 + (f"; not all of them: {handed.problem} (apt fetches the rest)"
+                    if handed.problem else ""))
+
+
 class Packages(Stage):
     name = "packages"
     in_base = True
@@ -112,7 +128,10 @@ class Packages(Stage):
             input_data="\n".join(debconf_selections(config)) + "\n",
             what="preseeding debconf",
         )
+        take_prefetched(ctx)
         sources.package_lists(ctx)
+        if config.bootstrap.backend == "debootstrap":  # it bootstrapped the release alone
+            chroot.apt_get("upgrade", what="upgrading the base from -updates and -security")
         selection = PackageSelection.from_config(config).install
         packages = [*selection, *(f"{p.name}={p.version}" for p in ctx.local_packages
                                   if p.name not in selection)]

@@ -138,22 +138,31 @@ def package_lists(ctx: BuildContext) -> None:
     them twice. Lists another plan replaced meanwhile, or a build without a
     plan, are fetched anew.
     """
+    chroot = Chroot(ctx.tree, ctx.runner, apt_log=ctx.work.logs / "apt.log")
+    if copy_plan_lists(ctx):
+        if ctx.local_archive is not None:
+            # Its path in the image is not the plan's: apt reads it from there.
+            chroot.apt_get(
+                "update", "-o", f"Dir::Etc::SourceList={_sources_file(ctx.local_archive)}",
+                "-o", "Dir::Etc::SourceParts=-", "-o", "APT::Get::List-Cleanup=0",
+                what="apt-get update of the local packages' archive")
+        return
+    chroot.apt_get("update", what="apt-get update from the build mirror")
+
+
+def copy_plan_lists(ctx: BuildContext) -> bool:
+    """The plan's verified lists copied into the tree's apt lists (made if need be);
+    False when there is no plan or another plan replaced its lists meanwhile."""
     resolved = ctx.plan
     held = (indexes.held(resolved.lists, resolved.architecture, resolved.indexes)
             if resolved is not None else contextlib.nullcontext(None))
-    chroot = Chroot(ctx.tree, ctx.runner, apt_log=ctx.work.logs / "apt.log")
     with held as lists:
-        if lists is not None:
-            names = [p.name for p in sorted(lists.iterdir())
-                     if p.is_file() and not p.is_symlink() and p.name != "lock"]
-            for name in names:
-                ctx.tree.copy_in(lists / name, f"{LISTS}/{name}", 0o644)
-            ctx.log.info(f"package lists: {len(names)} files from the plan's verified lists")
-            if ctx.local_archive is not None:
-                # Its path in the image is not the plan's: apt reads it from there.
-                chroot.apt_get(
-                    "update", "-o", f"Dir::Etc::SourceList={_sources_file(ctx.local_archive)}",
-                    "-o", "Dir::Etc::SourceParts=-", "-o", "APT::Get::List-Cleanup=0",
-                    what="apt-get update of the local packages' archive")
-            return
-    chroot.apt_get("update", what="apt-get update from the build mirror")
+        if lists is None:
+            return False
+        names = [p.name for p in sorted(lists.iterdir())
+                 if p.is_file() and not p.is_symlink() and p.name != "lock"]
+        ctx.tree.mkdir(LISTS)
+        for name in names:
+            ctx.tree.copy_in(lists / name, f"{LISTS}/{name}", 0o644)
+        ctx.log.info(f"package lists: {len(names)} files from the plan's verified lists")
+        return True
