@@ -25,7 +25,7 @@ from deblive.core.log import BuildLog
 from deblive.model.arch import Arch
 from deblive.vm.command import Accel, VMSpec, build_command
 from deblive.vm.firmware import select_firmware
-from tests.extended.buildkit import build_iso
+from tests.extended.buildkit import SLOW_CONSOLE_CMDLINE, build_iso
 from tests.extended.test_flavours_extended import artifacts
 
 pytestmark = pytest.mark.extended
@@ -69,10 +69,8 @@ def arm64_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("arm64")
     virt_devicetree(base / "virt.dtb")
     config = base / "arm64.yaml"
-    # arm64 under TCG on this host: udev's coldplug can take longer than systemd's
-    # 90 s for /dev/ttyAMA0, and the serial getty then fails for good.
     config.write_text("name: deblive\narchitecture: arm64\ndevicetree: virt.dtb\n"
-                      "boot: {cmdline: systemd.default_device_timeout_sec=600}\n")
+                      f"boot: {{cmdline: {SLOW_CONSOLE_CMDLINE}}}\n")
     iso, _ = build_iso(config, base)
     return iso
 

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from deblive.boottest.medium import extract, read_entries
+from deblive.boottest.medium import read_entries
 from deblive.boottest.modes import BootMode
 from deblive.boottest.run import TestOptions, run_tests
 from deblive.core.log import BuildLog
-from deblive.core.runner import Runner
 from deblive.model.arch import Arch
-from tests.extended.buildkit import build_iso
+from tests.extended.buildkit import arch_iso, efi_boot_files
 from tests.extended.test_flavours_extended import artifacts
 
 pytestmark = pytest.mark.extended
@@ -29,14 +28,7 @@ pytestmark = pytest.mark.extended
 @pytest.fixture(scope="module")
 def armhf_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("armhf")
-    config = base / "armhf.yaml"
-    # Under TCG on this host udev's coldplug can take longer than systemd's 90 s for
-    # /dev/ttyAMA0, and the serial getty then fails for good.
-    config.write_text("name: deblive\nsuite: bookworm\narchitecture: armhf\n"
-                      "boot: {cmdline: systemd.default_device_timeout_sec=600}\n")
-    iso, _ = build_iso(config, base)
-    assert iso.name == "deblive-bookworm-armhf.iso"
-    return iso
+    return arch_iso(base, "bookworm", "armhf")
 
 
 def test_armhf_iso_carries_its_own_grub_and_boots_uefi_cd(
@@ -44,9 +36,7 @@ def test_armhf_iso_carries_its_own_grub_and_boots_uefi_cd(
 ) -> None:
     entries = read_entries(armhf_iso)
     assert entries is not None and entries.architecture is Arch.ARMHF and not entries.bios
-    efi = tmp_path_factory.mktemp("armhf-efi")
-    extract(Runner(BuildLog()), armhf_iso, ["/EFI/boot"], efi)
-    found = sorted(p.name for p in efi.rglob("*") if p.is_file())
+    found = efi_boot_files(armhf_iso, tmp_path_factory.mktemp("armhf-efi"))
     assert found == ["bootarm.efi"], found  # no shim: the firmware starts grub itself
     out = artifacts(tmp_path_factory, "armhf-boot")
     modes = [BootMode.UEFI_CD, BootMode.BIOS_CD, BootMode.SECUREBOOT_CD]

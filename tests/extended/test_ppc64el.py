@@ -22,7 +22,7 @@ from deblive.build.stages.bootloaders import BOOTINFO_TEXT
 from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
 from deblive.model.arch import Arch
-from tests.extended.buildkit import build_iso
+from tests.extended.buildkit import arch_iso
 from tests.extended.test_flavours_extended import artifacts
 
 pytestmark = pytest.mark.extended
@@ -31,16 +31,9 @@ pytestmark = pytest.mark.extended
 @pytest.fixture(scope="module")
 def ppc64el_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("ppc64el")
-    config = base / "ppc64el.yaml"
     # Bookworm: trixie's initramfs-tools would be far quicker under qemu-user, but the
     # mirror this was measured on lacks part of trixie's ppc64el pool (libc6: 404).
-    # Under TCG udev's coldplug can take longer than systemd's 90 s for the console's
-    # device, and the serial getty then fails for good.
-    config.write_text("name: deblive\nsuite: bookworm\narchitecture: ppc64el\n"
-                      "boot: {cmdline: systemd.default_device_timeout_sec=600}\n")
-    iso, _ = build_iso(config, base)
-    assert iso.name == "deblive-bookworm-ppc64el.iso"
-    return iso
+    return arch_iso(base, "bookworm", "ppc64el")
 
 
 def test_ppc64el_iso_is_chrp_and_boots_through_slof(

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from deblive.boottest.medium import extract, read_entries
+from deblive.boottest.medium import read_entries
 from deblive.boottest.modes import BootMode
 from deblive.boottest.run import TestOptions, run_tests
 from deblive.core.log import BuildLog
-from deblive.core.runner import Runner
 from deblive.model.arch import Arch
-from tests.extended.buildkit import build_iso
+from tests.extended.buildkit import arch_iso, efi_boot_files
 from tests.extended.test_flavours_extended import artifacts
 
 pytestmark = pytest.mark.extended
@@ -30,14 +29,7 @@ pytestmark = pytest.mark.extended
 @pytest.fixture(scope="module")
 def riscv64_iso(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("riscv64")
-    config = base / "riscv64.yaml"
-    # Under TCG udev's coldplug can take longer than systemd's 90 s for the serial
-    # port's device, and the serial getty then fails for good.
-    config.write_text("name: deblive\nsuite: trixie\narchitecture: riscv64\n"
-                      "boot: {cmdline: systemd.default_device_timeout_sec=600}\n")
-    iso, _ = build_iso(config, base)
-    assert iso.name == "deblive-trixie-riscv64.iso"
-    return iso
+    return arch_iso(base, "trixie", "riscv64")
 
 
 def test_riscv64_image_carries_its_own_grub_and_boots_from_a_disk_under_u_boot(
@@ -45,9 +37,7 @@ def test_riscv64_image_carries_its_own_grub_and_boots_from_a_disk_under_u_boot(
 ) -> None:
     entries = read_entries(riscv64_iso)
     assert entries is not None and entries.architecture is Arch.RISCV64 and not entries.bios
-    efi = tmp_path_factory.mktemp("riscv64-efi")
-    extract(Runner(BuildLog()), riscv64_iso, ["/EFI/boot"], efi)
-    found = sorted(p.name for p in efi.rglob("*") if p.is_file())
+    found = efi_boot_files(riscv64_iso, tmp_path_factory.mktemp("riscv64-efi"))
     assert found == ["bootriscv64.efi"], found  # no shim: the firmware starts grub itself
     out = artifacts(tmp_path_factory, "riscv64-boot")
     modes = [BootMode.UEFI_USB, BootMode.UEFI_CD, BootMode.BIOS_CD, BootMode.SECUREBOOT_USB]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +48,18 @@ def parse(data: dict[str, Any], source: Path | None = Path("/cfg/demo.yaml"),
 
 def load(path: Path, overrides: dict[str, Any] | None = None) -> ImageConfig:
     return configfile.load(path, overrides)
+
+
+def unpacked_grub(root: Path, outside: Path, modules_dir: str, modules: Sequence[str],
+                  extras: Mapping[str, str]) -> None:
+    """What dpkg-deb -x of a grub-*-bin package gives (its modules and some files of its
+    own that are not taken), plus links to a host file that a hostile package could hold."""
+    directory = root / modules_dir.lstrip("/")
+    directory.mkdir(parents=True)
+    for name in modules:
+        (directory / name).write_bytes(f"grub {name}\n".encode())
+    for name, text in extras.items():
+        (directory / name).write_text(text)
+    (outside / "secret").write_text("host file\n")
+    os.symlink(outside / "secret", directory / "leak.mod")
+    os.symlink(outside / "secret", directory / "crypto.lst")

@@ -7,7 +7,6 @@ No Secure Boot and no network grub for it. No root, no qemu started.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +43,10 @@ def test_the_armhf_layout_is_unsigned_grub_efi_arm() -> None:
 
 
 def unpacked_grub(root: Path, outside: Path) -> None:
-    """What dpkg-deb -x of grub-efi-arm-bin gives, plus links a hostile package could hold."""
-    modules = root / MODULES.lstrip("/")
-    modules.mkdir(parents=True)
-    for name in ("kernel.img", "normal.mod", "fdt.mod", "moddep.lst", "command.lst"):
-        (modules / name).write_bytes(f"grub {name}\n".encode())
-    (modules / "config.h").write_text("/* not needed */\n")
-    (outside / "secret").write_text("host file\n")
-    os.symlink(outside / "secret", modules / "leak.mod")
-    os.symlink(outside / "secret", modules / "crypto.lst")
+    """grub-efi-arm-bin unpacked, with a header of its own and hostile links."""
+    conftest.unpacked_grub(root, outside, MODULES,
+                           ("kernel.img", "normal.mod", "fdt.mod", "moddep.lst", "command.lst"),
+                           {"config.h": "/* not needed */\n"})
 
 
 def test_the_modules_are_copied_out_and_grub_is_named_for_the_firmware(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ BIOS, no Secure Boot, no netboot tree, no disk image. No root, no qemu started.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,17 +99,11 @@ def test_the_other_layouts_stay_uefi(arch: Arch) -> None:
 
 
 def unpacked_grub(root: Path, outside: Path) -> None:
-    """What dpkg-deb -x of grub-ieee1275-bin gives, plus links a hostile package could hold."""
-    modules = root / MODULES.lstrip("/")
-    modules.mkdir(parents=True)
-    for name in ("kernel.img", "normal.mod", "iso9660.mod", "moddep.lst", "command.lst"):
-        (modules / name).write_bytes(f"grub {name}\n".encode())
-    # The package's own extras: not modules, not taken.
-    (modules / "bootinfo.txt").write_text("<chrp-boot>grub's own</chrp-boot>\n")
-    (modules / "grub.chrp").write_text("not needed\n")
-    (outside / "secret").write_text("host file\n")
-    os.symlink(outside / "secret", modules / "leak.mod")
-    os.symlink(outside / "secret", modules / "crypto.lst")
+    """grub-ieee1275-bin unpacked: its own bootinfo.txt and grub.chrp are not taken."""
+    conftest.unpacked_grub(root, outside, MODULES,
+                           ("kernel.img", "normal.mod", "iso9660.mod", "moddep.lst", "command.lst"),
+                           {"bootinfo.txt": "<chrp-boot>grub's own</chrp-boot>\n",
+                            "grub.chrp": "not needed\n"})
 
 
 @pytest.fixture

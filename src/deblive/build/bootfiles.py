@@ -139,19 +139,20 @@ class BootFiles:
     chrp: ChrpFiles | None = None
 
     @property
+    def loader(self) -> EfiFiles | ChrpFiles:
+        """The firmware's grub files: UEFI's, else Open Firmware's (a layout has one)."""
+        found = self.efi or self.chrp
+        assert found is not None, "boot files without a grub"
+        return found
+
+    @property
     def grub(self) -> Path:
         """The grub image the firmware starts (EFI) or loads (Open Firmware)."""
-        if self.efi is not None:
-            return self.efi.grub
-        assert self.chrp is not None
-        return self.chrp.grub
+        return self.loader.grub
 
     @property
     def grub_platform(self) -> str:
-        if self.efi is not None:
-            return self.efi.grub_platform
-        assert self.chrp is not None
-        return self.chrp.grub_platform
+        return self.loader.grub_platform
 
 
 def package_of_deb(deb: Path) -> str:
