@@ -63,6 +63,14 @@ RESOLV_CONF = "/etc/resolv.conf"
 RESOLV_CONF_SAVED = "/etc/resolv.conf.deblive-saved"
 
 
+# mkinitramfs starts about 19,000 small programs for MODULES=most (realpath and
+# readlink several times per module, through copy_file): under C.UTF-8 each one
+# loads the locale's files, under C none. Measured on bookworm's default image:
+# 31 s against 35-44 s, the same initramfs byte for byte (its file list is sorted
+# with LC_ALL=C either way).
+INITRAMFS_LOCALE = {"LC_ALL": "C", "LANG": "C"}
+
+
 def chroot_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """A clean environment: nothing of the host's locale, paths or terminal leaks in."""
     env = {
@@ -103,9 +111,10 @@ class Chroot:
     def run(
         self, argv: Sequence[str], *, what: str | None = None, input_data: str | None = None,
         capture: bool = False, quiet: bool = False, check: bool = True,
+        env: dict[str, str] | None = None,
     ) -> Result:
         return self.runner.run(
-            chroot_argv(self.tree.root, argv), env=chroot_env(), inherit_env=False, what=what,
+            chroot_argv(self.tree.root, argv), env=chroot_env(env), inherit_env=False, what=what,
             input_data=input_data, capture=capture, quiet=quiet, check=check,
         )
 
@@ -180,7 +189,7 @@ class InitramfsDeferral:
         versions = self.kernels()
         for version in versions:
             mode = "-u" if self.tree.exists(f"/boot/initrd.img-{version}") else "-c"
-            self.chroot.run(["update-initramfs", mode, "-k", version],
+            self.chroot.run(["update-initramfs", mode, "-k", version], env=INITRAMFS_LOCALE,
                             what=f"making the initramfs for {version}")
         return versions
 
