@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from deblive.core.log import BuildLog
+from deblive.core.runner import Runner
 from deblive.host import configfile, hostapt
 from deblive.model import config
 from deblive.model.arch import Arch
@@ -63,3 +65,16 @@ def unpacked_grub(root: Path, outside: Path, modules_dir: str, modules: Sequence
     (outside / "secret").write_text("host file\n")
     os.symlink(outside / "secret", directory / "leak.mod")
     os.symlink(outside / "secret", directory / "crypto.lst")
+
+
+class RecordingRunner(Runner):
+    """Records the commands (and the environment each was given) instead of running them."""
+
+    def __init__(self) -> None:
+        super().__init__(BuildLog())
+        self.argvs: list[list[str]] = []
+        self.envs: list[dict[str, str]] = []
+
+    def run(self, argv: Any, **kwargs: Any) -> Any:
+        self.argvs.append([str(a) for a in argv])
+        self.envs.append(dict(kwargs.get("env") or {}))

@@ -8,15 +8,12 @@ No Secure Boot and no network grub for it. No root, no qemu started.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from deblive.boottest.modes import BootMode
 from deblive.build import bootfiles
 from deblive.build.bootfiles import BootFilesError
-from deblive.core.log import BuildLog
-from deblive.core.runner import Runner
 from deblive.host import preflight
 from deblive.model import config
 from deblive.model.arch import Arch
@@ -25,6 +22,7 @@ from deblive.vm.firmware import select_firmware
 from tests.unit.test_vm import option_value
 
 from . import conftest
+from .conftest import RecordingRunner
 
 MODULES = "/usr/lib/grub/arm-efi"
 
@@ -85,17 +83,6 @@ def test_grub_mkimage_links_an_image_that_finds_the_medium_offline(tmp_path: Pat
     assert {"normal", "search", "search_fs_file", "iso9660", "fat", "linux", "fdt",
             "serial", "terminal", "gfxterm", "loopback", "test", "echo"} <= modules
     assert not modules & {"net", "efinet", "http", "tftp"}  # a medium reads no network
-
-
-class RecordingRunner(Runner):
-    """Records the commands instead of running them."""
-
-    def __init__(self) -> None:
-        super().__init__(BuildLog())
-        self.argvs: list[list[str]] = []
-
-    def run(self, argv: Any, **kwargs: Any) -> Any:
-        self.argvs.append([str(a) for a in argv])
 
 
 def test_make_unsigned_grub_runs_grub_mkimage_for_the_unsigned_layout(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 from debian import deb822
@@ -12,8 +11,6 @@ from debian import deb822
 from deblive.apt import sources
 from deblive.build import chroot
 from deblive.build.stages import bootstrap, packages, squash, users
-from deblive.core.log import BuildLog
-from deblive.core.runner import Runner
 from deblive.host.imagetree import ImageTree
 from deblive.model import config
 from deblive.model.packages import PackageSelection
@@ -234,17 +231,6 @@ def test_password_settings_are_stable_per_image_and_never_from_the_password() ->
         assert users.HASH_RE.fullmatch(out) and out.startswith(setting)
 
 
-class EnvRecorder(Runner):
-    """Records each command with its environment instead of running it."""
-
-    def __init__(self) -> None:
-        super().__init__(BuildLog())
-        self.calls: list[tuple[list[str], dict[str, str]]] = []
-
-    def run(self, argv: Any, **kwargs: Any) -> Any:
-        self.calls.append(([str(a) for a in argv], dict(kwargs.get("env") or {})))
-
-
 def test_the_initramfs_is_made_in_the_c_locale(tmp_path: Path) -> None:
     """mkinitramfs starts some 19,000 programs: C spares each the locale's files."""
     version = "6.1.0-57-amd64"
@@ -253,10 +239,10 @@ def test_the_initramfs_is_made_in_the_c_locale(tmp_path: Path) -> None:
     (tmp_path / f"boot/vmlinuz-{version}").write_text("")
     (tmp_path / "usr/sbin").mkdir(parents=True)
     (tmp_path / "usr/sbin/update-initramfs").write_text("#!/bin/sh\n")
-    runner = EnvRecorder()
+    runner = conftest.RecordingRunner()
     with ImageTree(tmp_path) as tree:
         assert chroot.InitramfsDeferral(tree, runner).generate() == [version]
-    [(argv, env)] = runner.calls
+    [argv], [env] = runner.argvs, runner.envs
     assert argv[-4:] == ["update-initramfs", "-c", "-k", version]
     assert (env["LC_ALL"], env["LANG"]) == ("C", "C")
     assert env["PATH"] == chroot.CHROOT_PATH  # otherwise the chroot's clean environment

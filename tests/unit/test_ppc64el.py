@@ -43,7 +43,7 @@ from deblive.vm.errors import QemuError
 from deblive.vm.firmware import Firmware, select_firmware
 from deblive.vm.machine import Machine
 from tests.support import fakeqemu
-from tests.unit.test_armhf import RecordingRunner
+from tests.unit.conftest import RecordingRunner
 from tests.unit.test_i386 import RELEASES
 from tests.unit.test_vm import option_value
 

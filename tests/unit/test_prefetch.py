@@ -4,6 +4,8 @@ served on 127.0.0.1, handed over into a build's archives directory."""
 from __future__ import annotations
 
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,15 +128,38 @@ def test_lists_replaced_meanwhile_fetch_nothing(
 
 
 @needs_tools
-def test_stop_ends_the_download_and_waits(served: tuple[str, Path, Path],
-                                          tmp_path: Path) -> None:
-    """A failed bootstrap's teardown: nothing of the prefetch runs on after it."""
-    url, _pool, key = served
-    made = resolved(url, key, tmp_path / "plan", packages("tool", "extra"))
-    runner = Runner(BuildLog())
-    fetch = prefetch.Prefetch(made, list(made.added.packages), tmp_path / "prefetch",
-                              runner, BuildLog())
-    fetch.start()
-    fetch.stop()
-    assert runner.running() == []
-    fetch.stop()  # twice is fine (the teardown after a hand-over)
+def test_stop_ends_a_hanging_download_and_waits(tmp_path: Path) -> None:
+    """A failed bootstrap's teardown: nothing of the prefetch runs on after it, even when
+    the mirror stops answering mid-way (apt would wait for its own timeout)."""
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    built = [archives.make_deb(debs, "tool", "1.0", arch="amd64")]
+    with archives.gnupg_home() as home:
+        root = archives.make_archive(tmp_path / "archive", built, home, suite="bookworm",
+                                     arch="amd64")
+        key = archives.export_key(home, tmp_path / "key.gpg", armour=False)
+    with archives.serve(root) as url:
+        made = resolved(url, key, tmp_path / "plan", [Package("tool", "1.0", "amd64")])
+    # The same address now takes connections and never answers.
+    port = int(url.rsplit(":", 1)[1])
+    with socket.socket() as silent:
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", port))
+        silent.listen(8)
+        runner = Runner(BuildLog())
+        fetch = prefetch.Prefetch(made, list(made.added.packages), tmp_path / "prefetch",
+                                  runner, BuildLog())
+        fetch.start()
+        deadline = time.monotonic() + 20
+        while not runner.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runner.running(), "apt-get download never started"
+        time.sleep(1)
+        assert runner.running(), "apt-get download ended on its own: nothing to stop"
+        started = time.monotonic()
+        fetch.stop()
+        assert time.monotonic() - started < 10
+        assert runner.running() == []
+        fetch.stop()  # twice is fine
+        handed = fetch.hand_over(tmp_path / "archives-none")
+    assert handed.files == 0 and handed.problem is not None

@@ -96,8 +96,8 @@ class Prefetch:
                     self.problem = "the plan's lists were replaced meanwhile"
                     return
                 self._fetch()
-        except (OSError, DebliveError) as exc:
-            self.problem = str(exc)
+        except (OSError, ValueError, DebliveError) as exc:  # ValueError: stop() closed the pipe
+            self.problem = self.problem or str(exc)
         finally:
             self.seconds = time.monotonic() - started
 
