@@ -55,6 +55,9 @@ def test_two_builds_of_one_config_are_identical(default_build: Build, tmp_path: 
     second = json.loads((again / "report.json").read_text())
     assert second["source_date_epoch"] == report["source_date_epoch"]
     assert second["build_id"] == report["build_id"]
+    # The shared package cache kept the base's packages as well as the packages
+    # stage's: the second build downloaded nothing.
+    assert second["downloaded_bytes"] == 0
     pairs = [(default_build.iso, again / default_build.iso.name),
              (default_build.path("filesystem.squashfs"), again / "filesystem.squashfs")]
     differing = [one.name for one, two in pairs if _sha256(one) != _sha256(two)]

@@ -11,6 +11,7 @@ from debian import deb822
 from deblive.apt import sources
 from deblive.build import chroot
 from deblive.build.stages import bootstrap, packages, squash, users
+from deblive.host import cpus
 from deblive.host.imagetree import ImageTree
 from deblive.model import config
 from deblive.model.packages import PackageSelection
@@ -33,6 +34,9 @@ def test_mmdebstrap_argv() -> None:
     assert "--skip=download/empty" in argv
     # The cache is bound in by the sandbox beforehand: no shell hook mounts anything.
     assert "--skip=check/empty" in argv
+    # The packages it linked in and downloaded stay for the packages stage and the cache.
+    assert "--skip=cleanup/apt/cache" in argv and "--skip=essential/unlink" in argv
+    assert "--dpkgopt=force-unsafe-io" in argv
     assert not any(a.startswith(("--setup-hook", "--customize-hook")) for a in argv)
     # The build sources come on standard input: the release with -updates and
     # -security, so the base gets the fixes too.
@@ -42,6 +46,22 @@ def test_mmdebstrap_argv() -> None:
     assert not any("trusted=yes" in a or "check-gpg" in a or "AllowInsecure" in a for a in argv)
     seeded = bootstrap.mmdebstrap_argv(cfg(), Path("/w/rootfs"), lists_in_tree=True)
     assert "--skip=update" in seeded  # the plan's verified lists are in the tree already
+
+
+def test_locale_generated_only_for_exactly_that_line(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "usr/lib/locale").mkdir(parents=True)
+    line = "en_US.UTF-8 UTF-8"
+    with ImageTree(tmp_path) as tree:
+        assert not users.locale_generated(tree, line)  # no locale.gen, no archive
+        tree.write("/etc/locale.gen", "# de_DE.UTF-8 UTF-8\n  en_US.UTF-8   UTF-8\n\n")
+        assert not users.locale_generated(tree, line)  # no archive yet
+        tree.write("/usr/lib/locale/locale-archive", "made")
+        assert users.locale_generated(tree, line)  # the postinst's: commented lines aside
+        tree.write("/etc/locale.gen", f"{line}\nde_DE.UTF-8 UTF-8\n")
+        assert not users.locale_generated(tree, line)  # an archive of two locales
+        tree.write("/etc/locale.gen", "fr_FR.UTF-8 UTF-8\n")
+        assert not users.locale_generated(tree, line)
 
 
 def test_https_mirror_brings_ca_certificates() -> None:
@@ -231,8 +251,12 @@ def test_password_settings_are_stable_per_image_and_never_from_the_password() ->
         assert users.HASH_RE.fullmatch(out) and out.startswith(setting)
 
 
-def test_the_initramfs_is_made_in_the_c_locale(tmp_path: Path) -> None:
-    """mkinitramfs starts some 19,000 programs: C spares each the locale's files."""
+def test_the_initramfs_is_made_in_the_c_locale_on_one_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mkinitramfs starts some 19,000 programs: C spares each the locale's files, and one
+    CPU the crossings between CPUs (host.cpus)."""
+    monkeypatch.setattr(cpus, "quietest_cpu", lambda: 1)
     version = "6.1.0-57-amd64"
     (tmp_path / "lib/modules" / version).mkdir(parents=True)
     (tmp_path / "boot").mkdir()
@@ -244,6 +268,7 @@ def test_the_initramfs_is_made_in_the_c_locale(tmp_path: Path) -> None:
         assert chroot.InitramfsDeferral(tree, runner).generate() == [version]
     [argv], [env] = runner.argvs, runner.envs
     assert argv[-4:] == ["update-initramfs", "-c", "-k", version]
+    assert argv[:5] == ["taskset", "--cpu-list", "1", "chroot", str(tmp_path)]
     assert (env["LC_ALL"], env["LANG"]) == ("C", "C")
     assert env["PATH"] == chroot.CHROOT_PATH  # otherwise the chroot's clean environment
     assert chroot.chroot_env()["LC_ALL"] == "C.UTF-8"  # every other command's

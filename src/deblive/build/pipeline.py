@@ -229,19 +229,25 @@ def finish(ctx: BuildContext, started: dt.datetime, options: BuildOptions) -> Bu
     work, log = ctx.work, ctx.log
     files = list(ctx.outputs)
     build_report = report.build_report(ctx, started, files, "success")
-    report.write_report(build_report, work.output / "report.json")
-    summed = [f for f in report.output_files(files) if f.suffix in (".iso", ".img")
-              or f.name.endswith(".spdx.json") or f.parent != work.output]
-    if summed:
-        report.sha256sums(summed, work.output / "SHA256SUMS")
-        files.append(work.output / "SHA256SUMS")
-    log.info(f"build finished in {format_seconds(float(build_report['duration_seconds']))}")
-    log.close()
-    shutil.copyfile(work.log, work.output / "build.log")
-    published = publish.publish_results(
-        [*files, work.output / "build.log"], work.logs, work.output / "report.json",
-        options.outdir,
-    )
+    # The image is in the verified squashfs now: its tree goes beside the rest.
+    removal = None if options.keep_workdir else workbase.Removal(ctx.rootfs).start()
+    try:
+        report.write_report(build_report, work.output / "report.json")
+        summed = [f for f in report.output_files(files) if f.suffix in (".iso", ".img")
+                  or f.name.endswith(".spdx.json") or f.parent != work.output]
+        if summed:
+            report.sha256sums(summed, work.output / "SHA256SUMS")
+            files.append(work.output / "SHA256SUMS")
+        log.info(f"build finished in {format_seconds(float(build_report['duration_seconds']))}")
+        log.close()
+        shutil.copyfile(work.log, work.output / "build.log")
+        published = publish.publish_results(
+            [*files, work.output / "build.log"], work.logs, work.output / "report.json",
+            options.outdir,
+        )
+    finally:
+        if removal is not None:
+            removal.wait()
     if not options.keep_workdir:
         workbase.remove(work.root)
     return BuildResult(options.outdir, published, build_report)
