@@ -19,7 +19,7 @@ from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
 from deblive import __version__
-from deblive.build import sbom, sbomlicences
+from deblive.build import sbom, sbomlicences, sbommemory
 from deblive.host.imagetree import ImageTree
 
 SECRET = "HOST-SENTINEL-Licence"
@@ -294,6 +294,55 @@ def test_the_same_image_gives_the_same_bytes_wherever_it_lies(
     assert other["documentNamespace"] != json.loads(first)["documentNamespace"]
     assert json.loads(first)["documentNamespace"].startswith(
         "https://deblive.invalid/spdx/deblive-bookworm-")
+
+
+def test_licences_kept_from_an_earlier_build_give_the_same_document_unparsed(
+        image: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    memory = sbommemory.memory_file(tmp_path / "cache")
+    assert memory.parent == tmp_path / "cache/sbom" and memory.name.startswith("licences-")
+    first = sbomlicences.Licences(sbommemory.load(memory))  # no memory yet
+    expected = sbom.sbom_json(_document(image, licences=first))
+    assert first.found and any(e["refs"] for e in first.found.values())  # LicenseRefs too
+    sbommemory.save(memory, {}, first.found)
+
+    def parse(self: sbomlicences.Licences, text: str) -> str | None:
+        raise AssertionError("a copyright file parsed again")
+
+    monkeypatch.setattr(sbomlicences.Licences, "_copyright", parse)
+    again = sbomlicences.Licences(sbommemory.load(memory))
+    assert sbom.sbom_json(_document(image, licences=again)) == expected
+    before = memory.stat().st_mtime_ns
+    sbommemory.save(memory, sbommemory.load(memory), again.found)
+    assert memory.stat().st_mtime_ns == before  # nothing new: not written again
+
+
+def test_a_memory_not_as_deblive_writes_it_is_not_used(tmp_path: Path) -> None:
+    memory = tmp_path / "licences.json"
+    good = {"expression": "MIT", "refs": {}}
+    ref = "LicenseRef-x-0123456789ab"
+    memory.write_text(json.dumps({
+        "a" * 64: good,
+        "b" * 64: {"expression": 5, "refs": {}},
+        "c" * 64: {"expression": ref, "refs": {ref: {"licenseId": "LicenseRef-other",
+                                                      "name": "x", "extractedText": "t"}}},
+        "d" * 64: {"expression": None, "refs": {}, "more": 1},
+        "short": good,
+    }))
+    assert sbommemory.load(memory) == {"a" * 64: good}
+    memory.write_text("[1, 2")
+    assert sbommemory.load(memory) == {}
+    assert sbommemory.load(tmp_path / "none.json") == {}
+
+
+def test_the_memory_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    memory = tmp_path / "licences.json"
+    monkeypatch.setattr(sbommemory, "MAX_ENTRIES", 3)
+    entry = {"expression": "MIT", "refs": {}}
+    sbommemory.save(memory, {}, {c * 64: entry for c in "ab"})
+    sbommemory.save(memory, sbommemory.load(memory), {"c" * 64: entry})
+    assert set(sbommemory.load(memory)) == {c * 64 for c in "abc"}
+    sbommemory.save(memory, sbommemory.load(memory), {c * 64: entry for c in "de"})
+    assert set(sbommemory.load(memory)) == {c * 64 for c in "de"}  # only the last build's
 
 
 def test_an_image_without_packages_still_validates(tmp_path: Path) -> None:

@@ -164,17 +164,19 @@ def spdx_ids(packages: list[Installed]) -> list[str]:
 
 def sbom_document(tree: ImageTree, *, name: str, namespace_seed: str, created_epoch: int,
                   origins: Mapping[str, Origin] | None = None,
-                  distro: str | None = None) -> dict[str, Any]:
+                  distro: str | None = None, licences: Licences | None = None
+                  ) -> dict[str, Any]:
     """The SPDX 2.3 document: the image, which CONTAINS each installed package.
 
     origins: by "name:arch" or name; a package not in it is Debian's archive's.
     namespace_seed: what makes this image's namespace unique (e.g. the config
     digest and the package list). distro: the purl qualifier, e.g. "debian-12".
+    licences: reads the declared licences (with what earlier builds found).
     TreeError if the image has no dpkg status to read.
     """
     origins = origins or {}
     packages = installed(tree)
-    licences = Licences()
+    licences = licences or Licences()
     entries = [
         _package(package, spdx_id,
                  origins.get(f"{package.name}:{package.arch}")

@@ -38,6 +38,7 @@ logging.getLogger("debian.copyright").setLevel(logging.ERROR)
 _DEP5 = re.compile(r"^Format:[ \t]*\S*copyright-format/1\.0", re.MULTILINE | re.IGNORECASE)
 _PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*\Z")  # Debian policy 5.6.1; others never read
 _OPERATORS = ("and", "or")
+_REF = re.compile(r"LicenseRef-[A-Za-z0-9.-]+")
 
 # SPDX ids taken as they are (any case), and Debian's short names (copyright-format
 # 1.0, "License specification") that differ. The GNU families are computed (_FAMILY).
@@ -119,9 +120,13 @@ class Licences:
     and go, so SBOMs of two builds compare line by line.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, known: Mapping[str, dict[str, Any]] | None = None) -> None:
+        """known: what earlier builds found, by the copyright file's sha256 (sbommemory)."""
         self.refs: dict[str, dict[str, str]] = {}
         self._parsed: dict[str, str | None] = {}  # by digest: -dev packages share files
+        self._known = known or {}
+        # This document's files: each one's expression and the LicenseRefs it names.
+        self.found: dict[str, dict[str, Any]] = {}
 
     def declared(self, tree: ImageTree, package: str) -> str:
         if not _PACKAGE_NAME.match(package):
@@ -135,7 +140,15 @@ class Licences:
             return NOASSERTION
         digest = hashlib.sha256(data).hexdigest()
         if digest not in self._parsed:
-            self._parsed[digest] = self._copyright(data.decode("utf-8", errors="replace"))
+            kept = self._known.get(digest)
+            if kept is not None:
+                expression, refs = kept["expression"], kept["refs"]
+                self.refs.update(refs)
+            else:
+                expression = self._copyright(data.decode("utf-8", errors="replace"))
+                refs = {ref: self.refs[ref] for ref in _REF.findall(expression or "")}
+            self._parsed[digest] = expression
+            self.found[digest] = {"expression": expression, "refs": refs}
         return self._parsed[digest] or NOASSERTION
 
     def _copyright(self, text: str) -> str | None:

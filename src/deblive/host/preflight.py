@@ -26,6 +26,7 @@ REQUIRED_TOOLS = {
     "mksquashfs": "squashfs-tools",
     "unsquashfs": "squashfs-tools",
     "dpkg-deb": "dpkg",
+    "taskset": "util-linux",  # the initramfs on one CPU (host.cpus)
 }
 ISO_TOOLS = {
     "xorriso": "xorriso",

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from debian import deb822
 
-from deblive.build import origins, sbom
+from deblive.build import origins, sbom, sbommemory
 from deblive.build.context import BuildContext
 from deblive.build.kernels import kernel_images
+from deblive.build.sbomlicences import Licences
 from deblive.build.stage import Stage
 from deblive.host.imagetree import ImageTree, TreeError
 
@@ -146,9 +147,17 @@ def write_sbom(ctx: BuildContext) -> Path:
         elif namespace is not None:
             by_name[name] = sbom.Origin(namespace=namespace)
     config = ctx.config
+    memory = sbommemory.memory_file(ctx.cache)
+    known = sbommemory.load(memory)
+    licences = Licences(known)
     document = sbom.sbom_document(
         ctx.tree, name=config.image_basename, namespace_seed=ctx.build_id,
-        created_epoch=ctx.source_date_epoch, origins=by_name, distro=config.codename)
+        created_epoch=ctx.source_date_epoch, origins=by_name, distro=config.codename,
+        licences=licences)
+    try:
+        sbommemory.save(memory, known, licences.found)
+    except OSError as exc:  # only the next build's time is lost
+        ctx.log.warn(f"could not keep the copyright files' licences in {memory}: {exc}")
     path = ctx.work.output / f"{config.image_basename}.spdx.json"
     sbom.write_sbom(path, document)
     return path
