@@ -117,3 +117,23 @@ def test_store_lookup_restore(tmp_path: Path) -> None:
     assert (fresh / "boot/initrd.img-6.1").read_bytes() == b"initrd"
     assert (fresh / "var/lib/initramfs-tools/6.1").read_text() == "sha1\n"
     assert entry.size > 6  # the initramfs counts toward the entry's size
+
+
+def test_the_paths_its_scripts_name_are_inputs(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "usr/share/initramfs-tools/hooks").mkdir(parents=True)
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "sbin").symlink_to("usr/sbin")
+    (root / "usr/share/initramfs-tools/hooks/live").write_text(
+        '#!/bin/sh\n[ -x /sbin/mount.cifs ] && copy_exec /sbin/mount.cifs /sbin\n'
+        'cp /etc/hosts "${DESTDIR}/etc"\nfor f in /lib/modules/${version}/x; do :; done\n'
+        'manual_add_modules $(find /lib/x86_64-linux-gnu/libnss_dns* 2>/dev/null)\n'
+        'copy_file config ${DESTDIR}/etc/x /etc/ignored # ${DESTDIR}/etc/x is not one\n')
+    (root / "usr/sbin/mkinitramfs").write_text('. /usr/share/initramfs-tools/hook-functions\n')
+    with ImageTree(root) as tree:
+        named = initramfsreuse.named_paths(tree)
+    assert named == {"/bin/sh", "/usr/sbin/mount.cifs", "/etc/hosts", "/etc/ignored",
+                     "/usr/share/initramfs-tools/hook-functions"}
+    # A layer that adds a program the hook copies when present: a new initramfs.
+    assert initramfsreuse.may_reach_initramfs("/usr/sbin/mount.cifs", LISTED | named)
+    assert not initramfsreuse.may_reach_initramfs("/usr/sbin/mount.cifs", LISTED)

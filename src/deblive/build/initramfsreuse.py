@@ -9,7 +9,8 @@ kept beside the cache entry with the list of the files it holds
 (`lsinitramfs`), and a later build of the same base takes it when no entry of
 its layer can reach it. An entry can, if it is:
 
-* one of the files the kept initramfs holds (a changed binary or library);
+* one of the files the kept initramfs holds (a changed binary or library), or one
+  its scripts name and would copy if it were there (a program added by a package);
 * below what initramfs-tools reads whole: its own hooks, scripts and
   configuration, the kernel's modules and firmware, /boot, udev's rules,
   live-boot's scripts (ALWAYS), and the directories of /etc in ETC_READ;
@@ -32,6 +33,7 @@ import contextlib
 import fnmatch
 import hashlib
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -57,6 +59,15 @@ ALWAYS = (*_LIB_TREES, *(f"/usr{path}" for path in _LIB_TREES), "/usr/share/init
 OUTPUTS = "/boot/initrd.img-*"  # what making it writes: never one of its inputs
 STATE = "/var/lib/initramfs-tools"
 LISTING = "files.txt"
+# The scripts that decide what goes into the initramfs: a file they name is copied
+# when it is there (live-boot's hook takes /sbin/mount.cifs, /etc/hosts... if present),
+# so it is an input whether or not the kept initramfs holds it.
+HOOK_SCRIPTS = ("/usr/share/initramfs-tools/hooks", "/etc/initramfs-tools/hooks",
+                "/usr/share/initramfs-tools/conf-hooks.d", "/etc/initramfs-tools/conf-hooks.d")
+HOOK_FILES = ("/usr/share/initramfs-tools/hook-functions", "/usr/sbin/mkinitramfs")
+# An absolute path written literally: not after a word, a variable or another path's part.
+_LITERAL_PATH = re.compile(r"(?<![\w$}/.-])(/(?:etc|usr|lib|lib32|lib64|libx32|bin|sbin)"
+                           r"(?:/[A-Za-z0-9_.+-]+)+)(?![A-Za-z0-9_.+*?\[$/-])")
 
 
 def may_reach_initramfs(path: str, listed: frozenset[str] = frozenset()) -> bool:
@@ -119,24 +130,53 @@ def inputs_digest(layer: ImageTree, listed: frozenset[str]) -> str:
     return digest.hexdigest()
 
 
-def contents(tree: ImageTree, chroot: Chroot, versions: list[str]) -> frozenset[str]:
-    """Image paths of the files the made initramfs holds (lsinitramfs, in the image),
-    spelled as the tree stores them (lib/x -> usr/lib/x where /lib is a link)."""
+def _top_links(tree: ImageTree) -> dict[str, str]:
+    """The image's top-level relative links (lib -> usr/lib where /usr is merged)."""
     links = {}
     for name in tree.listdir("/"):
         target = tree.readlink(f"/{name}")
         if target and not target.startswith("/") and ".." not in target.split("/"):
             links[name] = target.strip("/")
-    listed = set()
+    return links
+
+
+def _spelled(path: str, links: dict[str, str]) -> str | None:
+    parts = path.strip().strip("/").split("/")
+    if not parts[0] or parts[0] == ".":
+        return None
+    parts[0] = links.get(parts[0], parts[0])
+    return "/" + "/".join(parts)
+
+
+def named_paths(tree: ImageTree) -> frozenset[str]:
+    """The absolute paths initramfs-tools' and the hooks' scripts name literally
+    (as the tree stores them): the files they copy when present."""
+    links = _top_links(tree)
+    scripts = [path for directory in HOOK_SCRIPTS for path in tree.glob(directory, "*")]
+    found = set()
+    for script in (*scripts, *HOOK_FILES):
+        if not tree.is_file(script):
+            continue
+        for match in _LITERAL_PATH.finditer(tree.read_text(script)):
+            spelled = _spelled(match.group(1), links)
+            if spelled is not None:
+                found.add(spelled)
+    return frozenset(found)
+
+
+def contents(tree: ImageTree, chroot: Chroot, versions: list[str]) -> frozenset[str]:
+    """Image paths of the files the made initramfs holds (lsinitramfs, in the image)
+    and of those its scripts would copy if present, spelled as the tree stores them
+    (lib/x -> usr/lib/x where /lib is a link)."""
+    links = _top_links(tree)
+    listed = set(named_paths(tree))
     for version in versions:
         output = chroot.run(["lsinitramfs", f"/boot/initrd.img-{version}"], capture=True,
                             quiet=True, what=f"listing the initramfs of {version}").output
         for line in output.splitlines():
-            parts = line.strip().strip("/").split("/")
-            if not parts[0] or parts[0] == ".":
-                continue
-            parts[0] = links.get(parts[0], parts[0])
-            listed.add("/" + "/".join(parts))
+            spelled = _spelled(line, links)
+            if spelled is not None:
+                listed.add(spelled)
     return frozenset(listed)
 
 
