@@ -41,26 +41,6 @@ def test_remove_refuses_mounted_tree(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert tree.exists()
 
 
-def test_removal_in_a_thread_deletes_or_hands_its_refusal_over(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "f").write_text("host data")
-    rootfs = tmp_path / "work/rootfs"
-    (rootfs / "etc").mkdir(parents=True)
-    (rootfs / "etc/link").symlink_to(outside)
-    workbase.Removal(rootfs).start().wait()
-    assert not rootfs.exists() and (tmp_path / "work").is_dir()
-    assert (outside / "f").read_text() == "host data"
-    (rootfs / "proc").mkdir(parents=True)
-    monkeypatch.setattr(sandbox, "mounts_under", lambda p: [rootfs / "proc"])
-    removal = workbase.Removal(rootfs).start()
-    with pytest.raises(deletion.DeletionError, match="still mounted below it"):
-        removal.wait()  # in the build's thread, not lost in the removal's
-    assert rootfs.exists()
-
-
 def test_remove_tree_deletes_and_never_follows(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     (outside / "keep").mkdir(parents=True)

@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,8 +230,13 @@ def finish(ctx: BuildContext, started: dt.datetime, options: BuildOptions) -> Bu
     work, log = ctx.work, ctx.log
     files = list(ctx.outputs)
     build_report = report.build_report(ctx, started, files, "success")
-    # The image is in the verified squashfs now: its tree goes beside the rest.
-    removal = None if options.keep_workdir else workbase.Removal(ctx.rootfs).start()
+    # The image is in the verified squashfs now: its tree (about 2 s to delete here)
+    # goes beside the checksums and the publishing; what the deletion raises is
+    # raised here, by result().
+    deleter = ThreadPoolExecutor(1, thread_name_prefix="remove rootfs")
+    removal: Future[None] | None = (
+        None if options.keep_workdir else deleter.submit(workbase.remove, ctx.rootfs))
+    deleter.shutdown(wait=False)
     try:
         report.write_report(build_report, work.output / "report.json")
         summed = [f for f in report.output_files(files) if f.suffix in (".iso", ".img")
@@ -247,7 +253,7 @@ def finish(ctx: BuildContext, started: dt.datetime, options: BuildOptions) -> Bu
         )
     finally:
         if removal is not None:
-            removal.wait()
+            removal.result()
     if not options.keep_workdir:
         workbase.remove(work.root)
     return BuildResult(options.outdir, published, build_report)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,33 +108,6 @@ def remove(path: Path) -> None:
             f"refusing to delete {path}: still mounted below it: " + ", ".join(map(str, mounted))
         )
     deletion.remove_tree(path)
-
-
-class Removal:
-    """A directory of a work tree deleted (as remove() does) in a thread, while the build
-    publishes: the image tree of a successful build, whose deletion (about 2 s for
-    700 MiB here) would otherwise follow the checksums and the publishing."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._remove, name=f"remove {path.name}")
-
-    def _remove(self) -> None:
-        try:
-            remove(self.path)
-        except BaseException as exc:  # handed to wait(), in the build's own thread
-            self._error = exc
-
-    def start(self) -> Removal:
-        self._thread.start()
-        return self
-
-    def wait(self) -> None:
-        """Until it is deleted; raises what the deletion raised."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 @dataclass

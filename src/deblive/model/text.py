@@ -118,3 +118,9 @@ SystemLocale = Annotated[str, _matching(LOCALE_RE, "must look like en_US.UTF-8 o
 VolumeId = Annotated[
     str, _matching(VOLUME_ID_RE, "must be 1 to 32 characters of A-Z a-z 0-9 _ . + - and space")
 ]
+
+
+def locale_charset(locale: str) -> str:
+    """The character set of a locale as locale.gen and debconf spell it (en_US.UTF-8 ->
+    UTF-8); a locale named without one (de_DE) is taken as UTF-8, as the image's is."""
+    return locale.split(".", 1)[1] if "." in locale else "UTF-8"

@@ -18,6 +18,7 @@ from deblive.build.stages import sources
 from deblive.host import deletion
 from deblive.model.config import ImageConfig
 from deblive.model.packages import PackageSelection
+from deblive.model.text import locale_charset
 
 
 def debconf_selections(config: ImageConfig) -> list[str]:
@@ -26,7 +27,7 @@ def debconf_selections(config: ImageConfig) -> list[str]:
     area, _, zone = config.timezone.partition("/")
     if not zone:
         area, zone = "Etc", config.timezone
-    charset = config.locale.split(".", 1)[1] if "." in config.locale else "UTF-8"
+    charset = locale_charset(config.locale)
     lines = [
         f"keyboard-configuration keyboard-configuration/xkb-keymap select {layout}",
         f"keyboard-configuration keyboard-configuration/layoutcode string {layout}",

@@ -28,6 +28,7 @@ from deblive.build.stage import Stage
 from deblive.core.errors import BadInputError
 from deblive.host.imagetree import ImageTree
 from deblive.model.config import ImageConfig
+from deblive.model.text import locale_charset
 
 LIVE_CONFIG_CONF = "/etc/live/config.conf.d/deblive.conf"
 SUDOERS = "/etc/sudoers.d/live"
@@ -174,7 +175,7 @@ def configure_system(ctx: BuildContext) -> None:
     # live-boot writes /etc/network/interfaces at boot and complains without the dir.
     tree.mkdir("/etc/network")
     if not config.locale.startswith("C"):
-        charset = config.locale.split(".", 1)[1] if "." in config.locale else "UTF-8"
+        charset = locale_charset(config.locale)
         line = f"{config.locale} {charset}"
         made = locale_generated(tree, line)
         tree.write(LOCALE_GEN, line + "\n")
