@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from debian import deb822
 
-from deblive.apt import indexes, plan, planview
+from deblive.apt import indexes, plan, planview, simoutput
 from deblive.apt.packageset import Package, PackageSet
 from deblive.apt.plan import PlanError
 from deblive.build import basecache
@@ -37,24 +37,26 @@ needs_tools = pytest.mark.skipif(
 
 # -- apt's output ------------------------------------------------------------------
 
-APT_SIM = """\
+APT_URIS = """\
 Reading package lists...
 Building dependency tree...
 The following NEW packages will be installed:
-  libc6 wpasupplicant
-Inst libc6 (2.36-9+deb12u14 Debian:12.15/oldstable [arm64]) []
-Inst wpasupplicant (2:2.10-12+deb12u3 Debian:12.15/oldstable, Debian-Security [arm64])
-Inst tzdata [2024a-0+deb12u1] (2025b-0+deb12u2 Debian:12.15/oldstable [all])
-Conf libc6 (2.36-9+deb12u14 Debian:12.15/oldstable [arm64])
-"""
+  libc6 wpasupplicant tzdata
+Need to get 6,059 kB of archives.
+'http://mirror.invalid/debian/pool/main/g/glibc/libc6_2.36-9%2bdeb12u14_arm64.deb' \
+libc6_2.36-9+deb12u14_arm64.deb 2546212 SHA256:0123
+'http://mirror.invalid/debian/pool/main/w/wpa/wpasupplicant_2.10-12%2bdeb12u3_arm64.deb' \
+wpasupplicant_2%3a2.10-12+deb12u3_arm64.deb 1333432 SHA256:4567
+'file:/srv/local/tzdata_2025b-0+deb12u2_all.deb' tzdata_2025b-0+deb12u2_all.deb 258356 SHA256:89ab
+"""  # a backslash at a line's end joins it to the next, as apt prints it
 
 RUNNER = Runner(BuildLog())
 
 
-def test_inst_lines_give_name_version_and_arch() -> None:
-    assert plan.parse_inst_lines(APT_SIM) == [
+def test_uri_lines_give_name_version_and_arch() -> None:
+    assert simoutput.parse_uri_lines(APT_URIS) == [
         Package("libc6", "2.36-9+deb12u14", "arm64"),
-        Package("wpasupplicant", "2:2.10-12+deb12u3", "arm64"),
+        Package("wpasupplicant", "2:2.10-12+deb12u3", "arm64"),  # the epoch's colon quoted
         Package("tzdata", "2025b-0+deb12u2", "all"),
     ]
 
@@ -66,10 +68,10 @@ def test_unknown_packages_in_apt_order_once() -> None:
         "E: Unable to locate package other-missing\n"
         "E: Unable to locate package nonexistent-foo\n"
     )
-    assert plan.unknown_packages(text) == [
+    assert simoutput.unknown_packages(text) == [
         "nonexistent-foo", "mail-transport-agent", "other-missing",
     ]
-    assert plan.unknown_packages(APT_SIM) == []
+    assert simoutput.unknown_packages(APT_URIS) == []
 
 
 def test_apt_problems_keep_the_unmet_dependencies() -> None:
@@ -79,7 +81,7 @@ def test_apt_problems_keep_the_unmet_dependencies() -> None:
         " b : Depends: missing-lib but it is not installable\n"
         "E: Unable to correct problems, you have held broken packages.\n"
     )
-    out = plan.apt_problems(text)
+    out = simoutput.apt_problems(text)
     assert "b : Depends: missing-lib" in out and out.startswith("The following")
 
 
@@ -227,6 +229,19 @@ def test_plan_resolves_base_then_tasks_with_recommends(repo: Repo, tmp_path: Pat
     assert result.count == 11
     assert result.base.download_bytes == 5000 + 3000 + 1000
     assert result.added.installed_bytes == (7 * 100 + 2048) * 1024
+
+
+@needs_tools
+def test_a_failed_base_fetch_never_fails_the_plan(repo: Repo, tmp_path: Path) -> None:
+    """The repository has indexes and no packages: the fetch fails, the plan stands."""
+    cfg = repo_config(repo, tasks=["task-demo"])
+    result = plan.make_plan(cfg, RUNNER, tmp_path / "plan", keyring=repo.keyring,
+                            fetch_base_into=tmp_path / "archives")
+    assert result.count == 11
+    assert result.base_fetch is not None and result.base_fetch.files == 0
+    assert "apt-get download exited with status 100" in (result.base_fetch.problem or "")
+    assert list((tmp_path / "archives").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archives", "plan"]  # scratch gone
 
 
 @needs_tools

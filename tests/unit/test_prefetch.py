@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deblive.apt import indexes, plan, prefetch
+from deblive.apt import basefetch, indexes, plan, prefetch
 from deblive.apt.packageset import Package, PackageSet
 from deblive.core.log import BuildLog
 from deblive.core.runner import Runner
@@ -44,15 +44,20 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         yield url, root / "pool" / "main", key
 
 
-def resolved(url: str, key: Path, cache: Path, packages: list[Package]) -> plan.Plan:
-    """A plan whose lists the private apt fetched (as make_plan does), adding packages."""
+def updated(url: str, key: Path, cache: Path) -> plan.PrivateApt:
+    """The private apt of the served archive, its lists fetched (as make_plan does)."""
     cfg = conftest.parse({"name": "demo", "suite": "bookworm", "mirror": url,
                           "security": False, "updates": False}, None)
     assert isinstance(cfg, config.ImageConfig)
     apt = plan.private_apt(cfg, Runner(BuildLog()), cache, key)
     apt.prepare()
     apt.update()
-    lists = apt.root / "state/lists"
+    return apt
+
+
+def resolved(url: str, key: Path, cache: Path, packages: list[Package]) -> plan.Plan:
+    """A plan whose lists the private apt fetched, adding packages."""
+    lists = updated(url, key, cache).root / "state/lists"
     return plan.Plan("demo", "bookworm", "amd64", "minbase", [], PackageSet(),
                      PackageSet(packages), None, indexes.index_digest(lists, "amd64"), lists)
 
@@ -163,3 +168,32 @@ def test_stop_ends_a_hanging_download_and_waits(tmp_path: Path) -> None:
         fetch.stop()  # twice is fine
         handed = fetch.hand_over(tmp_path / "archives-none")
     assert handed.files == 0 and handed.problem is not None
+
+
+@needs_tools
+def test_the_base_enters_the_shared_cache_only_as_its_index_entry_says(
+        served: tuple[str, Path, Path], tmp_path: Path) -> None:
+    url, pool, key = served
+    apt = updated(url, key, tmp_path / "plan")
+    entries = apt.show(packages("tool", "extra", "docs"))
+    shared = tmp_path / "cache/archives"
+    shared.mkdir(parents=True)
+    (shared / "docs_0.5_all.deb").write_bytes(b"cached: not fetched again")
+    for entry in entries:
+        if entry["Package"] == "extra":  # an entry the download cannot match
+            entry["SHA256"] = "0" * 64
+    fetch = basefetch.BaseFetch(entries, shared, apt.env(), Runner(BuildLog()))
+    assert [e["Package"] for e in fetch.entries] == ["tool", "extra"]
+    fetched = fetch.start().wait()
+    assert fetched is not None
+    assert (fetched.files, fetched.bytes) == (1, (pool / "tool_1.0_amd64.deb").stat().st_size)
+    assert fetched.problem == "left out: extra_1%3a2.0_all.deb (not as the index says)"
+    assert sorted(p.name for p in shared.iterdir()) == ["docs_0.5_all.deb", "tool_1.0_amd64.deb"]
+    assert (shared / "tool_1.0_amd64.deb").read_bytes() == (pool / "tool_1.0_amd64.deb"
+                                                            ).read_bytes()
+    assert not fetch.scratch.exists()
+    assert "1 base packages" in fetched.summary()
+    # All of it cached: nothing runs, nothing to report.
+    entries = apt.show(packages("tool", "docs"))
+    assert basefetch.BaseFetch(entries, shared, apt.env(), Runner(BuildLog())).start(
+        ).wait() is None

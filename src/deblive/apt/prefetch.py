@@ -27,7 +27,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from deblive.apt import indexes
+from deblive.apt import basefetch, indexes
 from deblive.apt.packageset import Package
 from deblive.apt.pkgcache import package_files
 from deblive.apt.plan import Plan, apt_env
@@ -38,7 +38,7 @@ from deblive.core.runner import Process, Runner
 
 def deb_name(package: Package) -> str:
     """The file name apt gives a downloaded package (an epoch's colon escaped)."""
-    return f"{package.name}_{package.version.replace(':', '%3a')}_{package.architecture}.deb"
+    return basefetch.deb_name(package.name, package.version, package.architecture)
 
 
 def missing(plan: Plan, have: Path, skip: Collection[str] = ()) -> list[Package]:

@@ -12,7 +12,8 @@ mmdebstrap reads the build sources (the release, -updates, -security) on its
 standard input, so the base has their fixes as the packages stage would, and
 starts from the plan's verified lists instead of its own apt-get update. While
 it unpacks and configures with the CPU, the packages stage's downloads run
-beside it (apt.prefetch).
+beside it (apt.prefetch). The base's own packages are mostly in the cache by
+then: the plan fetched them while it resolved the rest (apt.basefetch).
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ class PackageCacheIn(Stage):
 
     @staticmethod
     def _stage_out(ctx: BuildContext, cache: PackageCache) -> None:
-        ctx.facts.downloaded_bytes = cache.stage_out()
+        # The base the plan fetched into the shared cache counts as this build's download.
+        fetched = ctx.plan.base_fetch if ctx.plan is not None else None
+        ctx.facts.downloaded_bytes = cache.stage_out() + (fetched.bytes if fetched else 0)
 
 
 def start_prefetch(ctx: BuildContext) -> None:
