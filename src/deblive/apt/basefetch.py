@@ -1,13 +1,13 @@
 """The base's packages, downloaded into the shared package cache while the plan
 resolves the rest.
 
-A cold build's plan resolves the base first (apt in simulation, about 1.5 s
-here), then what goes on it (as long again, with the index entries of both);
-only then does mmdebstrap start and download the base (about 40 MiB, 3 s
-here). The base is known exactly after the first resolution (name, version,
-size and SHA256 of every package), so the host's apt fetches it while the
-second runs, with the plan's private configuration and lists (held: the plan
-keeps its lock until the fetch ends).
+A cold build's plan resolves the base first (apt, about 1 s here), then what
+goes on it (as long again, with the index entries of both); only then does
+mmdebstrap start and download the base (about 40 MiB, 3 s here). The base is
+known exactly after the first resolution (name, version, size and SHA256 of
+every package), so the host's apt fetches it (two downloads side by side)
+while the second runs, with the plan's private configuration and lists (held:
+the plan keeps its lock until the fetch ends).
 
 Only a file whose size and SHA256 are those of the signed index entry enters
 the shared cache; anything else is left out and mmdebstrap fetches it itself
@@ -24,6 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,10 @@ from debian import deb822
 from deblive.core.errors import DebliveError
 from deblive.core.runner import Runner
 from deblive.host import deletion
+
+# Two downloads side by side, each with a half of the base by size: about 1.0 s for
+# the 37.5 MiB of a minbase here, against 1.55 s for one (three or four: no faster).
+DOWNLOADS = (0, 1)
 
 
 def deb_name(name: str, version: str, architecture: str) -> str:
@@ -98,12 +103,11 @@ class BaseFetch:
             self.shared.mkdir(parents=True, exist_ok=True)
             deletion.remove_tree(self.scratch)
             self.scratch.mkdir(mode=0o755)
-            argv = ["apt-get", "-q", "download",
-                    *(f"{e['Package']}={e['Version']}" for e in self.entries)]
-            result = self.runner.run(argv, cwd=self.scratch, env=self.env, inherit_env=False,
-                                     check=False, quiet=True, what="fetching the base")
-            if result.returncode != 0:
-                problem = f"apt-get download exited with status {result.returncode}"
+            with ThreadPoolExecutor(len(DOWNLOADS)) as pool:
+                statuses = list(pool.map(self._download, DOWNLOADS))
+            failed = [status for status in statuses if status != 0]
+            if failed:
+                problem = f"apt-get download exited with status {failed[0]}"
             files, size, refused = self._keep()
             if refused:
                 problem = f"{problem or 'left out'}: {', '.join(refused)}"
@@ -116,13 +120,27 @@ class BaseFetch:
                 problem = problem or str(exc)
             self._result = Fetched(files, size, time.monotonic() - started, problem)
 
+    def _download(self, part: int) -> int:
+        """apt-get download of one share of the entries (by size) into scratch/part."""
+        ordered = sorted(self.entries, key=lambda e: -int(e.get("Size", 0)))
+        share = ordered[part::len(DOWNLOADS)]
+        if not share:
+            return 0
+        where = self.scratch / str(part)
+        where.mkdir(mode=0o755)
+        argv = ["apt-get", "-q", "download", *(f"{e['Package']}={e['Version']}" for e in share)]
+        return self.runner.run(argv, cwd=where, env=self.env, inherit_env=False, check=False,
+                               quiet=True, what=f"fetching the base ({part + 1}/"
+                               f"{len(DOWNLOADS)})").returncode
+
     def _keep(self) -> tuple[int, int, list[str]]:
         """Link the files that match their index entries into the shared cache."""
         files = size = 0
         refused = []
         for entry in self.entries:
             name = _entry_name(entry)
-            path = self.scratch / name
+            path = next((self.scratch / str(part) / name for part in DOWNLOADS
+                         if (self.scratch / str(part) / name).is_file()), self.scratch / name)
             if not path.is_file() or path.is_symlink():
                 refused.append(f"{name} (not downloaded)")
                 continue

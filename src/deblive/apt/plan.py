@@ -198,6 +198,10 @@ class PrivateApt:
             f'APT::Architectures {{ "{self.architecture}"; }};\n'
             'Acquire::Languages "none";\n'
             'Acquire::Retries "3";\n'
+            # gzip'd indexes first (the rest after, if an archive has no .gz): the main
+            # index is 3.1 MiB larger than its .xz and half a second faster to
+            # update here (1.4-1.5 s against 2.0 s), where unpacking xz is the work.
+            'Acquire::CompressionTypes::Order:: "gz";\n'
             'APT::Color "0";\n'
             # Simulation as a normal user must not ask for dpkg's lock.
             'Debug::NoLocking "true";\n'
