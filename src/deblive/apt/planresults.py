@@ -22,8 +22,10 @@ from deblive.apt.packageset import Package, PackageSet
 from deblive.core.files import write_atomic
 
 RESULTS = "results"
-# The plan's own code: a changed resolver never reads an older one's results.
-_CODE = hashlib.sha256(Path(__file__).with_name("plan.py").read_bytes()).hexdigest()
+# The plan's own code (its resolver, and the reader of apt's output): a changed
+# resolver never reads an older one's results.
+_CODE = hashlib.sha256(b"".join(Path(__file__).with_name(name).read_bytes()
+                                for name in ("plan.py", "simoutput.py"))).hexdigest()
 
 
 def result_key(indexes: str, architecture: str, base_request: Sequence[str],
