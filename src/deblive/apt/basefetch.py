@@ -19,7 +19,6 @@ cache (nothing to overlap with then).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 from debian import deb822
 
 from deblive.core.errors import DebliveError
+from deblive.core.files import sha256_file
 from deblive.core.runner import Runner
 from deblive.host import deletion
 
@@ -46,14 +46,6 @@ def deb_name(name: str, version: str, architecture: str) -> str:
 
 def _entry_name(entry: deb822.Packages) -> str:
     return deb_name(entry["Package"], entry["Version"], entry["Architecture"])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -77,6 +69,9 @@ class BaseFetch:
     def __init__(self, entries: Sequence[deb822.Packages], shared: Path,
                  env: Mapping[str, str], runner: Runner) -> None:
         self.entries = [e for e in entries if not (shared / _entry_name(e)).exists()]
+        # Each download's share of the entries, the largest first in turn.
+        ordered = sorted(self.entries, key=lambda e: -int(e.get("Size", 0)))
+        self.shares = [ordered[part::len(DOWNLOADS)] for part in DOWNLOADS]
         self.shared = shared
         self.env = dict(env)
         self.runner = runner
@@ -121,9 +116,8 @@ class BaseFetch:
             self._result = Fetched(files, size, time.monotonic() - started, problem)
 
     def _download(self, part: int) -> int:
-        """apt-get download of one share of the entries (by size) into scratch/part."""
-        ordered = sorted(self.entries, key=lambda e: -int(e.get("Size", 0)))
-        share = ordered[part::len(DOWNLOADS)]
+        """apt-get download of one share of the entries into scratch/part."""
+        share = self.shares[part]
         if not share:
             return 0
         where = self.scratch / str(part)
@@ -137,15 +131,14 @@ class BaseFetch:
         """Link the files that match their index entries into the shared cache."""
         files = size = 0
         refused = []
-        for entry in self.entries:
+        for part, entry in ((p, e) for p in DOWNLOADS for e in self.shares[p]):
             name = _entry_name(entry)
-            path = next((self.scratch / str(part) / name for part in DOWNLOADS
-                         if (self.scratch / str(part) / name).is_file()), self.scratch / name)
+            path = self.scratch / str(part) / name
             if not path.is_file() or path.is_symlink():
                 refused.append(f"{name} (not downloaded)")
                 continue
             if (path.stat().st_size != int(entry.get("Size", -1))
-                    or _sha256(path) != entry.get("SHA256")):
+                    or sha256_file(path) != entry.get("SHA256")):
                 refused.append(f"{name} (not as the index says)")
                 continue
             try:
