@@ -75,6 +75,9 @@ class RecordingRunner(Runner):
         self.argvs: list[list[str]] = []
         self.envs: list[dict[str, str]] = []
 
+    def running(self) -> list[int]:
+        return []  # nothing it records runs on
+
     def run(self, argv: Any, **kwargs: Any) -> Any:
         self.argvs.append([str(a) for a in argv])
         self.envs.append(dict(kwargs.get("env") or {}))

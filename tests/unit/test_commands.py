@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -270,5 +271,7 @@ def test_the_initramfs_is_made_in_the_c_locale_on_one_cpu(
     assert argv[-4:] == ["update-initramfs", "-c", "-k", version]
     assert argv[:5] == ["taskset", "--cpu-list", "1", "chroot", str(tmp_path)]
     assert (env["LC_ALL"], env["LANG"]) == ("C", "C")
+    # ...and zstd at its end with a worker per CPU (host.cpus gives it the CPUs back)
+    assert env["ZSTD_NBTHREADS"] == str(len(os.sched_getaffinity(0)))
     assert env["PATH"] == chroot.CHROOT_PATH  # otherwise the chroot's clean environment
     assert chroot.chroot_env()["LC_ALL"] == "C.UTF-8"  # every other command's

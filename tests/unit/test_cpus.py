@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,43 @@ def test_the_command_runs_on_that_cpu_alone() -> None:
     out = subprocess.run(cpus.on_cpu(cpu, ["grep", "Cpus_allowed_list", "/proc/self/status"]),
                          capture_output=True, text=True, check=True).stdout
     assert out.split() == ["Cpus_allowed_list:", str(cpu)]
+
+
+def test_group_members_reads_names_and_groups(tmp_path: Path) -> None:
+    """comm may hold spaces and brackets: it ends at the last one."""
+    for pid, comm, pgrp in ((10, "zstd", 7), (11, "zstd", 8), (12, "a (zstd) b", 7),
+                            (13, "sh", 7)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} ({comm}) S 1 {pgrp} {pgrp} 0 -1\n")
+    (tmp_path / "14").mkdir()  # ended between the listing and the read: no stat
+    (tmp_path / "self").mkdir()
+    assert cpus.group_members({7}, cpus.COMPRESSORS, tmp_path) == [10]
+    assert sorted(cpus.group_members({7, 8}, frozenset({"zstd", "a (zstd) b"}), tmp_path)) == [
+        10, 11, 12]
+
+
+def test_a_pinned_compressor_gets_every_cpu_back(tmp_path: Path) -> None:
+    """Real processes: a 'zstd' pinned to one CPU in a watched process group gets all
+    of this process's CPUs; one in another group keeps its pin."""
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("one CPU: nothing to give back")  # the pin is then no pin at all
+    cpu = min(allowed)
+    program = tmp_path / "zstd"  # what the comm says is the name it was run by
+    program.write_bytes(Path("/bin/sleep").read_bytes())
+    program.chmod(0o755)
+    watched, other = (subprocess.Popen(cpus.on_cpu(cpu, [str(program), "30"]),
+                                       start_new_session=True) for _ in range(2))
+    try:
+        with cpus.compressors_unpinned(lambda: [watched.pid], interval=0.01) as widened:
+            for _ in range(500):
+                if watched.pid in widened and os.sched_getaffinity(watched.pid) == allowed:
+                    break
+                time.sleep(0.01)
+        assert widened == {watched.pid}
+        assert os.sched_getaffinity(watched.pid) == allowed
+        assert os.sched_getaffinity(other.pid) == {cpu}
+    finally:
+        for proc in (watched, other):
+            proc.kill()
+            proc.wait()

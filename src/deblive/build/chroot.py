@@ -165,6 +165,7 @@ class InitramfsDeferral:
         self.tree = tree
         self.chroot = Chroot(tree, runner)
         self.active = False
+        self.compressors_unpinned = 0  # zstd processes given every CPU (host.cpus)
 
     def start(self) -> None:
         _set_aside(self.tree, INITRAMFS_SHADOW, INITRAMFS_SAVED, "update-initramfs")
@@ -192,12 +193,16 @@ class InitramfsDeferral:
         if not self.tree.lexists("/usr/sbin/update-initramfs"):
             return []  # no initramfs-tools in the image: nothing to make
         versions = self.kernels()
-        # mkinitramfs starts its 19,500 programs one after another: on one CPU.
+        # mkinitramfs starts its 19,500 programs one after another: on one CPU, but
+        # the zstd at its end on all of them (host.cpus).
         cpu = cpus.quietest_cpu() if versions else None
-        for version in versions:
-            mode = "-u" if self.tree.exists(f"/boot/initrd.img-{version}") else "-c"
-            self.chroot.run(["update-initramfs", mode, "-k", version], env=INITRAMFS_LOCALE,
-                            cpu=cpu, what=f"making the initramfs for {version}")
+        env = {**INITRAMFS_LOCALE, **cpus.compressor_env()}
+        with cpus.compressors_unpinned(self.chroot.runner.running) as widened:
+            for version in versions:
+                mode = "-u" if self.tree.exists(f"/boot/initrd.img-{version}") else "-c"
+                self.chroot.run(["update-initramfs", mode, "-k", version], env=env,
+                                cpu=cpu, what=f"making the initramfs for {version}")
+        self.compressors_unpinned = len(widened)
         return versions
 
 

@@ -9,6 +9,8 @@ it from there while nothing it is made from changed (build.initramfsreuse).
 
 from __future__ import annotations
 
+import os
+
 from deblive.build import initramfsreuse
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
@@ -54,4 +56,7 @@ class Initramfs(Stage):
                     ctx.log.info(f"initramfs stored with the base: {len(listed)} files "
                                  f"(inputs {digest[:12]})")
         ctx.facts.initramfs = versions
+        if deferral.compressors_unpinned:
+            ctx.log.info(f"initramfs compressor on {len(os.sched_getaffinity(0))} CPUs: "
+                         f"{deferral.compressors_unpinned} zstd given them back from the pin")
         ctx.log.info("initramfs made once for " + (", ".join(versions) or "no kernel"))
