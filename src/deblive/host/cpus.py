@@ -16,8 +16,8 @@ inherits the pin, so while the chain runs a watcher gives every zstd of the
 chain's process group all of deblive's CPUs back, and ZSTD_NBTHREADS gives it
 as many workers. zstd's output is the same for any number of workers (it splits
 its input into the same jobs), so the initramfs stays byte for byte the one a
-single worker makes; mkinitramfs leaves -T out only because it cannot know that
-of its other compressors.
+single worker makes. mkinitramfs leaves zstd's -T0 out when SOURCE_DATE_EPOCH
+is set, as it does xz's --threads=0, whose output does depend on the threads.
 """
 
 from __future__ import annotations
