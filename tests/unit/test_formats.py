@@ -4,6 +4,7 @@ persistence boot entries and the disk image's persistence partition (mke2fs -d).
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,8 @@ def test_the_persistence_partition_is_ext4_with_its_label_and_conf(tmp_path: Pat
     runner = Runner(BuildLog())
     images = []
     for name in ("one", "two"):
+        if images:  # a second later: persistence.conf on the host is written at another time
+            time.sleep(1.1)
         image = disk.make_persistence(runner, tmp_path / name, size=16 * 2**20, label="keep",
                                       fs_uuid=disk.filesystem_uuid("id", "keep"),
                                       epoch=1790000000)

@@ -50,6 +50,7 @@ def missing_tools(config: ImageConfig, with_iso: bool) -> list[str]:
             tools["grub-mkimage"] = "grub-common"  # links the unsigned EFI grub
     if with_iso and "disk" in config.formats:
         tools["mke2fs"] = "e2fsprogs"
+        tools["debugfs"] = "e2fsprogs"
         if config.persistence is not None and config.persistence.encrypted:
             tools["cryptsetup"] = "cryptsetup-bin"
     if config.local_packages:

@@ -53,6 +53,14 @@ def mke2fs_argv(image: Path, content: Path, label: str, fs_uuid: str,
             *([f"{fs_bytes // 1024}k"] if fs_bytes is not None else [])]
 
 
+def file_times_script(path: str, epoch: int) -> str:
+    """debugfs commands that give path the build's date: mke2fs -d copies each file's
+    times from the host's copy (its ctime is the moment it was written), while
+    E2FSPROGS_FAKE_TIME sets only the times mke2fs itself makes."""
+    return "".join(f"set_inode_field {path} {field} @{epoch}\n"
+                   for field in ("atime", "mtime", "ctime", "crtime"))
+
+
 def luks_argv(image: Path, key_file: Path, label: str, volume_uuid: str) -> list[str]:
     """Encrypt image in place into a LUKS2 volume (offline: no device-mapper)."""
     return ["cryptsetup", "reencrypt", "--encrypt", "--type", "luks2",
@@ -90,10 +98,13 @@ def make_persistence(runner: Runner, dest: Path, *, size: int, label: str, fs_uu
     with image.open("wb") as f:
         f.truncate(size)
     # e2fsprogs takes its clock from E2FSPROGS_FAKE_TIME: the file system's times.
+    fake_time = {"E2FSPROGS_FAKE_TIME": str(epoch)}
     runner.run(mke2fs_argv(image, content, label, fs_uuid,
                            size - LUKS_HEADER if passphrase is not None else None),
-               env={"E2FSPROGS_FAKE_TIME": str(epoch)},
-               what="making the persistence file system")
+               env=fake_time, what="making the persistence file system")
+    runner.run(["debugfs", "-w", "-f", "-", str(image)], env=fake_time,
+               input_data=file_times_script("/persistence.conf", epoch),
+               what="dating persistence.conf")
     if passphrase is not None:
         encrypt(runner, image, passphrase, label,
                 str(uuid.uuid5(uuid.NAMESPACE_URL, f"deblive:{fs_uuid}:luks")))
