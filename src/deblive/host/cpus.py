@@ -33,7 +33,7 @@ PROC = Path("/proc")
 PROC_STAT = PROC / "stat"
 SAMPLE_SECONDS = 0.1
 COMPRESSORS = frozenset({"zstd"})
-WATCH_SECONDS = 0.05
+WATCH_SECONDS = 0.2  # zstd runs seconds: a late start costs little, a scan of /proc some ms
 
 
 def idle_ticks(stat: Path = PROC_STAT) -> dict[int, int]:
