@@ -91,7 +91,7 @@ def test_persistence_entries_in_the_menu() -> None:
 
 def test_the_persistence_partition_is_ext4_with_its_label_and_conf(tmp_path: Path) -> None:
     runner = Runner(BuildLog())
-    images = []
+    images: list[bytes] = []
     for name in ("one", "two"):
         if images:  # a second later: persistence.conf on the host is written at another time
             time.sleep(1.1)
