@@ -1,10 +1,12 @@
 """Extended tier: a layered image booted in all six modes, and the same config flat in one.
 
 The layered image comes from a base cache hit (a first build stores the base,
-the second, with another hook, takes it), so what boots is a cached base with
-a fresh layer on top; each mode checks in the booted system that the layer's
-deletions, replacements and new files are in force. The flat build of the
-same config (`--flat`) must boot with the same result from one squashfs.
+the second, with another hook and one package more, takes it and stores a
+package layer over it), so what boots is a stack of three: the cached base,
+the package layer and a fresh layer on top. Each mode checks in the booted
+system that the top layer's deletions, replacements and new files are in
+force and the package layer's program runs. The flat build of the same config
+(`--flat`) must boot with the same result from one squashfs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from deblive.boottest.modes import MEDIUM_MODES, BootMode
 from deblive.boottest.run import ModeResult, TestOptions, run_tests
 from deblive.core.log import BuildLog
 from tests.extended.test_flavours_extended import artifacts
-from tests.support.layers import EXPECT, HOOK_B, forget_cached_bases, write_layered_config
+from tests.support.layers import (
+    EXPECT_PACKAGE,
+    HOOK_B,
+    PACKAGE,
+    forget_cached_bases,
+    write_layered_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,9 +54,11 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]
     config, hook = write_layered_config(base, "layerext", "zstd")
     _build(config, base / "first")
     hook.write_text(HOOK_B)
+    config.write_text(config.read_text() + f"packages: [{PACKAGE}]\n")
     layered = _build(config, base / "layered")
     cache = layered["base_cache"]
     assert isinstance(cache, dict) and cache["result"] == "hit", cache
+    assert cache["stored_layer"] and len(cache["chain"]) == 2, cache
     flat = _build(config, base / "flat", "--flat")
     assert flat["layout"] == "flat" and flat["base_cache"] is None
     assert not (base / "flat" / "layer.squashfs").exists()
@@ -57,7 +67,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]
 
 
 def _boot(iso: Path, modes: list[BootMode], out: Path) -> dict[str, ModeResult]:
-    options = TestOptions(output=out, jobs=2, expect=EXPECT)
+    options = TestOptions(output=out, jobs=2, expect=EXPECT_PACKAGE)
     return {r.mode: r for r in run_tests(iso, modes, options, BuildLog())}
 
 
@@ -73,14 +83,14 @@ def test_layered_image_boots_in_every_mode(layered_results: dict[str, ModeResult
     result = layered_results[mode]
     assert result.result == "pass", "\n".join(result.failures) + "\n" + result.serial_log
     passed = {c.name for c in result.checks if c.ok}
-    assert {f"expect: {command}" for command in EXPECT} <= passed, result.checks
+    assert {f"expect: {command}" for command in EXPECT_PACKAGE} <= passed, result.checks
 
 
 def test_flat_build_of_the_same_config_boots(images: dict[str, Path],
                                              tmp_path_factory: pytest.TempPathFactory) -> None:
-    # The flat image is one squashfs: everything but the two-layer mount check holds.
+    # The flat image is one squashfs: everything but the three-layer mount check holds.
     results = run_tests(images["flat"], [BootMode.UEFI_CD],
                         TestOptions(output=artifacts(tmp_path_factory, "boot-flat"),
-                                    expect=EXPECT[:-1]), BuildLog())
+                                    expect=EXPECT_PACKAGE[:-1]), BuildLog())
     result = results[0]
     assert result.result == "pass", "\n".join(result.failures)

@@ -1,6 +1,6 @@
 """The layered-build tests' image: one config, two hooks, and what the second must show.
 
-Shared by the CI tier (tests/integration/test_layers.py: four builds, one boot)
+Shared by the CI tier (tests/integration/test_layers.py: five builds, two boots)
 and the extended tier (tests/extended/test_layers_extended.py: six modes and a
 flat build), so both prove the same layer behaviour.
 """
@@ -42,6 +42,15 @@ EXPECT = (
     "! test -e /usr/share/doc/base-files/copyright",
     "dpkg -s live-boot > /dev/null",  # the base's packages
     "test $(grep -c ' squashfs ' /proc/mounts) -ge 2",  # both layers mounted
+)
+# The second hook's image with a package the cached base lacks: a package layer
+# between the base and the hook's layer (build.stages.packagelayer).
+PACKAGE = "hello"
+EXPECT_PACKAGE = (
+    *EXPECT[:-1],
+    "hello | grep -qx 'Hello, world!'",  # the package layer's program
+    "dpkg -s hello > /dev/null",  # and dpkg's record of it, in the same layer
+    "test $(grep -c ' squashfs ' /proc/mounts) -ge 3",  # base, packages, hook's layer
 )
 
 

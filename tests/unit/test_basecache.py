@@ -13,6 +13,7 @@ from deblive.apt.indexes import index_digest
 from deblive.build import basecache, pipeline
 from deblive.build.context import BuildContext, WorkTree
 from deblive.build.stage import Stage
+from deblive.build.stages import squash
 from deblive.cli import main
 from deblive.cli.commands import parse_size
 from deblive.core.errors import BadInputError
@@ -213,6 +214,13 @@ def test_overlay_layers_must_be_plain_paths(tmp_path: Path,
     with pytest.raises(sandbox.SandboxError, match="cannot name an overlay layer"), \
             sandbox.overlay(tmp_path / "a,b", tmp_path / "u", tmp_path / "w", tmp_path / "m"):
         pass
+    with pytest.raises(sandbox.SandboxError, match="a:b: a path with"), \
+            sandbox.overlay([tmp_path / "top", tmp_path / "a:b"], tmp_path / "u",
+                            tmp_path / "w", tmp_path / "m"):
+        pass
+    with pytest.raises(sandbox.SandboxError, match="at least one lower"), \
+            sandbox.overlay([], tmp_path / "u", tmp_path / "w", tmp_path / "m"):
+        pass
     assert not (tmp_path / "u").exists()  # refused before anything was made
 
 
@@ -270,3 +278,82 @@ def test_binary_indexes_in_any_compression_and_flat_archives_count() -> None:
     for name in ("main/binary-arm64/Packages", "main/source/Sources.xz",
                  "main/i18n/Translation-en", "main/binary-amd64/Release", "Contents-amd64"):
         assert not is_binary_index(name, "amd64"), name
+
+
+def test_a_package_layer_stands_on_its_base_and_goes_with_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = basecache.BaseCache(tmp_path / "cache")
+    asked = ("bash", "live-boot")
+
+    def stored(packages: list[str], requested: tuple[str, ...],
+               parent: basecache.Entry | None, used: float) -> basecache.Entry:
+        extra = sorted(set(requested) - set(asked))
+        made = tmp_path / f"{'-'.join(extra) or 'base'}.squashfs"
+        made.write_bytes(b"l" * 1000)
+        entry = cache.store(
+            basecache.base_inputs(conftest.parse({"name": "demo", "packages": extra}),
+                                  packages, "i1", requested), made, "demo", {}, parent)
+        os.utime(entry.directory, (used, used))
+        return entry
+
+    base = stored(PACKAGES, asked, None, 1_000_000)
+    hello = stored([*PACKAGES, "hello=2.10-3"], (*asked, "hello"), base, 2_000_000)
+    assert (hello.parent, base.parent) == (base.key, None)
+    assert cache.chain(hello) == [base, hello] and cache.chain(base) == [base]
+    assert main(["cache", "--cache-dir", str(tmp_path / "cache"), "list"]) == 0
+    assert f"a package layer over {base.key}" in capsys.readouterr().out
+    # One more package: the layer with hello is the nearest start, a chain of three.
+    more = basecache.base_inputs(conftest.parse({"name": "demo", "packages": ["hello", "jq"]}),
+                                 [*PACKAGES, "hello=2.10-3", "jq=1.6-2.1"], "i1",
+                                 (*asked, "hello", "jq"))
+    assert cache.parent_for(more) == (hello, ["jq"])
+    jq = stored(list(more.packages), more.requested, hello, 3_000_000)
+    assert cache.chain(jq) == [base, hello, jq]
+    # A chain as long as MAX_CHAIN takes no further layer.
+    fourth = stored([*more.packages, "aa=1"], (*more.requested, "aa"), jq, 4_000_000)
+    assert len(cache.chain(fourth) or []) == basecache.MAX_CHAIN
+    fifth = basecache.base_inputs(
+        conftest.parse({"name": "demo", "packages": ["aa", "bb", "hello", "jq"]}),
+        [*more.packages, "aa=1", "bb=1"], "i1", (*more.requested, "aa", "bb"))
+    assert cache.parent_for(fifth) == (jq, ["aa", "bb"])
+    # Pruning the least recently used base takes the layers over it too, the top first.
+    assert [e.key for e in cache.prune(0)] == [fourth.key, jq.key, hello.key, base.key]
+    # A layer whose base is gone (an older deblive's prune) is no entry's tree: removed.
+    base = stored(PACKAGES, asked, None, 1_000_000)
+    hello = stored([*PACKAGES, "hello=2.10-3"], (*asked, "hello"), base, 2_000_000)
+    assert cache.remove(base)
+    assert cache.chain(hello) is None
+    # A build whose inputs are the orphan's (it could not use it: a miss) stores a whole
+    # base under the same key, in its place.
+    made = tmp_path / "whole.squashfs"
+    made.write_bytes(b"w")
+    hello_inputs = basecache.base_inputs(
+        conftest.parse({"name": "demo", "packages": ["hello"]}), [*PACKAGES, "hello=2.10-3"],
+        "i1", (*asked, "hello"))
+    whole = cache.store(hello_inputs, made, "demo", {})
+    assert whole.key == hello.key and whole.parent is None and cache.chain(whole) == [whole]
+    assert whole.squashfs.read_bytes() == b"w"
+    assert cache.remove(whole)
+    base = stored(PACKAGES, asked, None, 1_000_000)
+    hello = stored([*PACKAGES, "hello=2.10-3"], (*asked, "hello"), base, 2_000_000)
+    assert cache.remove(base)
+    assert cache.prune(10**9) == [hello] and cache.entries() == []
+
+
+def test_the_base_chain_goes_to_live_in_the_order_live_boot_stacks_it(tmp_path: Path) -> None:
+    log = BuildLog()
+    ctx = BuildContext(conftest.parse({"name": "t"}), log, Runner(log), WorkTree(tmp_path / "w"),
+                       tmp_path / "out", tmp_path / "cache", make_iso=False)
+    ctx.work.output.mkdir(parents=True)
+    sources = [tmp_path / f"{n}.squashfs" for n in ("base", "hello", "jq")]
+    for source in sources:
+        source.write_bytes(source.name.encode())
+    ctx.base_squashfs = sources
+    names = squash.copy_base(ctx)
+    assert names == ["filesystem.squashfs", "layer-packages-1.squashfs",
+                     "layer-packages-2.squashfs"]
+    assert [(ctx.work.output / n).read_bytes() for n in names] == [s.name.encode()
+                                                                   for s in sources]
+    # Without filesystem.module, live-boot stacks /live's images sorted by name.
+    assert sorted([*names, squash.LAYER]) == [*names, squash.LAYER]
+    assert not os.path.samefile(sources[0], ctx.work.output / names[0])  # copies, not links

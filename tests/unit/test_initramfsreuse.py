@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def _layer(root: Path, files: dict[str, str]) -> str:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     with ImageTree(root) as layer:
-        return initramfsreuse.inputs_digest(layer, LISTED)
+        return initramfsreuse.inputs_digest([layer], LISTED)
 
 
 def test_the_digest_follows_only_what_may_reach_it(tmp_path: Path) -> None:
@@ -62,10 +63,10 @@ def test_the_digest_follows_only_what_may_reach_it(tmp_path: Path) -> None:
     (tmp_path / "g").mkdir()
     empty = _layer(tmp_path / "g", {})
     with ImageTree(tmp_path / "f") as layer:
-        assert initramfsreuse.inputs_digest(layer, LISTED) != empty
+        assert initramfsreuse.inputs_digest([layer], LISTED) != empty
     (tmp_path / "f/usr/lib").unlink()
     with ImageTree(tmp_path / "f") as layer:
-        assert initramfsreuse.inputs_digest(layer, LISTED) != empty
+        assert initramfsreuse.inputs_digest([layer], LISTED) != empty
 
 
 def test_a_directory_made_anew_counts_a_copied_up_one_does_not(tmp_path: Path) -> None:
@@ -74,7 +75,44 @@ def test_a_directory_made_anew_counts_a_copied_up_one_does_not(tmp_path: Path) -
     (tmp_path / "b/usr/lib/x86_64-linux-gnu/other.so").write_text("x")
     os.setxattr(tmp_path / "b/usr/lib/x86_64-linux-gnu", "trusted.overlay.opaque", b"y")
     with ImageTree(tmp_path / "b") as layer:
-        assert initramfsreuse.inputs_digest(layer, LISTED) != plain  # it hides libc.so.6
+        assert initramfsreuse.inputs_digest([layer], LISTED) != plain  # it hides libc.so.6
+
+
+def _digest(*roots: Path) -> str:
+    with contextlib.ExitStack() as stack:
+        layers = [stack.enter_context(ImageTree(root)) for root in roots]
+        return initramfsreuse.inputs_digest(layers, LISTED)
+
+
+def test_layers_over_the_base_digest_as_the_tree_they_make(tmp_path: Path) -> None:
+    """A cached package layer and the build's upper directory count as one layer
+    would: the higher one's entry wins, and what it hides counts no more."""
+    packages, upper, merged = (tmp_path / n for n in ("packages", "upper", "merged"))
+    _layer(packages, {"usr/bin/kmod": "kmod 2", "etc/modprobe.d/a.conf": "a",
+                      "usr/bin/hello": "hi"})
+    _layer(upper, {"etc/modprobe.d/a.conf": "b", "etc/motd": "hook"})
+    _layer(merged, {"usr/bin/kmod": "kmod 2", "etc/modprobe.d/a.conf": "b",
+                    "usr/bin/hello": "hi", "etc/motd": "hook"})
+    assert _digest(packages, upper) == _digest(merged)
+    assert _digest(packages, upper) != _digest(upper)  # the package layer's kmod counts
+    # The upper directory deletes the package layer's kmod: a whiteout replaces it.
+    gone = tmp_path / "gone"
+    (gone / "usr/bin").mkdir(parents=True)
+    os.mknod(gone / "usr/bin/kmod", 0o600 | 0o020000, 0)
+    assert _digest(packages, gone) != _digest(packages)
+    flat = tmp_path / "flat"
+    _layer(flat, {"etc/modprobe.d/a.conf": "a"})
+    (flat / "usr/bin").mkdir(parents=True)
+    os.mknod(flat / "usr/bin/kmod", 0o600 | 0o020000, 0)
+    assert _digest(packages, gone) == _digest(flat)
+    # A directory made anew hides what the package layer put below it.
+    opaque = tmp_path / "opaque"
+    _layer(opaque, {"etc/modprobe.d/c.conf": "c"})
+    os.setxattr(opaque / "etc/modprobe.d", "trusted.overlay.opaque", b"y")
+    alone = tmp_path / "alone"
+    _layer(alone, {"usr/bin/kmod": "kmod 2", "etc/modprobe.d/c.conf": "c"})
+    os.setxattr(alone / "etc/modprobe.d", "trusted.overlay.opaque", b"y")
+    assert _digest(packages, opaque) == _digest(alone)
 
 
 def _built(root: Path) -> Path:
@@ -99,17 +137,17 @@ def test_store_lookup_restore(tmp_path: Path) -> None:
     (module_layer / "usr/lib/live/boot").mkdir(parents=True)
     (module_layer / "usr/lib/live/boot/9990-main.sh").write_text("changed")
     with ImageTree(_built(tmp_path / "built")) as tree, ImageTree(hook_layer) as layer:
-        assert initramfsreuse.lookup(entry, layer, ["6.1"]) is None
-        digest = initramfsreuse.store(entry, layer, tree, ["6.1"], LISTED)
-        found = initramfsreuse.lookup(entry, layer, ["6.1"])
+        assert initramfsreuse.lookup(entry, [layer], ["6.1"]) is None
+        digest = initramfsreuse.store(entry, [layer], tree, ["6.1"], LISTED)
+        found = initramfsreuse.lookup(entry, [layer], ["6.1"])
         assert found is not None and found[1] == digest
-        assert initramfsreuse.lookup(entry, layer, ["6.1", "6.2"]) is None  # another kernel
+        assert initramfsreuse.lookup(entry, [layer], ["6.1", "6.2"]) is None  # another kernel
     stored = found[0]
     assert frozenset((stored / "files.txt").read_text().splitlines()) == LISTED
     with ImageTree(package_layer) as layer:
-        assert initramfsreuse.lookup(entry, layer, ["6.1"]) == found  # a new program only
+        assert initramfsreuse.lookup(entry, [layer], ["6.1"]) == found  # a new program only
     with ImageTree(module_layer) as layer:
-        assert initramfsreuse.lookup(entry, layer, ["6.1"]) is None  # a file it holds
+        assert initramfsreuse.lookup(entry, [layer], ["6.1"]) is None  # a file it holds
     fresh = tmp_path / "fresh"
     (fresh / "boot").mkdir(parents=True)
     with ImageTree(fresh) as tree:

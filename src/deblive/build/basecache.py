@@ -18,6 +18,13 @@ An entry is a directory <key>/ with base.squashfs and meta.json, made under a
 temporary name and renamed into place whole: a reader sees a complete entry or
 none. A build holds a shared lock on the entry it uses, so `deblive cache
 prune` never removes it under a running build.
+
+An entry may stand on another: a build whose config adds packages to a cached
+base installs them in an overlay over it and stores only that overlay's upper
+directory, keyed on its own inputs, with the base as its parent
+(build.stages.packagelayer). Its squashfs is a layer, whiteouts and opaque
+directories included; the chain from the root base up is the entry's tree, and
+a later build of the same config hits it without running apt at all.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from deblive.model.config import ImageConfig
 FORMAT = 2  # 2: the base is cleaned before it is squashed (build.stages.base.BaseClean)
 SQUASHFS = "base.squashfs"
 META = "meta.json"
+MAX_CHAIN = 4  # squashfs images in a chain (the base and package layers): /live stays small
 # Config keys read only after the base point: changing them keeps the base.
 AFTER_BASE_KEYS = frozenset({
     "hook", "overlay", "confine_paths", "boot", "volume_id", "installer", "apt_mirror",
@@ -106,7 +114,7 @@ class BaseInputs:
 
 
 # The parts a base with fewer packages may differ in and still carry this build
-# (the extra packages go into the layer, build.stages.base.ExtraPackages).
+# (the extra packages go into a package layer, build.stages.packagelayer).
 PACKAGE_PARTS = frozenset({"selection", "packages"})
 
 
@@ -176,6 +184,12 @@ class Entry:
         return str(self.meta.get("image", "?"))
 
     @property
+    def parent(self) -> str | None:
+        """The key of the entry this one's squashfs is a layer over; None for a base."""
+        parent = self.meta.get("parent")
+        return parent if isinstance(parent, str) and parent else None
+
+    @property
     def facts(self) -> dict[str, Any]:
         facts = self.meta.get("facts", {})
         return facts if isinstance(facts, dict) else {}
@@ -222,6 +236,17 @@ class BaseCache:
         return sorted((e for e in found if e is not None), key=lambda e: e.last_used,
                       reverse=True)
 
+    def chain(self, entry: Entry) -> list[Entry] | None:
+        """The entries whose squashfs images make entry's tree, the root base first;
+        None if one beneath it is gone (pruned) or the chain is longer than MAX_CHAIN."""
+        chain = [entry]
+        while chain[0].parent is not None:
+            below = self.entry(chain[0].parent)
+            if below is None or len(chain) >= MAX_CHAIN or below in chain:
+                return None
+            chain.insert(0, below)
+        return chain
+
     def parent_for(self, inputs: BaseInputs) -> tuple[Entry, list[str]] | None:
         """An entry this build can start from with more packages: every input equal but
         the package selection, its packages (with versions) and requested names a subset
@@ -241,6 +266,9 @@ class BaseCache:
                     or not requested <= set(inputs.requested):
                 continue
             extra = sorted(set(inputs.requested) - requested)
+            chain = self.chain(entry)
+            if chain is None or len(chain) >= MAX_CHAIN:  # no room for one more layer
+                continue
             if extra and (best is None or len(extra) < len(best[1])):
                 best = (entry, extra)
         return best
@@ -264,9 +292,10 @@ class BaseCache:
         os.utime(entry.directory)
 
     def store(self, inputs: BaseInputs, squashfs: Path, image: str,
-              facts: dict[str, Any]) -> Entry:
-        """Move a verified squashfs in as the entry for inputs; an entry another build
-        stored meanwhile wins (they are equal), and ours is dropped."""
+              facts: dict[str, Any], parent: Entry | None = None) -> Entry:
+        """Move a verified squashfs in as the entry for inputs (a layer over parent's
+        tree, if given); an entry another build stored meanwhile wins (they are
+        equal), and ours is dropped."""
         self._ensure()
         staging = self.root / f".{inputs.key}.{os.getpid()}.tmp"
         deletion.remove_tree(staging)
@@ -279,7 +308,10 @@ class BaseCache:
                 "inputs": inputs.as_dict(), "packages": list(inputs.packages),
                 "requested": list(inputs.requested), "facts": facts,
             }
+            if parent is not None:
+                meta["parent"] = parent.key
             write_atomic(staging / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            self._drop_if_stale(inputs.key)
             with contextlib.suppress(OSError):  # another build stored the same entry first
                 os.rename(staging, self.root / inputs.key)
         finally:
@@ -288,6 +320,17 @@ class BaseCache:
         if entry is None:
             raise CacheError(f"the base cache entry {self.root / inputs.key} was not stored")
         return entry
+
+    def _drop_if_stale(self, key: str) -> None:
+        """Move aside an entry under key that is no tree (a layer whose base was pruned),
+        so the one being stored takes its place; no build can be using it."""
+        old = self.entry(key)
+        if old is None or self.chain(old) is not None:
+            return
+        doomed = self.root / f".{key}.{os.getpid()}.stale"
+        with contextlib.suppress(OSError):  # another build moved it first
+            os.rename(old.directory, doomed)
+        deletion.remove_tree(doomed)
 
     def remove(self, entry: Entry) -> bool:
         """Remove an entry nobody uses; False when a build holds it."""
@@ -318,17 +361,26 @@ class BaseCache:
         return sorted(found)
 
     def prune(self, max_bytes: int) -> list[Entry]:
-        """Remove what killed builds left, then the least recently used entries until
-        the rest fit in max_bytes."""
+        """Remove what killed builds left and layers whose base is gone, then the least
+        recently used entries (each with the layers over it, which are no use
+        without it) until the rest fit in max_bytes."""
         for path in self.leftovers():
             deletion.remove_tree(path)
+        removed = [e for e in self.entries() if self.chain(e) is None and self.remove(e)]
         entries = self.entries()  # newest first
+        chains = {e: self.chain(e) or [e] for e in entries}
         total = sum(e.size for e in entries)
-        removed = []
         for entry in reversed(entries):
             if total <= max_bytes:
                 break
-            if self.remove(entry):
-                total -= entry.size
-                removed.append(entry)
+            if entry in removed:
+                continue
+            # the layers over it, the longest chain first, then the entry itself
+            group = sorted((e for e in entries if entry in chains[e] and e not in removed),
+                           key=lambda e: len(chains[e]), reverse=True)
+            for doomed in group:
+                if not self.remove(doomed):
+                    break  # held by a build (which holds what is beneath it too)
+                total -= doomed.size
+                removed.append(doomed)
         return removed

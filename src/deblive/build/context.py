@@ -38,9 +38,12 @@ class WorkTree:
     bootfiles/   those packages unpacked
     installer/   debian-installer images on their way to the medium
     output/      results being written (moved to the output directory when complete)
-    lower/       a layered build's cached base squashfs, mounted (read-only)
+    lower/N/     a layered build's cached base squashfs and package layers, mounted
+                 (read-only; 0 the root base)
     upper/       a layered build's upper layer: what the stages after the base change
     ovlwork/     overlayfs's own work directory for upper/
+    pkgupper/    a new package layer over a cached base, until it is stored
+    pkgwork/     overlayfs's own work directory for pkgupper/
     """
 
     root: Path
@@ -88,6 +91,14 @@ class WorkTree:
     @property
     def overlay_work(self) -> Path:
         return self.root / "ovlwork"
+
+    @property
+    def packages_upper(self) -> Path:
+        return self.root / "pkgupper"
+
+    @property
+    def packages_work(self) -> Path:
+        return self.root / "pkgwork"
 
     @property
     def logs(self) -> Path:
@@ -177,7 +188,12 @@ class BuildContext:
     base_entry: Entry | None = None  # the entry this build uses: its hit, or the one it stored
     extra_packages: list[str] = field(default_factory=list)  # installed on a base with fewer
     base_miss: str = ""  # why the cache was not used, in words, for the log and report
-    base_squashfs: Path | None = None  # the base as one squashfs (the entry's or this build's)
+    base_chain: list[Entry] = field(default_factory=list)  # base_entry's tree, its root first
+    # The base's squashfs images, the root first: one, or a cached base and package layers
+    base_squashfs: list[Path] = field(default_factory=list)
+    squashfs_stack: list[str] = field(default_factory=list)  # the images for /live, bottom first
+    layer_mounts: dict[str, Path] = field(default_factory=dict)  # entry key -> its mount
+    stored_layer: Entry | None = None  # the package layer this build stored
     base_stats: TreeStats | None = None  # the base tree, measured by the base stage's check
     cached_stages: list[str] = field(default_factory=list)  # skipped: their tree came cached
     installed: list[tuple[str, str, str]] | None = None  # dpkg's view, from the clean stage
@@ -201,9 +217,10 @@ class BuildContext:
             raise RuntimeError("the image tree is not open yet (before the bootstrap)")
         return self._tree
 
-    def open_tree(self) -> ImageTree:
-        """Open rootfs as the image tree, closed with the build's teardown."""
-        self._tree = self.teardown.enter_context(ImageTree(self.rootfs))
+    def open_tree(self, stack: contextlib.ExitStack | None = None) -> ImageTree:
+        """Open rootfs as the image tree, closed with the build's teardown (or with
+        stack: a mount on rootfs that ends before the build does)."""
+        self._tree = (stack or self.teardown).enter_context(ImageTree(self.rootfs))
         return self._tree
 
     @property

@@ -35,6 +35,7 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from deblive.build.basecache import Entry
@@ -105,28 +106,39 @@ def _entry_line(layer: ImageTree, path: str, st: os.stat_result) -> str:
     return f"{head} dev={st.st_rdev}"  # 0/0: a whiteout, a deletion from the base
 
 
-def inputs_digest(layer: ImageTree, listed: frozenset[str]) -> str:
-    """sha256 over the layer's entries that may reach the initramfs (mtimes left out).
+def inputs_digest(layers: Sequence[ImageTree], listed: frozenset[str]) -> str:
+    """sha256 over the layers' entries that may reach the initramfs (mtimes left out).
 
-    Directories count only when made anew (opaque): any change below the base
-    copies its directories up, and that alone changes nothing of what is read.
+    layers: what stands over the base, the lowest first (cached package layers,
+    then the build's upper directory); an entry of a higher layer replaces a
+    lower one's at its path, and a directory it makes anew (opaque) or a file
+    where a directory was hides everything of the lower layers below it.
+    Directories count only when made anew: any change below the base copies its
+    directories up, and that alone changes nothing of what is read.
     """
     ancestors = _ancestors(listed) | _ancestors(frozenset(ALWAYS)) | {"/etc"}
 
     def descend(path: str) -> bool:
         return path in ancestors or may_reach_initramfs(path, listed)
 
+    lines: dict[str, str] = {}
+    for index, layer in enumerate(layers):
+        for path, st in layer.walk(descend=descend):
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if index and (not is_dir or layer.is_opaque(path)):
+                below = path + "/"
+                for hidden in [p for p in lines if p.startswith(below)]:
+                    del lines[hidden]
+            if is_dir:
+                if layer.is_opaque(path):
+                    lines[path] = f"{path} opaque"
+            elif path in ancestors or may_reach_initramfs(path, listed):
+                lines[path] = _entry_line(layer, path, st)  # a file, link or whiteout
+            else:
+                lines.pop(path, None)
     digest = hashlib.sha256()
-    for path, st in layer.walk(descend=descend):
-        if stat.S_ISDIR(st.st_mode):
-            if not layer.is_opaque(path):
-                continue
-            line = f"{path} opaque"
-        elif path in ancestors or may_reach_initramfs(path, listed):
-            line = _entry_line(layer, path, st)  # a file, link or whiteout
-        else:
-            continue
-        digest.update(line.encode("utf-8", errors="surrogateescape") + b"\n")
+    for path in sorted(lines):
+        digest.update(lines[path].encode("utf-8", errors="surrogateescape") + b"\n")
     return digest.hexdigest()
 
 
@@ -184,9 +196,10 @@ def _files(version: str) -> tuple[str, ...]:
     return (f"/boot/initrd.img-{version}", f"{STATE}/{version}")
 
 
-def lookup(entry: Entry, layer: ImageTree, versions: list[str]) -> tuple[Path, str] | None:
-    """A kept initramfs of every kernel that no entry of this layer can reach, and the
-    digest it was found under; None if there is none."""
+def lookup(entry: Entry, layers: Sequence[ImageTree], versions: list[str]
+           ) -> tuple[Path, str] | None:
+    """A kept initramfs of every kernel that no entry of the layers over the base entry
+    can reach, and the digest it was found under; None if there is none."""
     kept = entry.directory / "initramfs"
     for stored in sorted(kept.iterdir()) if kept.is_dir() else []:
         if stored.name.startswith(".") or not (stored / "complete").is_file():
@@ -197,7 +210,7 @@ def lookup(entry: Entry, layer: ImageTree, versions: list[str]) -> tuple[Path, s
             listed = frozenset((stored / LISTING).read_text(encoding="utf-8").splitlines())
         except OSError:
             continue
-        digest = inputs_digest(layer, listed)
+        digest = inputs_digest(layers, listed)
         if digest == stored.name:
             return stored, digest
     return None
@@ -214,11 +227,11 @@ def restore(stored: Path, tree: ImageTree, versions: list[str]) -> None:
             tree.copy_in(saved, record, 0o644)
 
 
-def store(entry: Entry, layer: ImageTree, tree: ImageTree, versions: list[str],
+def store(entry: Entry, layers: Sequence[ImageTree], tree: ImageTree, versions: list[str],
           listed: frozenset[str]) -> str:
     """Keep what update-initramfs made beside the base entry, under the digest of the
-    layer's entries that can reach it; returns that digest."""
-    digest = inputs_digest(layer, listed)
+    entries of the layers over it that can reach it; returns that digest."""
+    digest = inputs_digest(layers, listed)
     final = entry.directory / "initramfs" / digest
     if final.exists():
         return digest

@@ -35,7 +35,8 @@ from deblive.build.stages.iso import Iso
 from deblive.build.stages.medium import Medium
 from deblive.build.stages.netboot import Netboot
 from deblive.build.stages.overlay import Overlay
-from deblive.build.stages.packages import ExtraPackages, MediumPackages, Packages
+from deblive.build.stages.packagelayer import PackageLayer
+from deblive.build.stages.packages import MediumPackages, Packages
 from deblive.build.stages.sources import ImageSources
 from deblive.build.stages.squash import Squash
 from deblive.build.stages.users import Users
@@ -50,8 +51,8 @@ DEFAULT_CACHE = Path(os.environ.get("DEBLIVE_CACHE", "/var/cache/deblive"))
 # The seed's steps, in order. Each registers its own teardown. The ones marked
 # in_base make the base tree, which a layered build can take from the cache.
 STAGES: tuple[Stage, ...] = (
-    PackageCacheIn(), Bootstrap(), ChrootSetup(), Packages(), Users(), BaseClean(), Base(),
-    ExtraPackages(), MediumPackages(), Overlay(), Hook(), Initramfs(), ImageSources(),
+    PackageCacheIn(), Bootstrap(), ChrootSetup(), Packages(), Users(), BaseClean(),
+    PackageLayer(), Base(), MediumPackages(), Overlay(), Hook(), Initramfs(), ImageSources(),
     ChrootTeardown(), Clean(), Squash(), Medium(), Bootloaders(), Iso(), Disk(),
     Netboot(),
 )
@@ -143,20 +144,15 @@ def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | 
         key = ctx.base_inputs.key
         ctx.teardown.enter_context(ctx.base_cache.using(key))  # prune leaves it alone
         entry = ctx.base_cache.entry(key)
-        if entry is not None:
-            ctx.base_hit = entry
-            ctx.base_cache.touch(entry)
-            ctx.log.info(f"base cache: hit {key}")
-            adopt_base_date(ctx, entry)
+        if entry is not None and take_base(ctx, entry):
+            ctx.log.info(f"base cache: hit {key}" + (
+                f", a package layer over {entry.parent}" if entry.parent else ""))
             return
         parent = ctx.base_cache.parent_for(ctx.base_inputs)
-        if parent is not None:
-            entry, extra = parent
-            ctx.teardown.enter_context(ctx.base_cache.using(entry.key))
-            ctx.base_hit, ctx.extra_packages = entry, extra
-            ctx.base_cache.touch(entry)
-            adopt_base_date(ctx, entry)
-            ctx.log.info(f"base cache: hit {entry.key}, with packages on top: {' '.join(extra)}")
+        if parent is not None and take_base(ctx, parent[0]):
+            entry, ctx.extra_packages = parent
+            ctx.log.info(f"base cache: hit {entry.key}, with packages on top: "
+                         f"{' '.join(ctx.extra_packages)} (a new package layer)")
             return
         newest = ctx.base_cache.newest_for(ctx.config.name)
         if newest is None:
@@ -166,6 +162,25 @@ def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | 
                 dict(newest.meta.get("inputs", {})), list(newest.meta.get("packages", [])))
             ctx.base_miss = f"changed since {newest.key}: {', '.join(changed) or 'format'}"
     ctx.log.info(f"base cache: miss: {ctx.base_miss}")
+
+
+def take_base(ctx: BuildContext, entry: basecache.Entry) -> bool:
+    """Start from entry: hold and touch it and every entry beneath it; False if one
+    beneath it is gone (pruned), and so is entry's tree."""
+    assert ctx.base_cache is not None
+    chain = ctx.base_cache.chain(entry)
+    if chain is None:
+        ctx.log.info(f"base cache: {entry.key} is a layer whose base is gone: not used")
+        return False
+    for held in chain:
+        ctx.teardown.enter_context(ctx.base_cache.using(held.key))
+    if any(ctx.base_cache.entry(held.key) is None for held in chain):  # pruned meanwhile
+        return False
+    for held in reversed(chain):  # a base is never less recently used than its layers
+        ctx.base_cache.touch(held)
+    ctx.base_hit, ctx.base_chain = entry, chain
+    adopt_base_date(ctx, entry)
+    return True
 
 
 EPOCH_ORIGINS = {

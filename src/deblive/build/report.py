@@ -132,8 +132,11 @@ def cache_report(ctx: BuildContext) -> dict[str, Any] | None:
     inputs = ctx.base_inputs
     return {
         "result": "hit" if ctx.base_hit else ("miss" if ctx.base_cache else "off"),
-        "base": ctx.base_entry.key if ctx.base_entry else None,
+        "base": started.key if (started := ctx.base_hit or ctx.base_entry) else None,
         "extra_packages": list(ctx.extra_packages),
+        # the cached images under the top layer, the root base first
+        "chain": [e.key for e in ctx.base_chain],
+        "stored_layer": ctx.stored_layer.key if ctx.stored_layer else None,
         "key": inputs.key if inputs else None,
         "reason": ctx.base_miss or None,
         "inputs": inputs.as_dict() if inputs else None,

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deblive.build.stages import netboot
+from deblive.build import basecache
+from deblive.build.stages import netboot, squash
 from deblive.core.errors import DebliveError
 from deblive.core.files import sha256_file
 from deblive.host import distroinfo, hostapt
@@ -138,7 +139,8 @@ def _take(source: Path, dest: Path, limit: int | None = None) -> str:
     return sha256_file(dest)
 
 
-LAYERED_NAMES = ("layer.squashfs", "filesystem.module")
+LAYERED_NAMES = (squash.LAYER, squash.MODULE,
+                 *squash.stack_names(basecache.MAX_CHAIN)[1:])  # the package layers
 NETBOOT = netboot.NETBOOT_DIR
 
 
@@ -170,7 +172,7 @@ def take_results(out: Path, dest: Path, image_basename: str, make_iso: bool,
             raise GuestError(f"the builder VM's build left no {name}")
         small = None if name.endswith((".iso", ".img", ".squashfs")) else MAX_SMALL_FILE
         digests[name] = _take(out / name, dest / name, small)
-    # A layered build's top layer and live-boot's list.
+    # A layered build's top layer, package layers and live-boot's list.
     for name in LAYERED_NAMES:
         if os.path.lexists(out / name):
             small = None if name.endswith(".squashfs") else MAX_SMALL_FILE

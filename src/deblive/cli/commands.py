@@ -172,9 +172,11 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
         meta = entry.meta
         inputs = meta.get("inputs", {})
         age = format_seconds(now - entry.last_used)
+        over = "" if entry.parent is None else f", a package layer over {entry.parent}"
         print(f"{entry.key}  {entry.size / 2**20:7.0f} MiB  used {age} ago  "
               f"{entry.image}: {inputs.get('release', '?')}, "
-              f"{len(meta.get('packages', []))} packages, made {meta.get('created', '?')}")
+              f"{len(meta.get('packages', []))} packages, made {meta.get('created', '?')}"
+              f"{over}")
     total = sum(e.size for e in entries)
     print(f"{len(entries)} entries, {total / 2**20:.0f} MiB in {cache.root}")
     return ExitCode.OK

@@ -32,7 +32,7 @@ import os
 import signal
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -377,22 +377,29 @@ def _unmount_here(target: Path) -> None:
 
 
 @contextmanager
-def overlay(lower: Path, upper: Path, work: Path, target: Path) -> Iterator[None]:
+def overlay(lower: Path | Sequence[Path], upper: Path, work: Path, target: Path
+            ) -> Iterator[None]:
     """An overlay on target: lower read-only beneath, every change in upper.
 
-    lower may be target itself (a base tree built in place): its path is
-    resolved before the overlay covers it. Unmounted with everything below it.
+    lower may be several directories, the topmost first (a cached base and the
+    package layers over it): overlayfs honours their whiteouts and opaque
+    directories as live-boot's stack does at boot. lower may be target itself
+    (a base tree built in place): its path is resolved before the overlay
+    covers it. Unmounted with everything below it.
     """
     if not in_private_namespace():
         raise SandboxError("an overlay needs the build's private mount namespace")
-    for path in (lower, upper, work, target):
+    lowers = [lower] if isinstance(lower, Path) else list(lower)
+    if not lowers:
+        raise SandboxError("an overlay needs at least one lower directory")
+    for path in (*lowers, upper, work, target):
         if any(char in str(path) for char in ",:\\="):
             raise SandboxError(f"{path}: a path with , : = or \\ cannot name an overlay layer")
     for path, mode in ((upper, 0o755), (work, 0o700), (target, 0o755)):
         path.mkdir(mode=mode, exist_ok=True)
     os.chmod(upper, 0o755)  # the layer's root directory is the booted system's /
-    options = ",".join((f"lowerdir={lower}", f"upperdir={upper}", f"workdir={work}",
-                        *OVERLAY_OPTIONS))
+    options = ",".join((f"lowerdir={':'.join(str(p) for p in lowers)}", f"upperdir={upper}",
+                        f"workdir={work}", *OVERLAY_OPTIONS))
     mount("overlay", target, "overlay", 0, options)
     try:
         yield

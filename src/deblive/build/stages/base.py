@@ -6,7 +6,9 @@ ended the chroot session (so none of its temporary changes is in the base)
 and cleaned the tree as an image is cleaned; it is squashed once into the
 base cache (build.basecache) and rootfs/ becomes the lower layer of an
 overlay mounted on itself. On a hit those stages were
-skipped and the cached squashfs is mounted as the lower layer instead. Either
+skipped and the cached squashfs is mounted as the lower layer instead (with
+the package layers it carries, if the entry is one: each its own lower
+directory, the topmost first). Either
 way the later stages (hook, initramfs, sources, clean) write only into the
 overlay's upper directory, which the squash stage turns into the top layer,
 and a new chroot session is opened on the overlay.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 from deblive.build import basecache
 from deblive.build.context import BuildContext, SquashfsFacts
@@ -50,6 +53,19 @@ def restore_facts(ctx: BuildContext, entry: basecache.Entry) -> None:
         ctx.facts.squashfs = SquashfsFacts(**squashfs)
 
 
+def mount_chain(ctx: BuildContext) -> list[Path]:
+    """The base chain's squashfs images mounted (those not mounted yet) under lower/;
+    returns their mounts the topmost first, as overlayfs takes its lower directories."""
+    ctx.work.lower.mkdir(mode=0o700, exist_ok=True)
+    for index, entry in enumerate(ctx.base_chain):
+        if entry.key not in ctx.layer_mounts:
+            target = ctx.work.lower / str(index)
+            ctx.teardown.enter_context(sandbox.squashfs_image(entry.squashfs, target,
+                                                              ctx.runner))
+            ctx.layer_mounts[entry.key] = target
+    return [ctx.layer_mounts[e.key] for e in reversed(ctx.base_chain)]
+
+
 class BaseClean(Stage):
     """End the chroot session and clean the base as the clean stage cleans an image.
 
@@ -66,15 +82,21 @@ class BaseClean(Stage):
         return ctx.layered
 
     def run(self, ctx: BuildContext) -> None:
-        ctx.session.close()
-        ctx.initramfs = None
-        tree = ctx.tree
-        for path in keep_build_logs(tree, ctx.work.logs, prefix="base-"):
-            ctx.log.warn(f"{path} in the image is not a regular file: not kept in logs/")
-        tree.unlink(sources.BUILD_SOURCES)
-        sources.remove_build_archives(ctx)
-        sources.clear_lists(tree)
-        clean_tree(tree)
+        end_and_clean(ctx, "base-")
+
+
+def end_and_clean(ctx: BuildContext, logs_prefix: str) -> None:
+    """End the chroot session and clean the tree for the cache (the base, or a
+    package layer over it), its apt and dpkg logs kept as logs/<prefix>*.log."""
+    ctx.session.close()
+    ctx.initramfs = None
+    tree = ctx.tree
+    for path in keep_build_logs(tree, ctx.work.logs, prefix=logs_prefix):
+        ctx.log.warn(f"{path} in the image is not a regular file: not kept in logs/")
+    tree.unlink(sources.BUILD_SOURCES)
+    sources.remove_build_archives(ctx)
+    sources.clear_lists(tree)
+    clean_tree(tree)
 
 
 class Base(Stage):
@@ -91,20 +113,21 @@ class Base(Stage):
     def run(self, ctx: BuildContext) -> None:
         if ctx.base_hit is None:
             self._squash_base(ctx)
-            lower = ctx.rootfs  # the tree just built, covered by the overlay in place
+            lowers = [ctx.rootfs]  # the tree just built, covered by the overlay in place
         else:
-            entry = ctx.base_hit
+            # after a package layer (build.stages.packagelayer), the entry it stored
+            entry = ctx.base_entry or ctx.base_hit
             ctx.base_entry = entry
             restore_facts(ctx, entry)
-            ctx.base_squashfs = entry.squashfs
+            ctx.base_squashfs = [e.squashfs for e in ctx.base_chain]
             ctx.log.info(f"base from the cache: {entry.key} ({entry.size / 2**20:.0f} MiB, "
-                         f"made {entry.meta.get('created', '?')})")
-            ctx.teardown.enter_context(
-                sandbox.squashfs_image(entry.squashfs, ctx.work.lower, ctx.runner))
-            lower = ctx.work.lower
+                         f"made {entry.meta.get('created', '?')})"
+                         + (f", a layer over {' '.join(e.key for e in ctx.base_chain[:-1])}"
+                            if len(ctx.base_chain) > 1 else ""))
+            lowers = mount_chain(ctx)
             ctx.rootfs.mkdir(mode=0o755, exist_ok=True)
         ctx.teardown.enter_context(
-            sandbox.overlay(lower, ctx.work.upper, ctx.work.overlay_work, ctx.rootfs))
+            sandbox.overlay(lowers, ctx.work.upper, ctx.work.overlay_work, ctx.rootfs))
         ctx.open_tree()
         ctx.session = contextlib.ExitStack()
         ChrootSetup().run(ctx)
@@ -119,7 +142,7 @@ class Base(Stage):
         if cache is None or inputs is None:
             ctx.facts.squashfs = squash_tree(ctx, ctx.rootfs, ctx.work.output / FLAT,
                                              ctx.base_stats)
-            ctx.base_squashfs = ctx.work.output / FLAT
+            ctx.base_squashfs = [ctx.work.output / FLAT]
             return
         staging = cache.root / f".{inputs.key}.{os.getpid()}.squashfs"
         try:
@@ -128,6 +151,7 @@ class Base(Stage):
         finally:
             staging.unlink(missing_ok=True)
         ctx.base_entry = entry  # held since choose_base: the key is inputs.key
-        ctx.base_squashfs = entry.squashfs
+        ctx.base_chain = [entry]
+        ctx.base_squashfs = [entry.squashfs]
         ctx.log.info(f"base stored in the cache: {entry.key}")
 

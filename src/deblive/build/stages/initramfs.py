@@ -3,12 +3,14 @@
 Until here update-initramfs was a no-op (build.chroot.InitramfsDeferral), so
 the kernel's and live-boot's triggers did not make it two or three times;
 now it is made from the finished tree, the hook's /etc/initramfs-tools
-changes included. A layered build keeps it beside its cached base and takes
-it from there while nothing it is made from changed (build.initramfsreuse).
+changes included. A layered build keeps it beside its cached root base and
+takes it from there while nothing it is made from changed in the layers over
+that base (cached package layers and this build's own; build.initramfsreuse).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from deblive.build import initramfsreuse
@@ -35,14 +37,17 @@ class Initramfs(Stage):
         assert deferral is not None
         if ctx.config.persistence is not None and ctx.config.persistence.encrypted:
             force_cryptsetup(ctx.tree)
-        entry = ctx.base_entry
-        if entry is None:
+        if not ctx.base_chain:
             versions = deferral.generate()
         else:
-            deferral.restore()  # the no-op goes before the layer is read
+            deferral.restore()  # the no-op goes before the layers are read
             kernels = deferral.kernels()
-            with ImageTree(ctx.work.upper) as layer:
-                found = initramfsreuse.lookup(entry, layer, kernels)
+            base = ctx.base_chain[0]  # the root base: its initramfs is kept beside it
+            with contextlib.ExitStack() as stack:
+                layers = [stack.enter_context(ImageTree(ctx.layer_mounts[e.key]))
+                          for e in ctx.base_chain[1:]]
+                layers.append(stack.enter_context(ImageTree(ctx.work.upper)))
+                found = initramfsreuse.lookup(base, layers, kernels)
                 if found is not None:
                     stored, digest = found
                     initramfsreuse.restore(stored, ctx.tree, kernels)
@@ -52,7 +57,7 @@ class Initramfs(Stage):
                 else:
                     versions = deferral.generate()
                     listed = initramfsreuse.contents(ctx.tree, deferral.chroot, versions)
-                    digest = initramfsreuse.store(entry, layer, ctx.tree, versions, listed)
+                    digest = initramfsreuse.store(base, layers, ctx.tree, versions, listed)
                     ctx.log.info(f"initramfs stored with the base: {len(listed)} files "
                                  f"(inputs {digest[:12]})")
         ctx.facts.initramfs = versions

@@ -29,7 +29,7 @@ from deblive.build import installer
 from deblive.build.context import BuildContext
 from deblive.build.kernels import kernel_images
 from deblive.build.stage import Stage
-from deblive.build.stages.squash import FLAT, LAYER, MODULE
+from deblive.build.stages.squash import FLAT, MODULE
 from deblive.core.errors import DebliveError
 from deblive.core.files import sha256_file
 from deblive.host import deletion, diskspace, distroinfo
@@ -187,9 +187,10 @@ def write_checksums(medium: Path) -> Path:
 
 
 def squashfs_images(ctx: BuildContext) -> list[Path]:
-    """The image(s) for /live: the flat squashfs, or a layered build's base, layer and
-    the module file that tells live-boot to stack them in that order."""
-    names = [FLAT, LAYER, MODULE] if ctx.layered else [FLAT]
+    """The image(s) for /live: the flat squashfs, or a layered build's base, its package
+    layers, the top layer and the module file that tells live-boot to stack them in
+    that order."""
+    names = [*ctx.squashfs_stack, MODULE] if ctx.layered else [FLAT]
     return [ctx.work.output / name for name in names]
 
 

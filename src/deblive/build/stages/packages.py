@@ -145,25 +145,6 @@ class Packages(Stage):
         ctx.facts.language_locales = language_locales(config)
 
 
-class ExtraPackages(Stage):
-    """A layered build over a cached base that lacks some of the config's packages:
-    apt installs them (with Recommends) into the layer, and the metapackage again."""
-
-    name = "extra-packages"
-
-    def wanted(self, ctx: BuildContext) -> bool:
-        return bool(ctx.extra_packages)
-
-    def run(self, ctx: BuildContext) -> None:
-        ctx.work.logs.mkdir(parents=True, exist_ok=True)
-        chroot = Chroot(ctx.tree, ctx.runner, apt_log=ctx.work.logs / "apt.log")
-        ctx.log.info(f"installing on the cached base: {' '.join(ctx.extra_packages)}")
-        chroot.apt_get("install", *ctx.extra_packages,
-                       what="installing the packages the cached base lacks")
-        if ctx.config.metapackage.install:
-            install_metapackage(ctx, chroot, again=True)
-
-
 class MediumPackages(Stage):
     """The boot loaders and the installer for the medium, fetched with the image's apt.
 

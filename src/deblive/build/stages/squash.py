@@ -28,6 +28,9 @@ from deblive.model.config import ImageConfig
 
 FLAT = "filesystem.squashfs"  # the whole tree, or a layered build's base (live-build's name)
 LAYER = "layer.squashfs"  # a layered build's top layer: sorts after FLAT, as live-boot stacks
+# The cached package layers between them ("-" sorts before "."): live-boot stacks
+# them in this order even without the module file.
+PACKAGE_LAYER = "layer-packages-{}.squashfs"
 MODULE = "filesystem.module"  # live-boot's list of the images to stack, bottom first
 MIN_SQUASHFS_BYTES = 1024 * 1024
 # No compressor gets a Debian tree below this fraction of its size; smaller
@@ -254,15 +257,23 @@ def strip_overlay_bookkeeping(layer: ImageTree) -> int:
     return count
 
 
-def copy_base(ctx: BuildContext) -> None:
-    """The base squashfs into the outputs: a copy, so the published file and the
-    cache entry never share an inode one could change through the other."""
-    assert ctx.base_squashfs is not None
-    final = ctx.work.output / FLAT
-    if ctx.base_squashfs != final:
-        partial = final.with_name(FLAT + ".partial")
-        shutil.copyfile(ctx.base_squashfs, partial)
-        partial.replace(final)
+def stack_names(count: int) -> list[str]:
+    """The names in /live of a base chain of count images, the root base first."""
+    return [FLAT, *(PACKAGE_LAYER.format(n) for n in range(1, count))]
+
+
+def copy_base(ctx: BuildContext) -> list[str]:
+    """The base's images (the root base and its package layers) into the outputs: copies,
+    so a published file and the cache entry never share an inode one could change
+    through the other. Returns their names, bottom first."""
+    names = stack_names(len(ctx.base_squashfs))
+    for source, name in zip(ctx.base_squashfs, names, strict=True):
+        final = ctx.work.output / name
+        if source != final:
+            partial = final.with_name(name + ".partial")
+            shutil.copyfile(source, partial)
+            partial.replace(final)
+    return names
 
 
 class Squash(Stage):
@@ -282,12 +293,13 @@ class Squash(Stage):
         if not ctx.layered:
             ctx.outputs.insert(0, squash(ctx, ctx.tree_stats))
             return
-        copy_base(ctx)
+        names = copy_base(ctx)
         with ImageTree(ctx.work.upper) as upper:
             dropped = strip_overlay_bookkeeping(upper)
         ctx.log.info(f"overlay records dropped from the layer: {dropped}")
         layer = ctx.work.output / LAYER
         ctx.facts.layer = squash_tree(ctx, ctx.work.upper, layer, ctx.tree_stats, layer=True)
+        ctx.squashfs_stack = [*names, LAYER]
         module = ctx.work.output / MODULE
-        module.write_text(f"{FLAT}\n{LAYER}\n", encoding="utf-8")
-        ctx.outputs[:0] = [ctx.work.output / FLAT, layer, module]
+        module.write_text("".join(f"{name}\n" for name in ctx.squashfs_stack), encoding="utf-8")
+        ctx.outputs[:0] = [*(ctx.work.output / name for name in ctx.squashfs_stack), module]
