@@ -106,9 +106,10 @@ def live_build(
 
 def deblive_build(
     base: Path, suite: str, arch: str, log: Path, *, warm: bool = True
-) -> tuple[float, float, int, dict[str, Any]]:
+) -> tuple[float, float | None, int, dict[str, Any]]:
     """A cold build (empty cache and work tree), then with warm a second one over the
-    kept caches; their seconds, the ISO's size and the last build's report."""
+    kept caches; their seconds (None for a warm build not run), the ISO's size and the
+    last build's report."""
     tree = base / "deblive"
     if tree.exists():
         subprocess.run(["rm", "-rf", "--one-file-system", str(tree)], check=True)
@@ -124,7 +125,7 @@ def deblive_build(
                str(tree / "cache"), "--workdir", str(tree / "work"), "-o", str(tree / "out"),
                "--force"]
     cold = run(deblive, REPO, log)
-    second = run(deblive, REPO, log) if warm else 0.0
+    second = run(deblive, REPO, log) if warm else None
     report = json.loads((tree / "out/report.json").read_text())
     iso = next((tree / "out").glob("*.iso"))
     return cold, second, iso.stat().st_size, report
@@ -201,7 +202,10 @@ def main() -> int:
     print(f"bench: {args.suite}/{args.arch}, packages {' '.join(PACKAGES)}, "
           f"{COMPRESSION} level {LEVEL}; "
           f"log {log}", flush=True)
-    d_cold, d_warm, d_size, report = deblive_build(base, args.suite, args.arch, log)
+    d_cold, warm, d_size, report = deblive_build(base, args.suite, args.arch, log)
+    if warm is None:
+        raise RuntimeError("the warm build did not run")
+    d_warm = warm
     print(f"deblive     cold {d_cold:7.1f} s   warm {d_warm:7.1f} s   ISO {d_size / 2**20:.0f} MiB",
           flush=True)
     print("deblive warm build stages:", ", ".join(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from deblive.core import procstat
 from deblive.host import cpus
 
 STAT = """cpu  900 0 300 5000 40 0 10 0 0 0
@@ -72,6 +73,11 @@ def test_group_members_reads_names_and_groups(tmp_path: Path) -> None:
     assert cpus.group_members({7}, cpus.COMPRESSORS, tmp_path) == [10]
     assert sorted(cpus.group_members({7, 8}, frozenset({"zstd", "a (zstd) b"}), tmp_path)) == [
         10, 11, 12]
+    (tmp_path / "15").mkdir()
+    (tmp_path / "15" / "stat").write_text("15 (cut")  # no fields after the name: left out
+    table = sorted(procstat.process_table(tmp_path), key=lambda p: p.pid)
+    assert [(p.pid, p.comm, p.ppid, p.pgrp) for p in table] == [
+        (10, "zstd", 1, 7), (11, "zstd", 1, 8), (12, "a (zstd) b", 1, 7), (13, "sh", 1, 7)]
 
 
 def test_a_pinned_compressor_gets_every_cpu_back(tmp_path: Path) -> None:

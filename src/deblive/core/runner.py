@@ -29,6 +29,7 @@ from typing import IO, Literal
 
 from deblive.core.errors import DebliveError
 from deblive.core.log import BuildLog
+from deblive.core.procstat import process_table
 
 TAIL_LINES = 25
 NOTABLE_LINES = 20
@@ -393,16 +394,8 @@ def _end_tree(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
 def _descendants(pid: int) -> list[int]:
     """All descendants of pid, from /proc (children files need CONFIG_PROC_CHILDREN)."""
     parents: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents[ppid].append(int(entry))
+    for process in process_table():
+        parents[process.ppid].append(process.pid)
     out: list[int] = []
     todo = [pid]
     while todo:

@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-PROC = Path("/proc")
+from deblive.core.procstat import PROC, process_table
+
 PROC_STAT = PROC / "stat"
 SAMPLE_SECONDS = 0.1
 COMPRESSORS = frozenset({"zstd"})
@@ -78,19 +79,7 @@ def compressor_env() -> dict[str, str]:
 
 def group_members(groups: set[int], names: frozenset[str], proc: Path = PROC) -> list[int]:
     """PIDs of the processes named one of names (their comm) in one of the process groups."""
-    found = []
-    for entry in os.listdir(proc):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = (proc / entry / "stat").read_text(encoding="ascii", errors="replace")
-        except OSError:
-            continue  # it ended
-        name = stat[stat.find("(") + 1:stat.rfind(")")]
-        fields = stat[stat.rfind(")") + 2:].split()  # state, ppid, pgrp, ...
-        if name in names and len(fields) > 2 and int(fields[2]) in groups:
-            found.append(int(entry))
-    return found
+    return [p.pid for p in process_table(proc) if p.comm in names and p.pgrp in groups]
 
 
 def widen(pid: int, allowed: set[int], proc: Path = PROC) -> None:

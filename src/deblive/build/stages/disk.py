@@ -33,6 +33,7 @@ from deblive.core.runner import Runner
 from deblive.model.sections import LUKS_HEADER
 
 PERSISTENCE_CONF = "/ union\n"
+CONF_NAME = "persistence.conf"  # live-boot reads it at the partition's root
 PARTITION = 3  # after the ISO (1) and the EFI system partition (2)
 LINUX_TYPE = "0x83"
 # argon2id's memory for the keyslot: live-boot unlocks the volume in the
@@ -91,8 +92,8 @@ def make_persistence(runner: Runner, dest: Path, *, size: int, label: str, fs_uu
     with a passphrase, a LUKS2 volume holding the file system."""
     content = dest / "content"
     content.mkdir(parents=True, exist_ok=True)
-    (content / "persistence.conf").write_text(PERSISTENCE_CONF)
-    (content / "persistence.conf").chmod(0o644)
+    (content / CONF_NAME).write_text(PERSISTENCE_CONF)
+    (content / CONF_NAME).chmod(0o644)
     image = dest / "persistence.ext4"
     image.unlink(missing_ok=True)
     with image.open("wb") as f:
@@ -103,8 +104,8 @@ def make_persistence(runner: Runner, dest: Path, *, size: int, label: str, fs_uu
                            size - LUKS_HEADER if passphrase is not None else None),
                env=fake_time, what="making the persistence file system")
     runner.run(["debugfs", "-w", "-f", "-", str(image)], env=fake_time,
-               input_data=file_times_script("/persistence.conf", epoch),
-               what="dating persistence.conf")
+               input_data=file_times_script(f"/{CONF_NAME}", epoch),
+               what=f"dating {CONF_NAME}")
     if passphrase is not None:
         encrypt(runner, image, passphrase, label,
                 str(uuid.uuid5(uuid.NAMESPACE_URL, f"deblive:{fs_uuid}:luks")))
