@@ -9,6 +9,7 @@ docstring lists the checks). The CI tier runs a cheap subset of these
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from deblive.build import basecache
 from tests.extended import faultkit as fk
 
 pytestmark = pytest.mark.extended
@@ -268,6 +270,53 @@ def test_a_hook_that_plants_every_kind_of_trap(base: Path, tmp_path: Path) -> No
     leaked = [p for p in outdir.rglob("*") if p.is_file() and not p.is_symlink()
               and (b"host file" in p.read_bytes() or b"host key" in p.read_bytes())]
     assert leaked == []
+    fk.remove_tree(outdir)
+
+
+@pytest.fixture(scope="session")
+def layered_config(base: Path) -> Path:
+    """A layered image whose base is in the faults' cache (its host name new to this
+    run, so the base is this run's own): later builds add a package over it."""
+    config = base / "x-layer.yaml"
+    config.write_text(f"name: x-layer\nhostname: x-layer-{os.getpid()}\n"
+                      "squashfs: {compression: lz4, layout: layered}\n")
+    workdir, outdir = fk.case_dirs("x-layer")
+    proc = fk.run_cli("build", config, "--no-iso", "-o", outdir, "--workdir", workdir,
+                      "--cache-dir", fk.CACHE, timeout=3600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    fk.remove_tree(outdir)
+    config.write_text(config.read_text() + "packages: [hello]\n")
+    return config
+
+
+def _cached_keys() -> set[str]:
+    return {e.key for e in basecache.BaseCache(fk.CACHE).entries()}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_signal_while_a_package_layer_is_made(sig: signal.Signals, layered_config: Path
+                                              ) -> None:
+    """Killed while apt installs a package over a cached base: the chroot's mounts, the
+    overlay and the base's loop device go with the build, and no layer is stored."""
+    before = _cached_keys()
+    times = fk.signal_case(layered_config, f"x-layer-{sig.name.lower()}", "package-layer", sig,
+                           delay=0.5)
+    TIMES[f"package-layer/{sig.name}"] = times
+    assert _cached_keys() == before
+
+
+def test_after_the_signals_the_package_layer_is_made_and_used(layered_config: Path) -> None:
+    workdir, outdir = fk.case_dirs("x-layer-after")
+    with fk.host_checked(workdir, None) as check:
+        for _ in range(2):  # stores the layer, then takes it
+            proc = fk.run_cli("build", layered_config, "--no-iso", "-o", outdir, "--workdir",
+                              workdir, "--cache-dir", fk.CACHE, "--force", timeout=3600)
+            assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        check(None)
+    report = json.loads((outdir / "report.json").read_text())
+    cache = report["base_cache"]
+    assert cache["result"] == "hit" and cache["extra_packages"] == [], cache
+    assert len(cache["chain"]) == 2 and cache["base"] == cache["chain"][1], cache
     fk.remove_tree(outdir)
 
 

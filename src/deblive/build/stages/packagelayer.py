@@ -50,7 +50,8 @@ class PackageLayer(Stage):
             layer.enter_context(sandbox.overlay(mount_chain(ctx), upper, ctx.work.packages_work,
                                                 ctx.rootfs))
             ctx.open_tree(layer)
-            ctx.session = contextlib.ExitStack()
+            # The session ends before the tree closes and the overlay goes, failure or not.
+            ctx.session = layer.enter_context(contextlib.ExitStack())
             ChrootSetup().run(ctx)
             ctx.work.logs.mkdir(parents=True, exist_ok=True)
             sources.package_lists(ctx)
