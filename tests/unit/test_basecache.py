@@ -14,6 +14,7 @@ from deblive.build import basecache, pipeline
 from deblive.build.context import BuildContext, WorkTree
 from deblive.build.stage import Stage
 from deblive.build.stages import squash
+from deblive.build.stages.packagelayer import PackageLayer
 from deblive.cli import main
 from deblive.cli.commands import parse_size
 from deblive.core.errors import BadInputError
@@ -357,3 +358,44 @@ def test_the_base_chain_goes_to_live_in_the_order_live_boot_stacks_it(tmp_path: 
     # Without filesystem.module, live-boot stacks /live's images sorted by name.
     assert sorted([*names, squash.LAYER]) == [*names, squash.LAYER]
     assert not os.path.samefile(sources[0], ctx.work.output / names[0])  # copies, not links
+
+
+def test_an_entry_of_another_kind_under_the_key_is_no_stand_in(tmp_path: Path) -> None:
+    """Two builds race for one key, one with a whole base, one with a package layer:
+    the second is told so and keeps its squashfs, never gets the first's entry."""
+    cache = basecache.BaseCache(tmp_path / "cache")
+    made = tmp_path / "below.squashfs"
+    made.write_bytes(b"below")
+    below = cache.store(inputs({"hostname": "below"}), made, "demo", {})
+    key_inputs = inputs({"hostname": "raced"})
+    layer = tmp_path / "layer.squashfs"
+    layer.write_bytes(b"layer")
+    stored = cache.store(key_inputs, layer, "demo", {}, parent=below)
+    assert stored.parent == below.key
+    whole = tmp_path / "whole.squashfs"
+    whole.write_bytes(b"whole")
+    with pytest.raises(basecache.KeyTakenError, match="another kind of entry"):
+        cache.store(key_inputs, whole, "demo", {})
+    assert whole.read_bytes() == b"whole"  # left where it was, for the build's own use
+    assert cache.entry(key_inputs.key) == stored and stored.squashfs.read_bytes() == b"layer"
+    # The same kind (a layer over the same entry) is the same entry: it stands in.
+    again = tmp_path / "again.squashfs"
+    again.write_bytes(b"layer")
+    assert cache.store(key_inputs, again, "demo", {}, parent=below) == stored
+    assert not list(cache.root.glob(".*.tmp"))
+
+
+def test_a_package_layer_the_cache_would_not_take_is_stacked_from_the_work_tree(
+        tmp_path: Path) -> None:
+    log = BuildLog()
+    ctx = BuildContext(conftest.parse({"name": "t"}), log, Runner(log), WorkTree(tmp_path / "w"),
+                       tmp_path / "out", tmp_path / "cache", make_iso=False)
+    ctx.work.root.mkdir()
+    cache = basecache.BaseCache(tmp_path / "cache")
+    below = _store(cache, tmp_path, "below", 10, 1_000_000)
+    layer = tmp_path / "made.layer"
+    layer.write_bytes(b"layer")
+    own = PackageLayer._keep_own(ctx, layer, below, "taken")
+    assert own.parent == below.key and own.squashfs.read_bytes() == b"layer"
+    assert own.directory.is_relative_to(ctx.work.root) and not layer.exists()
+    assert cache.entries() == [below]  # the cache never lists it

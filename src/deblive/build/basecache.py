@@ -209,6 +209,10 @@ class CacheError(DebliveError):
     """The base cache could not be used."""
 
 
+class KeyTakenError(CacheError):
+    """Another build stored an entry of another kind under the key (a race)."""
+
+
 class BaseCache:
     """The entries under <cache>/bases, with their locks beside them."""
 
@@ -294,12 +298,16 @@ class BaseCache:
     def store(self, inputs: BaseInputs, squashfs: Path, image: str,
               facts: dict[str, Any], parent: Entry | None = None) -> Entry:
         """Move a verified squashfs in as the entry for inputs (a layer over parent's
-        tree, if given); an entry another build stored meanwhile wins (they are
-        equal), and ours is dropped."""
+        tree, if given). An entry of the same kind another build stored meanwhile
+        wins (they are equal), and ours is dropped. One of the other kind (a whole
+        base where ours is a layer, or a layer over another entry) is no stand-in
+        for ours: then nothing is stored, squashfs is left where it was, and
+        KeyTakenError says the build must use its own."""
         self._ensure()
         staging = self.root / f".{inputs.key}.{os.getpid()}.tmp"
         deletion.remove_tree(staging)
         staging.mkdir(mode=0o700)
+        wanted_parent = parent.key if parent is not None else None
         try:
             os.replace(squashfs, staging / SQUASHFS)
             meta = {
@@ -308,15 +316,20 @@ class BaseCache:
                 "inputs": inputs.as_dict(), "packages": list(inputs.packages),
                 "requested": list(inputs.requested), "facts": facts,
             }
-            if parent is not None:
-                meta["parent"] = parent.key
+            if wanted_parent is not None:
+                meta["parent"] = wanted_parent
             write_atomic(staging / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
             self._drop_if_stale(inputs.key)
-            with contextlib.suppress(OSError):  # another build stored the same entry first
+            with contextlib.suppress(OSError):  # another build stored the same key first
                 os.rename(staging, self.root / inputs.key)
+            entry = self.entry(inputs.key)
+            if entry is not None and entry.parent != wanted_parent:
+                if (staging / SQUASHFS).exists():
+                    os.replace(staging / SQUASHFS, squashfs)
+                raise KeyTakenError(f"the base cache holds another kind of entry under "
+                                    f"{inputs.key} now")
         finally:
             deletion.remove_tree(staging)
-        entry = self.entry(inputs.key)
         if entry is None:
             raise CacheError(f"the base cache entry {self.root / inputs.key} was not stored")
         return entry

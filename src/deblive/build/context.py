@@ -44,6 +44,7 @@ class WorkTree:
     ovlwork/     overlayfs's own work directory for upper/
     pkgupper/    a new package layer over a cached base, until it is stored
     pkgwork/     overlayfs's own work directory for pkgupper/
+    pkglayer/    the package layer, when the cache took another kind of entry under its key
     """
 
     root: Path

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 from deblive.build import basecache
@@ -147,7 +148,14 @@ class Base(Stage):
         staging = cache.root / f".{inputs.key}.{os.getpid()}.squashfs"
         try:
             ctx.facts.squashfs = squash_tree(ctx, ctx.rootfs, staging, ctx.base_stats)
-            entry = cache.store(inputs, staging, ctx.config.name, base_facts(ctx))
+            try:
+                entry = cache.store(inputs, staging, ctx.config.name, base_facts(ctx))
+            except basecache.KeyTakenError as exc:  # meanwhile a package layer, by another build
+                own = ctx.work.output / FLAT
+                shutil.move(staging, own)
+                ctx.base_squashfs = [own]
+                ctx.log.warn(f"base not stored: {exc}; this build uses its own")
+                return
         finally:
             staging.unlink(missing_ok=True)
         ctx.base_entry = entry  # held since choose_base: the key is inputs.key

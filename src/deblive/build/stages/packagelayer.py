@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+from pathlib import Path
 
+from deblive.build import basecache
 from deblive.build.chroot import Chroot
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
@@ -68,11 +71,31 @@ class PackageLayer(Stage):
         try:
             stats = check_space(ctx, upper, cache.root)
             squash_tree(ctx, upper, staging, stats, layer=True)
-            entry = cache.store(inputs, staging, ctx.config.name, base_facts(ctx), parent=below)
+            try:
+                entry = cache.store(inputs, staging, ctx.config.name, base_facts(ctx),
+                                    parent=below)
+            except basecache.KeyTakenError as exc:
+                entry = self._keep_own(ctx, staging, below, str(exc))
+            else:
+                ctx.stored_layer = entry  # held since choose_base: its key is inputs.key
+                ctx.log.info(f"package layer stored in the cache: {entry.key} over "
+                             f"{below.key} ({entry.squashfs.stat().st_size / 2**20:.1f} MiB)")
         finally:
             staging.unlink(missing_ok=True)
         deletion.remove_tree(upper)
-        ctx.base_entry, ctx.stored_layer = entry, entry  # held since choose_base: inputs.key
+        ctx.base_entry = entry
         ctx.base_chain = [*ctx.base_chain, entry]
-        ctx.log.info(f"package layer stored in the cache: {entry.key} over {below.key} "
-                     f"({entry.squashfs.stat().st_size / 2**20:.1f} MiB)")
+
+    @staticmethod
+    def _keep_own(ctx: BuildContext, layer: Path, below: basecache.Entry, why: str
+                  ) -> basecache.Entry:
+        """Meanwhile another build stored an entry of another kind under this build's key
+        (a whole base, or a layer over another entry): this build stacks its own layer,
+        kept in the work tree as an entry of its own that the cache never lists."""
+        own = ctx.work.root / "pkglayer"
+        deletion.remove_tree(own)
+        own.mkdir(mode=0o700)
+        shutil.move(layer, own / basecache.SQUASHFS)
+        ctx.log.warn(f"package layer not stored: {why}; this build uses its own, "
+                     f"over {below.key}")
+        return basecache.Entry(own, {"parent": below.key, "facts": base_facts(ctx)})
