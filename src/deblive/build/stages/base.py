@@ -67,6 +67,20 @@ def mount_chain(ctx: BuildContext) -> list[Path]:
     return [ctx.layer_mounts[e.key] for e in reversed(ctx.base_chain)]
 
 
+def open_overlay_session(ctx: BuildContext, lowers: list[Path], upper: Path, work: Path,
+                         stack: contextlib.ExitStack) -> None:
+    """An overlay of upper over lowers on rootfs, the image tree opened on it and a chroot
+    session with the build mirror's lists: where the stages over a base work (the
+    package layer's, then the build's own). All of it ends with stack, the session
+    first, then the tree, then the overlay, whether the stages failed or not."""
+    stack.enter_context(sandbox.overlay(lowers, upper, work, ctx.rootfs))
+    ctx.open_tree(stack)
+    ctx.session = stack.enter_context(contextlib.ExitStack())
+    ChrootSetup().run(ctx)
+    ctx.work.logs.mkdir(parents=True, exist_ok=True)
+    sources.package_lists(ctx)
+
+
 class BaseClean(Stage):
     """End the chroot session and clean the base as the clean stage cleans an image.
 
@@ -127,13 +141,7 @@ class Base(Stage):
                             if len(ctx.base_chain) > 1 else ""))
             lowers = mount_chain(ctx)
             ctx.rootfs.mkdir(mode=0o755, exist_ok=True)
-        ctx.teardown.enter_context(
-            sandbox.overlay(lowers, ctx.work.upper, ctx.work.overlay_work, ctx.rootfs))
-        ctx.open_tree()
-        ctx.session = contextlib.ExitStack()
-        ChrootSetup().run(ctx)
-        ctx.work.logs.mkdir(parents=True, exist_ok=True)
-        sources.package_lists(ctx)
+        open_overlay_session(ctx, lowers, ctx.work.upper, ctx.work.overlay_work, ctx.teardown)
 
     @staticmethod
     def _squash_base(ctx: BuildContext) -> None:

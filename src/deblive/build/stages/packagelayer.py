@@ -26,12 +26,16 @@ from deblive.build import basecache
 from deblive.build.chroot import Chroot
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
-from deblive.build.stages import sources
-from deblive.build.stages.base import base_facts, end_and_clean, mount_chain, restore_facts
-from deblive.build.stages.chrootsetup import ChrootSetup
+from deblive.build.stages.base import (
+    base_facts,
+    end_and_clean,
+    mount_chain,
+    open_overlay_session,
+    restore_facts,
+)
 from deblive.build.stages.packages import install_metapackage
 from deblive.build.stages.squash import check_space, squash_tree, strip_overlay_bookkeeping
-from deblive.host import deletion, sandbox
+from deblive.host import deletion
 from deblive.host.imagetree import ImageTree
 
 
@@ -50,14 +54,7 @@ class PackageLayer(Stage):
         deletion.remove_tree(upper)
         deletion.remove_tree(ctx.work.packages_work)
         with contextlib.ExitStack() as layer:
-            layer.enter_context(sandbox.overlay(mount_chain(ctx), upper, ctx.work.packages_work,
-                                                ctx.rootfs))
-            ctx.open_tree(layer)
-            # The session ends before the tree closes and the overlay goes, failure or not.
-            ctx.session = layer.enter_context(contextlib.ExitStack())
-            ChrootSetup().run(ctx)
-            ctx.work.logs.mkdir(parents=True, exist_ok=True)
-            sources.package_lists(ctx)
+            open_overlay_session(ctx, mount_chain(ctx), upper, ctx.work.packages_work, layer)
             chroot = Chroot(ctx.tree, ctx.runner, apt_log=ctx.work.logs / "apt.log")
             ctx.log.info(f"installing on the cached base: {' '.join(ctx.extra_packages)}")
             chroot.apt_get("install", *ctx.extra_packages,
