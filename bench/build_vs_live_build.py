@@ -15,6 +15,10 @@ changed, (b) one extra package, (c) nothing changed (with SOURCE_DATE_EPOCH
 set, so an identical ISO is expected), each against live-build's warm build
 and deblive's own cold build.
 
+deblive builds with its defaults: the image tree in RAM when it fits
+(host.treeram), as on any host with the memory for it; live-build's chroot is
+on disk, as it always is.
+
 Targets (from the product issues): cold <= 0.25 (first 0.5) and warm <= 0.15 of live-build;
 (a) <= 0.10 of live-build's warm and <= 0.20 of deblive's cold, (b) <= 0.35 and
 (c) <= 0.10 of deblive's cold.
@@ -222,7 +226,7 @@ def main() -> int:
     d_again = deblive_build(base, args.suite, args.arch, log, warm=False)[0]
     print(f"deblive     cold {d_again:7.1f} s   (again, after live-build)", flush=True)
     d_first, d_cold = d_cold, (d_cold + d_again) / 2
-    print(f"ratio deblive/live-build: cold {d_cold / l_cold:.2f} (target <= 0.25; mean of "
+    print(f"ratio deblive/live-build: cold {d_cold / l_cold:.3f} (target <= 0.25; mean of "
           f"{d_first:.1f} s and {d_again:.1f} s), "
           f"warm {d_warm / l_cold:.2f} of live-build's cold, {d_warm / l_warm:.2f} of its warm "
           "(target <= 0.15)")

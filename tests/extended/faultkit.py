@@ -697,8 +697,9 @@ def disk_case(config: Path, name: str, size: str, fill_at: str | None, leave_mib
     outdir = WORK_BASE / f"{name}-out"
     remove_tree(outdir)
     with host_checked(base, outdir) as check:
-        run = start_build(config, name, *extra, wrap=tmpfs_wrapper(base, size), workdir=workdir,
-                          outdir=outdir)
+        # The tree on disk (host.treeram): it is the disk that fills up here.
+        run = start_build(config, name, *extra, "--tree", "disk", wrap=tmpfs_wrapper(base, size),
+                          workdir=workdir, outdir=outdir)
         try:
             run.wait_for(r"stage bootstrap: start")
             run.remember_namespace()

@@ -167,6 +167,31 @@ def test_disk_fills_while_xorriso_writes(configs: dict[str, Path]) -> None:
     assert "AFTER: rootfs kept" in out
 
 
+def test_the_tree_outgrows_its_memory(configs: dict[str, Path]) -> None:
+    """The tree in RAM with a 300 MiB cap: ENOSPC while apt unpacks, named as the tree's
+    memory (not a disk), the tree saved from RAM to the work tree, the host intact."""
+    workdir, outdir = fk.case_dirs("x-ram-full")
+    with fk.host_checked(workdir, outdir) as check:
+        run = fk.start_build(configs["packages"], "x-ram-full", "--no-iso", "--tree", "ram",
+                             workdir=workdir, outdir=outdir, env={"DEBLIVE_TREE_RAM_MAX": "300"})
+        run.wait_for(r"stage bootstrap: start")
+        run.remember_namespace()
+        code = run.finish(timeout=1200)
+        check(run)
+    out = run.output
+    assert code == 1, out[-4000:]
+    assert "image tree in RAM (tmpfs, at most 300 MiB): asked for (--tree ram)" in out
+    assert ("deblive: error: the image tree outgrew its memory in stage packages: the tmpfs "
+            "it is built in (at most 300 MiB) is full; build it on disk with --tree disk"
+            ) in out, out[-4000:]
+    assert f"image tree copied from RAM to {workdir}/rootfs for inspection" in out
+    assert (workdir / "rootfs/etc/os-release").is_file()
+    assert not os.path.ismount(workdir / "rootfs")
+    assert "mounts below the work tree after teardown: 0" in out
+    fk.remove_tree(workdir)
+    fk.remove_tree(outdir)
+
+
 # -- mirror faults -----------------------------------------------------------------------
 
 

@@ -256,7 +256,8 @@ def custom_build(tmp_path_factory: pytest.TempPathFactory, sentinels: Sentinels)
                      "packages: [wpasupplicant, distro-tool, build-only-tool]"))
     with archives.serve(base / "archives") as url:
         config.write_text(config.read_text().replace("__URL__", url))
-        result = build(config, base)
+        # On disk: the default image covers the tree in RAM (host.treeram), this one the disk.
+        result = build(config, base, "--tree", "disk")
     assert result.returncode == 0, result.output[-4000:]
     return result
 
@@ -274,4 +275,4 @@ def failing_hook_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bui
     hook.chmod(0o755)
     config = base / "fail.yaml"
     config.write_text("name: failhook\nhook: fail.sh\nsquashfs: {compression: lz4}\n")
-    yield build(config, base, "--no-iso")
+    yield build(config, base, "--no-iso", "--tree", "ram")  # the tree is copied to disk

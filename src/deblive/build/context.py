@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from deblive.build.bootfiles import BootFiles
     from deblive.build.chroot import InitramfsDeferral
     from deblive.build.installer import InstallerImages
+    from deblive.host.treeram import RamTreeState, TreeChoice
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class BuildFacts:
     installer_files: list[str] = field(default_factory=list)
     metapackage: str | None = None
     language_locales: list[str] = field(default_factory=list)
+    image_tree: dict[str, object] | None = None  # where it was built: RAM or disk, and why
 
 
 @dataclass
@@ -205,6 +207,12 @@ class BuildContext:
     local_packages: list[LocalPackage] = field(default_factory=list)
     # purl namespace by package name: the extra archives' and the local packages'.
     package_origins: dict[str, str] = field(default_factory=dict)
+    # Where the bootstrap builds the tree (host.treeram), and what its teardown found;
+    # whether the tree is kept on disk after a success (--keep-workdir) or a failure.
+    tree_choice: TreeChoice | None = None
+    tree_ram: RamTreeState | None = None
+    keep_tree: bool = False
+    keep_failed_tree: bool = True
     _tree: ImageTree | None = None
 
     @property

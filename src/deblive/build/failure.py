@@ -19,7 +19,7 @@ from deblive.build.context import BuildContext
 from deblive.core.errors import DebliveError
 from deblive.core.interrupt import Interrupted
 from deblive.core.log import BuildLog
-from deblive.host import diskspace, sandbox, workbase
+from deblive.host import diskspace, sandbox, treeram, workbase
 
 
 def failed_stage(log: BuildLog) -> str:
@@ -51,6 +51,16 @@ def remove_failed_tree(root: Path, error: BaseException) -> None:
         error.workdir_kept = False
 
 
+def tree_ram_full_message(exc: BaseException, ctx: BuildContext, stage: str) -> str:
+    """ENOSPC from the tmpfs the tree was built in: its memory cap, not a disk, ran out."""
+    choice = ctx.tree_choice
+    cap = choice.cap_bytes // treeram.MIB if choice is not None else 0
+    first = diskspace.root_error(exc)
+    return (f"the image tree outgrew its memory in stage {stage}: the tmpfs it is built in "
+            f"(at most {cap} MiB) is full; build it on disk with --tree disk, or allow "
+            f"more with {treeram.CAP_ENV}=MiB\n{first}")
+
+
 def explain(exc: BaseException, ctx: BuildContext, outdir: Path) -> tuple[BaseException, str]:
     """The error to raise for exc, and the stage it happened in."""
     work = ctx.work.root
@@ -64,6 +74,8 @@ def explain(exc: BaseException, ctx: BuildContext, outdir: Path) -> tuple[BaseEx
     error: BaseException = exc
     if isinstance(exc, Interrupted):
         exc.stage, exc.workdir = stage, str(work)
+    elif full and ctx.tree_ram is not None and ctx.tree_ram.full:
+        error = diskspace.DiskFullError(tree_ram_full_message(exc, ctx, stage))
     elif full:
         error = diskspace.DiskFullError(diskspace.full_disk_message(exc, stage, [work, outdir]))
     elif not isinstance(exc, DebliveError):

@@ -43,7 +43,7 @@ from deblive.build.stages.users import Users
 from deblive.core.errors import BadInputError, DebliveError
 from deblive.core.log import BuildLog, format_seconds
 from deblive.core.runner import Runner
-from deblive.host import preflight, sandbox, workbase
+from deblive.host import preflight, sandbox, treeram, workbase
 from deblive.model.config import ImageConfig
 
 DEFAULT_CACHE = Path(os.environ.get("DEBLIVE_CACHE", "/var/cache/deblive"))
@@ -71,6 +71,7 @@ class BuildOptions:
     check_network: bool = True
     layout: str | None = None  # "flat" or "layered": overrides the config's squashfs.layout
     use_cache: bool = True  # a layered build may take its base from the cache and store it
+    tree: treeram.TreePlace = treeram.TreePlace.AUTO  # where the image tree is built
 
 
 @dataclass
@@ -104,12 +105,13 @@ def run_stages(ctx: BuildContext) -> list[Path]:
 
 
 def check_before(config: ImageConfig, options: BuildOptions, log: BuildLog
-                 ) -> tuple[plan.Plan | None, extras.Extras]:
+                 ) -> tuple[plan.Plan | None, extras.Extras, treeram.TreeChoice]:
     """Everything that can fail on bad input, before anything is touched (exit 2).
 
     Returns the package plan (None without the network check): its versions
     and indexes are part of a layered build's base key; and the archives
-    beside the mirror (repositories checked, the local packages' archive).
+    beside the mirror (repositories checked, the local packages' archive); and
+    where the image tree is built (in RAM if the plan's installed size fits).
     """
     resolved = None
     try:
@@ -122,8 +124,10 @@ def check_before(config: ImageConfig, options: BuildOptions, log: BuildLog
                                      found.local_names)  # unknown names exit 2
     except DebliveError as exc:  # a mirror fault is named as one (exit status kept)
         raise mirrorfault.explain(exc, config) from None
+    tree_choice = treeram.choose(options.tree, resolved.installed_bytes if resolved else None,
+                                 keep_workdir=options.keep_workdir)  # a bad cap: exit 2
     publish.check_outdir(options.outdir, options.force)
-    return resolved, found
+    return resolved, found, tree_choice
 
 
 def choose_base(ctx: BuildContext, options: BuildOptions, resolved: plan.Plan | None) -> None:
@@ -245,7 +249,8 @@ def finish(ctx: BuildContext, started: dt.datetime, options: BuildOptions) -> Bu
     work, log = ctx.work, ctx.log
     files = list(ctx.outputs)
     build_report = report.build_report(ctx, started, files, "success")
-    # The image is in the verified squashfs now: its tree (about 2 s to delete here)
+    # The image is in the verified squashfs now: its tree (about 3 s to delete on disk
+    # here; a tree in RAM went with the teardown, and rootfs is an empty directory)
     # goes beside the checksums and the publishing; what the deletion raises is
     # raised here, by result().
     deleter = ThreadPoolExecutor(1, thread_name_prefix="remove rootfs")
@@ -281,7 +286,7 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
     # every maintainer script's files) or the outputs: a reproducible image is
     # the same under any umask.
     os.umask(0o022)
-    resolved, found = check_before(config, options, log)
+    resolved, found, tree_choice = check_before(config, options, log)
     date = build_date(config, resolved)  # a bad SOURCE_DATE_EPOCH: exit 2 here
     sandbox.enter_private_mount_namespace()
     with workbase.workdir_lock(options.workdir):
@@ -289,6 +294,9 @@ def build(config: ImageConfig, options: BuildOptions, log: BuildLog | None = Non
             log.info(f"removing the previous work tree {options.workdir}")
         workbase.make_work_tree(options.workdir)
         ctx = make_context(config, options, log, date)
+        ctx.tree_choice = tree_choice
+        ctx.keep_tree, ctx.keep_failed_tree = (options.keep_workdir,
+                                               not options.remove_failed_workdir)
         ctx.extras, ctx.local_archive = found.archives, found.local
         ctx.local_packages = found.local_packages
         log.open(ctx.work.log)

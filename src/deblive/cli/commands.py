@@ -35,6 +35,7 @@ from deblive.core.log import BuildLog, format_seconds
 from deblive.core.runner import Runner
 from deblive.host import configfile, preflight, workbase
 from deblive.host.fileserver import FileServer
+from deblive.host.treeram import TreePlace
 from deblive.model import config as config_mod
 from deblive.model.arch import Arch
 from deblive.release import matrix, tree
@@ -83,6 +84,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         layout=args.layout,
         use_cache=not args.no_cache,
+        tree=TreePlace(args.tree),
     )
     result = build.build(cfg, options, log)
     for path in result.outputs:

@@ -50,6 +50,10 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
                         "(overrides squashfs.layout)")
     p.add_argument("--no-cache", action="store_true",
                    help="a layered build makes its base anew and does not store it")
+    p.add_argument("--tree", choices=("auto", "ram", "disk"), default="auto",
+                   help="where the image tree is built: in RAM (a tmpfs, faster; copied to "
+                   "the work tree if the build fails), on disk, or auto: in RAM when the "
+                   "plan's installed size fits easily in the memory available (default)")
     vm = p.add_argument_group(
         "builder VM", "run the whole build inside a throwaway VM of the target release")
     vm.add_argument("--vm", action="store_true",

@@ -28,7 +28,7 @@ from deblive.apt.sources import build_sources
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
 from deblive.build.stages import sources
-from deblive.host import sandbox
+from deblive.host import sandbox, treeram
 from deblive.host.imagetree import ImageTree
 from deblive.model.config import ImageConfig
 from deblive.model.packages import PackageSelection
@@ -146,6 +146,21 @@ def start_prefetch(ctx: BuildContext) -> None:
     ctx.log.info(f"prefetch: downloading {len(packages)} packages beside the bootstrap")
 
 
+def put_tree(ctx: BuildContext) -> None:
+    """The tree in RAM if the build chose so (host.treeram): a tmpfs on the empty rootfs,
+    before anything opens or mounts inside it, so it is unmounted after all of that."""
+    choice = ctx.tree_choice
+    if choice is None:
+        return
+    ctx.facts.image_tree = choice.report()
+    if not choice.in_ram:
+        ctx.log.info(f"image tree on disk: {choice.why}")
+        return
+    ctx.tree_ram = ctx.teardown.enter_context(treeram.tree_in_ram(
+        ctx.rootfs, choice, ctx.runner, ctx.log,
+        keep=lambda failed: ctx.keep_tree or (failed and ctx.keep_failed_tree)))
+
+
 class Bootstrap(Stage):
     name = "bootstrap"
     in_base = True
@@ -154,6 +169,7 @@ class Bootstrap(Stage):
         config = ctx.config
         assert ctx.archives is not None
         os.mkdir(ctx.rootfs, 0o755)
+        put_tree(ctx)
         what = f"bootstrapping {config.codename}/{config.architecture}"
         if config.bootstrap.backend == "debootstrap":
             start_prefetch(ctx)
