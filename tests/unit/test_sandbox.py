@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -75,4 +76,39 @@ def test_chroot_mounts_demand_the_private_namespace(
     with ImageTree(tmp_path) as tree, \
             pytest.raises(sandbox.SandboxError, match="private mount namespace"), \
             sandbox.chroot_mounts(tree):
+        pass
+
+
+def test_the_overlay_is_volatile_where_the_kernel_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """volatile: no sync of the upper directory's file system at unmount (the ISO just
+    written); an older kernel's EINVAL mounts it without, anything else is an error."""
+    calls: list[str] = []
+    refuse = {"errno": errno.EINVAL}
+
+    def mount(source: str, target: Path, fstype: str | None = None, flags: int = 0,
+              data: str | None = None) -> None:
+        calls.append(data or "")
+        if data and data.endswith(",volatile") and refuse["errno"]:
+            error = sandbox.SandboxError("mount overlay: refused")
+            error.errno = refuse["errno"]
+            raise error
+
+    monkeypatch.setattr(sandbox, "in_private_namespace", lambda: True)
+    monkeypatch.setattr(sandbox, "mount", mount)
+    monkeypatch.setattr(sandbox, "_unmount_here", lambda target: None)
+    dirs = [tmp_path / n for n in ("lower", "upper", "work", "target")]
+    dirs[0].mkdir()
+    with sandbox.overlay(*dirs):
+        pass
+    assert [c.endswith(",volatile") for c in calls] == [True, False]
+    assert all("index=off" in c and "metacopy=off" in c for c in calls)
+    calls.clear()
+    refuse["errno"] = 0
+    with sandbox.overlay(*dirs):
+        pass
+    assert [c.endswith(",volatile") for c in calls] == [True]
+    refuse["errno"] = errno.EPERM
+    with pytest.raises(sandbox.SandboxError, match="refused"), sandbox.overlay(*dirs):
         pass

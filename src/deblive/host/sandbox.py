@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import signal
 import stat
@@ -63,11 +64,15 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 class SandboxError(DebliveError):
     """The host could not be protected, or a tree is not safe to delete."""
 
+    errno: int | None = None  # the system call's, when one failed
+
 
 def _check(ret: int, what: str) -> None:
     if ret != 0:
         err = ctypes.get_errno()
-        raise SandboxError(f"{what}: {os.strerror(err)}")
+        error = SandboxError(f"{what}: {os.strerror(err)}")
+        error.errno = err
+        raise error
 
 
 def mount(
@@ -365,6 +370,11 @@ def bind_into(tree: ImageTree, source: Path, rel: str) -> Iterator[None]:
 # over the base: no metadata-only copies (metacopy), no directory redirects (a
 # renamed directory is copied whole), no inode index, no xino bits.
 OVERLAY_OPTIONS = ("redirect_dir=off", "metacopy=off", "index=off", "xino=off")
+# The upper directory is scratch (squashed, or the build starts again): without
+# `volatile` (Linux 5.10) overlayfs syncs the whole file system the upper
+# directory lives on when it is unmounted, which here meant waiting for the ISO
+# just written to reach the disk: 0.7-0.9 s per unmount in a rebuild of 6 s.
+VOLATILE = "volatile"
 
 
 def _unmount_here(target: Path) -> None:
@@ -400,7 +410,12 @@ def overlay(lower: Path | Sequence[Path], upper: Path, work: Path, target: Path
     os.chmod(upper, 0o755)  # the layer's root directory is the booted system's /
     options = ",".join((f"lowerdir={':'.join(str(p) for p in lowers)}", f"upperdir={upper}",
                         f"workdir={work}", *OVERLAY_OPTIONS))
-    mount("overlay", target, "overlay", 0, options)
+    try:
+        mount("overlay", target, "overlay", 0, f"{options},{VOLATILE}")
+    except SandboxError as exc:
+        if exc.errno != errno.EINVAL:  # an older kernel: synced at unmount, only slower
+            raise
+        mount("overlay", target, "overlay", 0, options)
     try:
         yield
     finally:

@@ -10,7 +10,7 @@ answered from the config before any package is installed.
 
 from __future__ import annotations
 
-from deblive.build import installer, metapackage
+from deblive.build import bootdebs, installer, metapackage
 from deblive.build.chroot import Chroot, download_packages
 from deblive.build.context import BuildContext
 from deblive.build.stage import Stage
@@ -67,14 +67,27 @@ def download_boot_packages(ctx: BuildContext, chroot: Chroot) -> None:
 
     They are unpacked on the host for the medium, so ISOLINUX, its modules and
     isohdpfx.bin all come from one syslinux version, and shim and grub are the
-    release's signed binaries.
+    release's signed binaries. A rebuild from the same indexes and config takes
+    the same files from the package cache instead (build.bootdebs).
     """
     names = PackageSelection.from_config(ctx.config).boot
     if not names or not ctx.make_iso:
         return
     deletion.remove_tree(ctx.work.bootdebs)
-    debs = download_packages(chroot, names, ctx.work.bootdebs,
-                             "downloading the boot loader packages")
+    assert ctx.archives is not None
+    key = (bootdebs.record_key(ctx.plan.indexes, ctx.config, names)
+           if ctx.plan is not None and ctx.plan.indexes else None)
+    wanted = bootdebs.recorded(ctx.cache, key) if key is not None else None
+    debs = bootdebs.from_archives(wanted, ctx.archives, ctx.work.bootdebs) if wanted else None
+    if debs is None:
+        debs = download_packages(chroot, names, ctx.work.bootdebs,
+                                 "downloading the boot loader packages")
+        bootdebs.into_archives(debs, ctx.archives)
+        if key is not None:
+            bootdebs.record(ctx.cache, key, debs)
+    else:
+        ctx.log.info(f"boot loader packages from the package cache: {len(debs)} files as "
+                     "apt fetched them for the same indexes and config")
     ctx.facts.boot_packages = [deb.name for deb in debs]
 
 
