@@ -22,14 +22,12 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import stat
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from deblive.apt.pkgcache import DEB_NAME
-from deblive.core.files import sha256_file, write_atomic
+from deblive.core.files import copy_regular, sha256_file, write_atomic
 from deblive.host import deletion
 from deblive.model.config import ImageConfig
 
@@ -76,20 +74,6 @@ def record(cache: Path, key: str, debs: Sequence[Path]) -> None:
             path.unlink()
 
 
-def _copy_regular(source: Path, target: Path) -> bool:
-    """Copy source to a new target if it is a regular file (no link followed); False if not."""
-    try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return False
-    with os.fdopen(fd, "rb") as src:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        with target.open("xb") as out:
-            shutil.copyfileobj(src, out)
-    return True
-
-
 def from_archives(wanted: Sequence[BootDeb], archives: Path, dest: Path) -> list[Path] | None:
     """The recorded files copied from archives into dest (fresh), each checked against
     its record; None if one is missing or different (and dest is removed)."""
@@ -97,7 +81,7 @@ def from_archives(wanted: Sequence[BootDeb], archives: Path, dest: Path) -> list
     out = []
     for entry in wanted:
         target = dest / entry.file
-        if not (_copy_regular(archives / entry.file, target)
+        if not (copy_regular(archives / entry.file, target)
                 and target.stat().st_size == entry.size and sha256_file(target) == entry.sha256):
             deletion.remove_tree(dest)
             return None
@@ -112,4 +96,4 @@ def into_archives(debs: Sequence[Path], archives: Path) -> None:
         target = archives / deb.name
         if DEB_NAME.fullmatch(deb.name) and not os.path.lexists(target):
             with contextlib.suppress(OSError):
-                _copy_regular(deb, target)
+                copy_regular(deb, target)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from deblive.build.kernels import kernel_images
 from deblive.core.errors import DebliveError
+from deblive.core.files import copy_regular
 from deblive.core.runner import Result, Runner
-from deblive.host import cpus
+from deblive.host import cpus, deletion
 from deblive.host.imagetree import ImageTree
 
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -106,10 +107,14 @@ def apt_get_argv(root: Path, args: Sequence[str]) -> list[str]:
 class Chroot:
     """Runs commands in the image root with the chroot environment."""
 
-    def __init__(self, tree: ImageTree, runner: Runner, apt_log: Path | None = None) -> None:
+    def __init__(self, tree: ImageTree, runner: Runner, apt_log: Path | None = None,
+                 archives: Path | None = None) -> None:
         self.tree = tree
         self.runner = runner
         self.apt_log = apt_log
+        # The build's archives directory, bound onto /var/cache/apt/archives in the tree
+        # (build.stages.chrootsetup): where download_packages downloads, if given.
+        self.archives = archives
 
     def run(
         self, argv: Sequence[str], *, what: str | None = None, input_data: str | None = None,
@@ -278,17 +283,52 @@ def host_resolv_conf(tree: ImageTree, host: Path = Path("/etc/resolv.conf")) -> 
             tree.unlink(RESOLV_CONF_SAVED)
 
 
-def download_packages(chroot: Chroot, names: Sequence[str], dest: Path, what: str,
-                      scratch: str = "/var/tmp/deblive-download") -> list[Path]:
+ARCHIVES_INSIDE = "/var/cache/apt/archives"
+# apt-get download without apt's binary caches (/var/cache/apt/*.bin): a download
+# writes nothing into the image tree, so a rebuild that takes the same packages from
+# the package cache (build.bootdebs) gives the same overlay layer, byte for byte.
+NO_BINARY_CACHES = ("-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=")
+
+
+def download_packages(chroot: Chroot, names: Sequence[str], dest: Path, what: str) -> list[Path]:
     """apt-get download in the chroot (apt checks each against the signed index), the
-    .deb files then copied out into dest (fresh) through the image tree; returns them."""
+    .deb files then copied into dest (fresh); returns them.
+
+    With chroot.archives, apt downloads into a scratch directory of the build's
+    archives (bound into the tree), so nothing of the image tree changes; the
+    files it left there are the chroot's, so only regular files are copied, no
+    link followed. Without, into the tree's /var/tmp, copied out through it.
+    """
+    apt = f'exec apt-get -q {" ".join(NO_BINARY_CACHES)} download "$@"'
+    if chroot.archives is None:
+        return _download_in_tree(chroot, names, dest, what, apt)
+    scratch = f"deblive-download-{os.getpid()}"
+    host = chroot.archives / scratch
+    deletion.remove_tree(host)
+    host.mkdir()
+    os.chmod(host, 0o777)  # apt downloads as the _apt user
+    try:
+        # apt's temporary files (made and removed in /tmp) there too: even that would
+        # leave /tmp copied up into an overlay's upper directory
+        inside = f"{ARCHIVES_INSIDE}/{scratch}"
+        chroot.run(["sh", "-c", f"cd {inside} && {apt}", "sh", *names], what=what,
+                   env={"TMPDIR": inside})
+        dest.mkdir(parents=True, exist_ok=True)
+        got = [dest / entry.name for entry in sorted(host.iterdir())
+               if entry.name.endswith(".deb") and copy_regular(entry, dest / entry.name)]
+    finally:
+        deletion.remove_tree(host)
+    return got
+
+
+def _download_in_tree(chroot: Chroot, names: Sequence[str], dest: Path, what: str, apt: str,
+                      scratch: str = "/var/tmp/deblive-download") -> list[Path]:
     tree = chroot.tree
     tree.rmtree(scratch)
     tree.mkdir(scratch)
     tree.chmod(scratch, 0o777)  # apt downloads as the _apt user
     try:
-        chroot.run(["sh", "-c", f'cd {scratch} && exec apt-get -q download "$@"', "sh", *names],
-                   what=what)
+        chroot.run(["sh", "-c", f"cd {scratch} && {apt}", "sh", *names], what=what)
         dest.mkdir(parents=True, exist_ok=True)
         got = []
         for inside in tree.glob(scratch, "*.deb"):

@@ -105,6 +105,26 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def copy_regular(source: Path, target: Path) -> bool:
+    """Copy source to a new file target if source is a regular file; False if it is not.
+
+    For files another party could have made (the chroot's): no link is followed, a
+    FIFO is not waited on, and target is never one that existed before.
+    """
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        out_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644)
+        with os.fdopen(out_fd, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    return True
+
+
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     """Write path whole or not at all: a temporary file beside it, renamed over it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

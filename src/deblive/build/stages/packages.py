@@ -173,7 +173,9 @@ class MediumPackages(Stage):
     def run(self, ctx: BuildContext) -> None:
         config = ctx.config
         ctx.work.logs.mkdir(parents=True, exist_ok=True)
-        chroot = Chroot(ctx.tree, ctx.runner, apt_log=ctx.work.logs / "apt.log")
+        # apt downloads into the build's archives: the image tree stays as it is
+        chroot = Chroot(ctx.tree, ctx.runner, apt_log=ctx.work.logs / "apt.log",
+                        archives=ctx.archives)
         download_boot_packages(ctx, chroot)
         if config.installer is not None:
             images = installer.obtain(config, chroot, ctx.log, ctx.work.installer)
