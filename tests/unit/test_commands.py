@@ -273,5 +273,7 @@ def test_the_initramfs_is_made_in_the_c_locale_on_one_cpu(
     assert (env["LC_ALL"], env["LANG"]) == ("C", "C")
     # ...and zstd at its end with a worker per CPU (host.cpus gives it the CPUs back)
     assert env["ZSTD_NBTHREADS"] == str(len(os.sched_getaffinity(0)))
+    # ...and its scratch on the session's /dev/shm: nothing of it touches the tree's /var/tmp
+    assert env["TMPDIR"] == "/dev/shm"
     assert env["PATH"] == chroot.CHROOT_PATH  # otherwise the chroot's clean environment
     assert chroot.chroot_env()["LC_ALL"] == "C.UTF-8"  # every other command's

@@ -201,7 +201,10 @@ class InitramfsDeferral:
         # mkinitramfs starts its 19,500 programs one after another: on one CPU, but
         # the zstd at its end on all of them (host.cpus).
         cpu = cpus.quietest_cpu() if versions else None
-        env = {**INITRAMFS_LOCALE, **cpus.compressor_env()}
+        # Its scratch (a copy of every module it takes) on the session's /dev/shm tmpfs,
+        # not in /var/tmp: the tree is left as a kept initramfs leaves it, so an overlay
+        # layer is the same whether the initramfs was made or taken from the cache.
+        env = {**INITRAMFS_LOCALE, **cpus.compressor_env(), "TMPDIR": "/dev/shm"}
         with cpus.compressors_unpinned(self.chroot.runner.running) as widened:
             for version in versions:
                 mode = "-u" if self.tree.exists(f"/boot/initrd.img-{version}") else "-c"
